@@ -1,0 +1,43 @@
+#include "engine/generator.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kd {
+
+double Generator::normal() {
+  // Box-Muller: two uniforms in (0, 1] and [0, 1) give one normal sample.
+  double u1 = 1.0 - uniform_double();
+  double u2 = uniform_double();
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+int64_t Generator::randint(int64_t lo, int64_t hi) {
+  KD_CHECK(hi > lo, "randint: empty range [{}, {})", lo, hi);
+  uint64_t span = (uint64_t)(hi - lo);
+  // Rejection sampling removes the modulo bias.
+  uint64_t limit = UINT64_MAX - UINT64_MAX % span;
+  uint64_t r;
+  do r = engine_(); while (r >= limit);
+  return lo + (int64_t)(r % span);
+}
+
+std::string Generator::state() const {
+  std::ostringstream os;
+  os << seed_ << ' ' << engine_;
+  return os.str();
+}
+
+void Generator::set_state(const std::string& state) {
+  std::istringstream is(state);
+  uint64_t seed = 0;
+  std::mt19937_64 e;
+  is >> seed >> e;
+  KD_CHECK(!is.fail(), "Generator::set_state: the state string is corrupt (expected a seed and an mt19937_64 state)");
+  seed_ = seed;
+  engine_ = e;
+}
+
+}  // namespace kd

@@ -1,0 +1,361 @@
+// Elementwise ops: forward and backward side by side.
+//
+// The forward of every op here is one pass of detail::for_each_offset over the broadcast
+// output shape (a scalar reference kernel; issue 4 adds SIMD paths for contiguous inputs).
+// The backward is written with other ops and sum_to(), which undoes broadcasting.
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/ops/iter.h"
+
+namespace kd {
+
+using detail::broadcast_strides;
+using detail::for_each_offset;
+
+Shape broadcast_shapes(const Shape& a, const Shape& b) {
+  const size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    KD_CHECK(da == db || da == 1 || db == 1,
+             "shapes {} and {} cannot be broadcast together (dim {} is {} vs {}; sizes must match or be 1)",
+             shape_str(a), shape_str(b), i, da, db);
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  // sum the leading dims that `shape` lacks, then the dims where shape has 1
+  const int64_t lead = g.dim() - (int64_t)shape.size();
+  KD_CHECK(lead >= 0, "sum_to: cannot reduce shape {} to {}", shape_str(g.shape()), shape_str(shape));
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < lead; ++d) dims.push_back(d);
+  for (int64_t d = 0; d < (int64_t)shape.size(); ++d)
+    if (shape[d] == 1 && g.shape()[lead + d] != 1) dims.push_back(lead + d);
+  Tensor r = dims.empty() ? g : sum(g, dims, /*keepdim=*/true);
+  return r.reshape(shape);
+}
+
+static void check_f32(const Tensor& t, const char* op) {
+  KD_CHECK(t.defined(), "{}: undefined input tensor", op);
+  KD_CHECK(t.dtype() == DType::f32, "{} needs float32 input, got {}; convert with .to(kd::DType::f32)", op,
+           dtype_name(t.dtype()));
+}
+
+// out[i] = f(a[i]) for float32 a of any layout.
+template <typename F>
+static Tensor map_unary(const Tensor& a, const char* op, F f) {
+  check_f32(a, op);
+  Tensor out = empty(a.shape());
+  float* o = out.data<float>();
+  const float* x = a.data<float>();
+  if (a.is_contiguous()) {
+    const int64_t n = a.numel();
+    for (int64_t i = 0; i < n; ++i) o[i] = f(x[i]);
+  } else {
+    for_each_offset<1>(a.shape(), {a.strides()}, [&](int64_t i, const std::array<int64_t, 1>& off) { o[i] = f(x[off[0]]); });
+  }
+  return out;
+}
+
+// out[i] = f(a[i], b[i]) over the broadcast shape.
+template <typename F>
+static Tensor map_binary(const Tensor& a, const Tensor& b, const char* op, F f) {
+  check_f32(a, op);
+  check_f32(b, op);
+  Shape shape = broadcast_shapes(a.shape(), b.shape());
+  Tensor out = empty(shape);
+  float* o = out.data<float>();
+  const float* x = a.data<float>();
+  const float* y = b.data<float>();
+  if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
+    const int64_t n = out.numel();
+    for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], y[i]);
+  } else {
+    for_each_offset<2>(shape, {broadcast_strides(a, shape), broadcast_strides(b, shape)},
+                       [&](int64_t i, const std::array<int64_t, 2>& off) { o[i] = f(x[off[0]], y[off[1]]); });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ binary arithmetic
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "add", [](float x, float y) { return x + y; });
+  return record(out, "add", {a, b}, {}, [sa = a.shape(), sb = b.shape()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};  // d(a+b)/da = 1, /db = 1
+  });
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "sub", [](float x, float y) { return x - y; });
+  return record(out, "sub", {a, b}, {}, [sa = a.shape(), sb = b.shape()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
+  });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "mul", [](float x, float y) { return x * y; });
+  return record(out, "mul", {a, b}, {a, b}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1];
+    return std::vector<Tensor>{sum_to(mul(g, b), a.shape()), sum_to(mul(g, a), b.shape())};  // d(ab) = b da + a db
+  });
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "div", [](float x, float y) { return x / y; });
+  return record(out, "div", {a, b}, {a, b}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1];
+    // d(a/b)/da = 1/b ; d(a/b)/db = -a/b^2
+    Tensor ga = n.inputs[0].requires_grad() ? sum_to(div(g, b), a.shape()) : Tensor();
+    Tensor gb = n.inputs[1].requires_grad() ? sum_to(neg(div(mul(g, a), mul(b, b))), b.shape()) : Tensor();
+    return std::vector<Tensor>{ga, gb};
+  });
+}
+
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "maximum", [](float x, float y) { return x >= y ? x : y; });
+  return record(out, "maximum", {a, b}, {a, b}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1];
+    // the gradient goes to the larger input; ties split it half and half (as PyTorch)
+    Tensor wa = map_binary(a, b, "maximum", [](float x, float y) { return x > y ? 1.f : (x == y ? 0.5f : 0.f); });
+    return std::vector<Tensor>{sum_to(mul(g, wa), a.shape()), sum_to(mul(g, rsub(1.0, wa)), b.shape())};
+  });
+}
+
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "minimum", [](float x, float y) { return x <= y ? x : y; });
+  return record(out, "minimum", {a, b}, {a, b}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1];
+    Tensor wa = map_binary(a, b, "minimum", [](float x, float y) { return x < y ? 1.f : (x == y ? 0.5f : 0.f); });
+    return std::vector<Tensor>{sum_to(mul(g, wa), a.shape()), sum_to(mul(g, rsub(1.0, wa)), b.shape())};
+  });
+}
+
+// ------------------------------------------------------------------ with a scalar
+
+Tensor add(const Tensor& a, double s) {
+  const float c = (float)s;
+  Tensor out = map_unary(a, "add", [c](float x) { return x + c; });
+  return record(out, "add_scalar", {a}, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+Tensor sub(const Tensor& a, double s) { return add(a, -s); }
+
+Tensor mul(const Tensor& a, double s) {
+  const float c = (float)s;
+  Tensor out = map_unary(a, "mul", [c](float x) { return x * c; });
+  return record(out, "mul_scalar", {a}, {}, [s](const Node&, const Tensor& g) { return std::vector<Tensor>{mul(g, s)}; });
+}
+
+Tensor div(const Tensor& a, double s) {
+  const float c = (float)s;
+  Tensor out = map_unary(a, "div", [c](float x) { return x / c; });
+  return record(out, "div_scalar", {a}, {}, [s](const Node&, const Tensor& g) { return std::vector<Tensor>{div(g, s)}; });
+}
+
+Tensor rsub(double s, const Tensor& a) {
+  const float c = (float)s;
+  Tensor out = map_unary(a, "rsub", [c](float x) { return c - x; });
+  return record(out, "rsub", {a}, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
+}
+
+Tensor neg(const Tensor& a) {
+  Tensor out = map_unary(a, "neg", [](float x) { return -x; });
+  return record(out, "neg", {a}, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
+}
+
+// ------------------------------------------------------------------ unary math
+
+Tensor pow(const Tensor& a, double e) {
+  Tensor out = map_unary(a, "pow", [e](float x) { return (float)std::pow((double)x, e); });
+  return record(out, "pow", {a}, {a}, [e](const Node& n, const Tensor& g) {
+    // d(x^e)/dx = e x^(e-1)
+    return std::vector<Tensor>{mul(g, mul(pow(n.saved[0], e - 1.0), e))};
+  });
+}
+
+Tensor pow(const Tensor& a, const Tensor& b) {
+  Tensor out = map_binary(a, b, "pow", [](float x, float y) { return (float)std::pow((double)x, (double)y); });
+  return record(out, "pow", {a, b}, {a, b, out}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1], &out = n.saved[2];
+    // d(a^b)/da = b a^(b-1) ; d(a^b)/db = a^b log a
+    Tensor ga = n.inputs[0].requires_grad() ? sum_to(mul(g, mul(b, pow(a, sub(b, 1.0)))), a.shape()) : Tensor();
+    Tensor gb = n.inputs[1].requires_grad() ? sum_to(mul(g, mul(out, log(a))), b.shape()) : Tensor();
+    return std::vector<Tensor>{ga, gb};
+  });
+}
+
+Tensor exp(const Tensor& a) {
+  Tensor out = map_unary(a, "exp", [](float x) { return std::exp(x); });
+  return record(out, "exp", {a}, {out}, [](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{mul(g, n.saved[0])};  // d(e^x) = e^x
+  });
+}
+
+Tensor log(const Tensor& a) {
+  Tensor out = map_unary(a, "log", [](float x) { return std::log(x); });
+  return record(out, "log", {a}, {a}, [](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{div(g, n.saved[0])};  // d(log x) = 1/x
+  });
+}
+
+Tensor sqrt(const Tensor& a) {
+  Tensor out = map_unary(a, "sqrt", [](float x) { return std::sqrt(x); });
+  return record(out, "sqrt", {a}, {out}, [](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{div(g, mul(n.saved[0], 2.0))};  // d(sqrt x) = 1 / (2 sqrt x)
+  });
+}
+
+Tensor rsqrt(const Tensor& a) {
+  Tensor out = map_unary(a, "rsqrt", [](float x) { return 1.0f / std::sqrt(x); });
+  return record(out, "rsqrt", {a}, {out}, [](const Node& n, const Tensor& g) {
+    const Tensor& y = n.saved[0];  // d(x^-1/2) = -1/2 x^-3/2 = -y^3 / 2
+    return std::vector<Tensor>{mul(g, mul(mul(y, mul(y, y)), -0.5))};
+  });
+}
+
+Tensor abs(const Tensor& a) {
+  Tensor out = map_unary(a, "abs", [](float x) { return std::fabs(x); });
+  return record(out, "abs", {a}, {a}, [](const Node& n, const Tensor& g) {
+    Tensor sign = map_unary(n.saved[0], "abs", [](float x) { return (float)((x > 0) - (x < 0)); });
+    return std::vector<Tensor>{mul(g, sign)};
+  });
+}
+
+Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi) {
+  const float l = lo ? (float)*lo : -INFINITY, h = hi ? (float)*hi : INFINITY;
+  KD_CHECK(!(lo && hi) || *lo <= *hi, "clamp: min {} is larger than max {}", *lo, *hi);
+  Tensor out = map_unary(a, "clamp", [l, h](float x) { return x < l ? l : (x > h ? h : x); });
+  return record(out, "clamp", {a}, {a}, [l, h](const Node& n, const Tensor& g) {
+    // gradient passes where lo <= x <= hi (PyTorch includes the bounds)
+    Tensor pass = map_unary(n.saved[0], "clamp", [l, h](float x) { return (x >= l && x <= h) ? 1.f : 0.f; });
+    return std::vector<Tensor>{mul(g, pass)};
+  });
+}
+
+Tensor relu(const Tensor& a) {
+  Tensor out = map_unary(a, "relu", [](float x) { return x > 0 ? x : 0.f; });
+  return record(out, "relu", {a}, {out}, [](const Node& n, const Tensor& g) {
+    Tensor pass = map_unary(n.saved[0], "relu", [](float y) { return y > 0 ? 1.f : 0.f; });
+    return std::vector<Tensor>{mul(g, pass)};
+  });
+}
+
+Tensor relu6(const Tensor& a) {
+  Tensor out = map_unary(a, "relu6", [](float x) { return x < 0 ? 0.f : (x > 6 ? 6.f : x); });
+  return record(out, "relu6", {a}, {a}, [](const Node& n, const Tensor& g) {
+    Tensor pass = map_unary(n.saved[0], "relu6", [](float x) { return (x > 0 && x < 6) ? 1.f : 0.f; });
+    return std::vector<Tensor>{mul(g, pass)};
+  });
+}
+
+Tensor sigmoid(const Tensor& a) {
+  Tensor out = map_unary(a, "sigmoid", [](float x) {
+    // stable for large |x|
+    return x >= 0 ? 1.f / (1.f + std::exp(-x)) : std::exp(x) / (1.f + std::exp(x));
+  });
+  return record(out, "sigmoid", {a}, {out}, [](const Node& n, const Tensor& g) {
+    const Tensor& s = n.saved[0];  // d(sigma) = sigma (1 - sigma)
+    return std::vector<Tensor>{mul(g, mul(s, rsub(1.0, s)))};
+  });
+}
+
+Tensor tanh(const Tensor& a) {
+  Tensor out = map_unary(a, "tanh", [](float x) { return std::tanh(x); });
+  return record(out, "tanh", {a}, {out}, [](const Node& n, const Tensor& g) {
+    const Tensor& t = n.saved[0];  // d(tanh) = 1 - tanh^2
+    return std::vector<Tensor>{mul(g, rsub(1.0, mul(t, t)))};
+  });
+}
+
+Tensor gelu(const Tensor& a, bool tanh_approx) {
+  constexpr double kAlpha = 0.7978845608028654;  // sqrt(2/pi)
+  constexpr double kInvSqrt2 = 0.7071067811865476;
+  Tensor out = map_unary(a, "gelu", [tanh_approx](float xf) {
+    double x = xf;
+    if (tanh_approx) return (float)(0.5 * x * (1.0 + std::tanh(kAlpha * (x + 0.044715 * x * x * x))));
+    return (float)(0.5 * x * (1.0 + std::erf(x * kInvSqrt2)));  // x * Phi(x)
+  });
+  return record(out, "gelu", {a}, {a}, [tanh_approx](const Node& n, const Tensor& g) {
+    Tensor d = map_unary(n.saved[0], "gelu", [tanh_approx](float xf) {
+      double x = xf;
+      if (tanh_approx) {
+        double u = kAlpha * (x + 0.044715 * x * x * x), t = std::tanh(u);
+        return (float)(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kAlpha * (1.0 + 3 * 0.044715 * x * x));
+      }
+      // d(x Phi(x)) = Phi(x) + x phi(x)
+      double cdf = 0.5 * (1.0 + std::erf(x * kInvSqrt2));
+      double pdf = std::exp(-0.5 * x * x) * 0.3989422804014327;
+      return (float)(cdf + x * pdf);
+    });
+    return std::vector<Tensor>{mul(g, d)};
+  });
+}
+
+// ------------------------------------------------------------------ selection
+
+static void check_mask(const Tensor& m, const char* op) {
+  KD_CHECK(m.defined() && m.dtype() == DType::u8,
+           "{}: the condition/mask must be a uint8 tensor of 0/1 (as comparisons return), got {}", op,
+           m.defined() ? std::string(dtype_name(m.dtype())) : "undefined");
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_mask(cond, "where");
+  check_f32(a, "where");
+  check_f32(b, "where");
+  Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape()), b.shape());
+  Tensor out = empty(shape);
+  float* o = out.data<float>();
+  const uint8_t* c = cond.data<uint8_t>();
+  const float *x = a.data<float>(), *y = b.data<float>();
+  for_each_offset<3>(shape, {broadcast_strides(cond, shape), broadcast_strides(a, shape), broadcast_strides(b, shape)},
+                     [&](int64_t i, const std::array<int64_t, 3>& off) { o[i] = c[off[0]] ? x[off[1]] : y[off[2]]; });
+  return record(out, "where", {a, b}, {cond}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {
+    Tensor zero = zeros({});
+    const Tensor& c = n.saved[0];
+    return std::vector<Tensor>{sum_to(where(c, g, zero), sa), sum_to(where(c, zero, g), sb)};
+  });
+}
+
+Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  check_mask(mask, "masked_fill");
+  Shape bs = broadcast_shapes(a.shape(), mask.shape());
+  KD_CHECK(bs == a.shape(), "masked_fill: mask of shape {} does not broadcast to the input shape {}",
+           shape_str(mask.shape()), shape_str(a.shape()));
+  // where(mask, value, a): the gradient flows to `a` where the mask is 0
+  return where(mask, full({}, value), a);
+}
+
+// ------------------------------------------------------------------ comparisons (no gradient)
+
+template <typename F>
+static Tensor compare(const Tensor& a, const Tensor& b, F f) {
+  Shape shape = broadcast_shapes(a.shape(), b.shape());
+  Tensor out = empty(shape, DType::u8);
+  uint8_t* o = out.data<uint8_t>();
+  const void *x = a.raw_data(), *y = b.raw_data();
+  for_each_offset<2>(shape, {broadcast_strides(a, shape), broadcast_strides(b, shape)},
+                     [&](int64_t i, const std::array<int64_t, 2>& off) {
+                       o[i] = f(detail::load_as_double(a, x, off[0]), detail::load_as_double(b, y, off[1])) ? 1 : 0;
+                     });
+  return out;
+}
+
+Tensor eq(const Tensor& a, const Tensor& b) { return compare(a, b, [](double x, double y) { return x == y; }); }
+Tensor ne(const Tensor& a, const Tensor& b) { return compare(a, b, [](double x, double y) { return x != y; }); }
+Tensor lt(const Tensor& a, const Tensor& b) { return compare(a, b, [](double x, double y) { return x < y; }); }
+Tensor le(const Tensor& a, const Tensor& b) { return compare(a, b, [](double x, double y) { return x <= y; }); }
+Tensor gt(const Tensor& a, const Tensor& b) { return compare(a, b, [](double x, double y) { return x > y; }); }
+Tensor ge(const Tensor& a, const Tensor& b) { return compare(a, b, [](double x, double y) { return x >= y; }); }
+Tensor eq(const Tensor& a, double s) { return eq(a, scalar_tensor(s, DType::f32)); }
+Tensor lt(const Tensor& a, double s) { return lt(a, scalar_tensor(s, DType::f32)); }
+Tensor gt(const Tensor& a, double s) { return gt(a, scalar_tensor(s, DType::f32)); }
+
+}  // namespace kd

@@ -1,0 +1,374 @@
+#include "engine/tensor.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/autograd.h"
+#include "engine/generator.h"
+#include "engine/ops.h"
+#include "engine/ops/iter.h"
+
+namespace kd {
+
+// ------------------------------------------------------------------------------- storage
+
+Storage::Storage(size_t n) : nbytes(n) {
+  size_t rounded = ((n + 63) / 64) * 64;  // aligned_alloc needs a multiple of the alignment
+  if (rounded == 0) rounded = 64;
+  data = std::aligned_alloc(64, rounded);
+  KD_CHECK(data != nullptr, "out of memory allocating {} bytes for a tensor", n);
+  std::memset(data, 0, rounded);
+}
+
+Storage::~Storage() { std::free(data); }
+
+// ------------------------------------------------------------------------------- shapes
+
+Shape contiguous_strides(const Shape& shape) {
+  Shape st(shape.size());
+  int64_t s = 1;
+  for (int64_t d = (int64_t)shape.size() - 1; d >= 0; --d) {
+    st[d] = s;
+    s *= shape[d];
+  }
+  return st;
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+std::string shape_str(const Shape& shape) {
+  if (shape.size() == 1) return fmt::format("({},)", shape[0]);
+  return fmt::format("({})", fmt::join(shape, ", "));
+}
+
+int64_t wrap_dim(int64_t dim, int64_t ndim) {
+  int64_t n = ndim == 0 ? 1 : ndim;  // a 0-d tensor accepts dim 0 / -1 as PyTorch does
+  KD_CHECK(dim >= -n && dim < n, "dimension {} is out of range for a tensor with {} dims (expected {} to {})",
+           dim, ndim, -n, n - 1);
+  return dim < 0 ? dim + n : dim;
+}
+
+Tensor as_strided(const Tensor& t, const Shape& shape, const Shape& strides, int64_t offset) {
+  KD_CHECK(shape.size() == strides.size(), "as_strided: shape {} and strides {} differ in length",
+           shape_str(shape), shape_str(strides));
+  // bounds: the smallest and largest element reachable must lie in the storage
+  int64_t lo = offset, hi = offset;
+  bool empty_view = false;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    KD_CHECK(shape[d] >= 0, "as_strided: negative size in shape {}", shape_str(shape));
+    if (shape[d] == 0) empty_view = true;
+    int64_t span = (shape[d] - 1) * strides[d];
+    if (span > 0) hi += span; else lo += span;
+  }
+  int64_t cap = (int64_t)(t.impl()->storage->nbytes / dtype_size(t.dtype()));
+  KD_CHECK(empty_view || (lo >= 0 && hi < cap), "as_strided: view {} with strides {} at offset {} exceeds the storage of {} elements",
+           shape_str(shape), shape_str(strides), offset, cap);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl()->storage;
+  impl->shape = shape;
+  impl->strides = strides;
+  impl->offset = offset;
+  impl->dtype = t.dtype();
+  return Tensor(impl);
+}
+
+// ------------------------------------------------------------------------------- metadata
+
+int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim())]; }
+
+int64_t Tensor::numel() const { return shape_numel(shape()); }
+
+bool Tensor::is_contiguous() const {
+  int64_t expected = 1;
+  for (int64_t d = dim() - 1; d >= 0; --d) {
+    if (shape()[d] == 1) continue;
+    if (strides()[d] != expected) return false;
+    expected *= shape()[d];
+  }
+  return true;
+}
+
+void* Tensor::raw_data() const {
+  return static_cast<char*>(checked().storage->data) + offset() * (int64_t)dtype_size(dtype());
+}
+
+// ------------------------------------------------------------------------------- element access
+
+static int64_t element_offset(const Tensor& t, const std::vector<int64_t>& idx) {
+  KD_CHECK((int64_t)idx.size() == t.dim(), "index with {} entries for a tensor of shape {}", idx.size(),
+           shape_str(t.shape()));
+  int64_t off = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    int64_t i = idx[d] < 0 ? idx[d] + t.shape()[d] : idx[d];
+    KD_CHECK(i >= 0 && i < t.shape()[d], "index {} is out of range for dim {} of size {}", idx[d], d,
+             t.shape()[d]);
+    off += i * t.strides()[d];
+  }
+  return off;
+}
+
+double Tensor::item() const {
+  KD_CHECK(numel() == 1, "item() needs a tensor with one element, got shape {}", shape_str(shape()));
+  return detail::load_as_double(*this, raw_data(), 0);
+}
+
+double Tensor::at(const std::vector<int64_t>& idx) const {
+  return detail::load_as_double(*this, raw_data(), element_offset(*this, idx));
+}
+
+void Tensor::set(const std::vector<int64_t>& idx, double value) const {
+  detail::store_from_double(dtype(), raw_data(), element_offset(*this, idx), value);
+}
+
+// ------------------------------------------------------------------------------- autograd glue
+
+Tensor& Tensor::requires_grad_(bool on) {
+  KD_CHECK(is_leaf(), "requires_grad_() can only be changed on a leaf tensor; use detach() first");
+  KD_CHECK(!on || dtype() == DType::f32, "only float32 tensors can require gradients (this one is {})",
+           dtype_name(dtype()));
+  impl_->requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad() const { return checked().grad ? Tensor(impl_->grad) : Tensor(); }
+
+void Tensor::set_grad(const Tensor& g) const {
+  checked();
+  impl_->grad = g.defined() ? g.impl_ptr() : nullptr;
+}
+
+void Tensor::zero_grad() const { checked(); impl_->grad.reset(); }
+
+void Tensor::retain_grad() const {
+  KD_CHECK(requires_grad(), "retain_grad() on a tensor that does not require grad");
+  impl_->retains_grad = true;
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = checked().storage;
+  impl->shape = impl_->shape;
+  impl->strides = impl_->strides;
+  impl->offset = impl_->offset;
+  impl->dtype = impl_->dtype;
+  return Tensor(impl);
+}
+
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  run_backward(*this, gradient, retain_graph);
+}
+
+Tensor& Tensor::set_name(std::string name) {
+  checked();
+  impl_->name = std::move(name);
+  return *this;
+}
+
+Tensor Tensor::to(DType dt) const {
+  Tensor out = empty(shape(), dt);
+  out.copy_(*this);
+  return out;
+}
+
+// ------------------------------------------------------------------------------- in place
+
+static void check_inplace(const Tensor& t, const char* what) {
+  KD_CHECK(!(grad_enabled() && t.requires_grad()),
+           "{} on a tensor that requires grad while grad mode is on; wrap it in kd::NoGradGuard", what);
+}
+
+Tensor& Tensor::fill_(double value) {
+  check_inplace(*this, "fill_()");
+  void* base = raw_data();
+  DType dt = dtype();
+  detail::for_each_offset<1>(shape(), {strides()},
+                             [&](int64_t, const std::array<int64_t, 1>& o) { detail::store_from_double(dt, base, o[0], value); });
+  return *this;
+}
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  check_inplace(*this, "copy_()");
+  Shape bs = broadcast_shapes(src.shape(), shape());
+  KD_CHECK(bs == shape(), "copy_: source of shape {} does not broadcast to destination shape {}",
+           shape_str(src.shape()), shape_str(shape()));
+  void* dst = raw_data();
+  const void* s = src.raw_data();
+  DType dt = dtype();
+  if (dt == src.dtype() && is_contiguous() && src.is_contiguous() && src.numel() == numel()) {
+    std::memcpy(dst, s, numel() * dtype_size(dt));
+    return *this;
+  }
+  detail::for_each_offset<2>(shape(), {strides(), detail::broadcast_strides(src, shape())},
+                             [&](int64_t, const std::array<int64_t, 2>& o) {
+                               detail::store_from_double(dt, dst, o[0], detail::load_as_double(src, s, o[1]));
+                             });
+  return *this;
+}
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  check_inplace(*this, "add_()");
+  KD_CHECK(dtype() == DType::f32 && other.dtype() == DType::f32, "add_ needs float32 tensors");
+  Shape bs = broadcast_shapes(other.shape(), shape());
+  KD_CHECK(bs == shape(), "add_: shape {} does not broadcast to {}", shape_str(other.shape()), shape_str(shape()));
+  float* d = data<float>();
+  const float* s = other.data<float>();
+  const float a = (float)alpha;
+  if (is_contiguous() && other.is_contiguous() && other.numel() == numel()) {
+    const int64_t n = numel();
+    for (int64_t i = 0; i < n; ++i) d[i] += a * s[i];
+    return *this;
+  }
+  detail::for_each_offset<2>(shape(), {strides(), detail::broadcast_strides(other, shape())},
+                             [&](int64_t, const std::array<int64_t, 2>& o) { d[o[0]] += a * s[o[1]]; });
+  return *this;
+}
+
+Tensor& Tensor::mul_(double s) {
+  check_inplace(*this, "mul_()");
+  KD_CHECK(dtype() == DType::f32, "mul_ needs a float32 tensor");
+  float* d = data<float>();
+  const float f = (float)s;
+  detail::for_each_offset<1>(shape(), {strides()}, [&](int64_t, const std::array<int64_t, 1>& o) { d[o[0]] *= f; });
+  return *this;
+}
+
+// ------------------------------------------------------------------------------- factories
+
+Tensor empty(const Shape& shape, DType dtype) {
+  for (int64_t s : shape) KD_CHECK(s >= 0, "negative size in shape {}", shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>((size_t)shape_numel(shape) * dtype_size(dtype));
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(impl);
+}
+
+Tensor zeros(const Shape& shape, DType dtype) { return empty(shape, dtype); }
+Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+Tensor full(const Shape& shape, double value, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  if (value != 0.0) t.fill_(value);
+  return t;
+}
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
+Tensor full_like(const Tensor& t, double value) { return full(t.shape(), value, t.dtype()); }
+Tensor scalar_tensor(double value, DType dtype) { return full({}, value, dtype); }
+
+Tensor arange(int64_t start, int64_t end, int64_t step, DType dtype) {
+  KD_CHECK(step != 0, "arange: step must not be 0");
+  int64_t n = std::max<int64_t>(0, (end - start + step + (step > 0 ? -1 : 1)) / step);
+  Tensor t = empty({n}, dtype);
+  for (int64_t i = 0; i < n; ++i) detail::store_from_double(dtype, t.raw_data(), i, (double)(start + i * step));
+  return t;
+}
+
+template <typename T>
+static Tensor from_values(const std::vector<T>& values, const Shape& shape) {
+  KD_CHECK((int64_t)values.size() == shape_numel(shape), "from_vector: {} values for shape {} ({} elements)",
+           values.size(), shape_str(shape), shape_numel(shape));
+  Tensor t = empty(shape, dtype_of<T>());
+  if (!values.empty()) std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(T));
+  return t;
+}
+Tensor from_vector(const std::vector<float>& v, const Shape& s) { return from_values(v, s); }
+Tensor from_vector(const std::vector<int64_t>& v, const Shape& s) { return from_values(v, s); }
+Tensor from_vector(const std::vector<uint8_t>& v, const Shape& s) { return from_values(v, s); }
+
+Tensor rand(const Shape& shape, Generator& gen) {
+  Tensor t = empty(shape);
+  float* d = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) d[i] = gen.uniform();
+  return t;
+}
+
+Tensor randn(const Shape& shape, Generator& gen) {
+  Tensor t = empty(shape);
+  float* d = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) d[i] = (float)gen.normal();
+  return t;
+}
+
+Tensor uniform(const Shape& shape, double lo, double hi, Generator& gen) {
+  Tensor t = empty(shape);
+  float* d = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) d[i] = (float)(lo + (hi - lo) * gen.uniform_double());
+  return t;
+}
+
+Tensor randint(int64_t lo, int64_t hi, const Shape& shape, Generator& gen) {
+  Tensor t = empty(shape, DType::i64);
+  int64_t* d = t.data<int64_t>();
+  for (int64_t i = 0; i < t.numel(); ++i) d[i] = gen.randint(lo, hi);
+  return t;
+}
+
+std::vector<float> to_float_vector(const Tensor& t) {
+  std::vector<float> v(t.numel());
+  const void* base = t.raw_data();
+  detail::for_each_offset<1>(t.shape(), {t.strides()}, [&](int64_t i, const std::array<int64_t, 1>& o) {
+    v[i] = (float)detail::load_as_double(t, base, o[0]);
+  });
+  return v;
+}
+
+std::vector<int64_t> to_int_vector(const Tensor& t) {
+  std::vector<int64_t> v(t.numel());
+  const void* base = t.raw_data();
+  detail::for_each_offset<1>(t.shape(), {t.strides()}, [&](int64_t i, const std::array<int64_t, 1>& o) {
+    v[i] = (int64_t)detail::load_as_double(t, base, o[0]);
+  });
+  return v;
+}
+
+// ------------------------------------------------------------------------------- printing
+
+static std::string format_value(const Tensor& t, double v) {
+  if (t.dtype() != DType::f32) return fmt::format("{}", (int64_t)v);
+  return fmt::format("{:.4f}", v);
+}
+
+// Recursive NumPy-like printer: at most 2*edge items per dim, "..." between.
+static void print_rec(const Tensor& t, std::vector<int64_t>& idx, int64_t d, int64_t edge, std::string& out,
+                      int indent) {
+  const int64_t n = t.shape()[d];
+  const bool elide = n > 2 * edge;
+  out += '[';
+  for (int64_t i = 0; i < n; ++i) {
+    if (elide && i == edge) {
+      out += (d + 1 == t.dim()) ? "..., " : fmt::format("...,\n{:{}}", "", indent + 1);
+      i = n - edge;
+    }
+    idx[d] = i;
+    if (d + 1 == t.dim()) {
+      out += format_value(t, t.at(idx));
+    } else {
+      print_rec(t, idx, d + 1, edge, out, indent + 1);
+    }
+    if (i + 1 < n) out += (d + 1 == t.dim()) ? ", " : fmt::format(",\n{:{}}", "", indent + 1);
+  }
+  out += ']';
+}
+
+std::string to_string(const Tensor& t, int64_t edge_items) {
+  if (!t.defined()) return "Tensor(undefined)";
+  std::string body;
+  if (t.dim() == 0) {
+    body = format_value(t, t.item());
+  } else if (t.numel() == 0) {
+    body = "[]";
+  } else {
+    std::vector<int64_t> idx(t.dim(), 0);
+    print_rec(t, idx, 0, edge_items, body, 7);
+  }
+  std::string extra = t.requires_grad() ? (t.grad_fn() ? ", grad_fn=" + t.impl()->grad_fn->op : ", requires_grad") : "";
+  return fmt::format("tensor({}, shape={}, dtype={}{})", body, shape_str(t.shape()), dtype_name(t.dtype()), extra);
+}
+
+}  // namespace kd

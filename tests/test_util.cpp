@@ -1,0 +1,124 @@
+#include "test_util.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+namespace kdtest {
+
+std::string fixture_path(const std::string& name) { return std::string(KDLAB_FIXTURES) + "/" + name; }
+std::string shared_path(const std::string& name) { return std::string(KDLAB_SHARED) + "/" + name; }
+bool file_exists(const std::string& path) { return std::filesystem::exists(path); }
+
+std::string temp_path(const std::string& name) {
+  static std::random_device rd;
+  auto dir = std::filesystem::temp_directory_path() / ("kdlab_test_" + std::to_string(rd()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+Closeness allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  Closeness c;
+  if (a.shape() != b.shape()) {
+    c.ok = false;
+    c.msg = fmt::format("shape {} vs expected {}", kd::shape_str(a.shape()), kd::shape_str(b.shape()));
+    return c;
+  }
+  std::vector<float> x = kd::to_float_vector(a), y = kd::to_float_vector(b);
+  int shown = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double d = std::fabs((double)x[i] - (double)y[i]);
+    bool both_nan = std::isnan(x[i]) && std::isnan(y[i]);
+    bool both_inf = std::isinf(x[i]) && x[i] == y[i];
+    if (both_nan || both_inf) continue;
+    if (!(d <= atol + rtol * std::fabs((double)y[i]))) {
+      c.ok = false;
+      if (shown++ < 5) c.msg += fmt::format("element {}: got {:.8g}, expected {:.8g}\n", i, x[i], y[i]);
+    }
+    if (std::isfinite(d)) c.max_abs = std::max(c.max_abs, d);
+  }
+  if (!c.ok) c.msg = fmt::format("max |diff| {:.3g} (rtol {}, atol {})\n", c.max_abs, rtol, atol) + c.msg;
+  return c;
+}
+
+static double json_number(const json& v) {
+  if (v.is_string()) {  // the reference scripts write non-finite values as strings
+    std::string s = v.get<std::string>();
+    if (s == "nan") return NAN;
+    if (s == "inf") return INFINITY;
+    if (s == "-inf") return -INFINITY;
+  }
+  return v.get<double>();
+}
+
+Tensor tensor_from_json(const json& j) {
+  kd::Shape shape = j.at("shape").get<kd::Shape>();
+  std::string dt = j.value("dtype", "float32");
+  const json& data = j.at("data");
+  if (dt == "float32") {
+    std::vector<float> v;
+    for (const auto& x : data) v.push_back((float)json_number(x));
+    return kd::from_vector(v, shape);
+  }
+  if (dt == "int64") return kd::from_vector(data.get<std::vector<int64_t>>(), shape);
+  if (dt == "uint8" || dt == "bool") {
+    std::vector<uint8_t> v;
+    for (const auto& x : data) v.push_back(x.is_boolean() ? (uint8_t)x.get<bool>() : x.get<uint8_t>());
+    return kd::from_vector(v, shape);
+  }
+  throw kd::Error("tensor_from_json: unknown dtype " + dt);
+}
+
+int run_golden_file(const std::string& fixture_name, const GoldenTable& table) {
+  std::string path = fixture_path(fixture_name);
+  std::ifstream f(path);
+  REQUIRE_MESSAGE(f.good(), "missing fixture " << path << " (regenerate with tests/reference/generate_all.sh)");
+  json doc = json::parse(f);
+  int ran = 0;
+  for (const json& c : doc.at("cases")) {
+    const std::string name = c.at("name"), op = c.at("op");
+    INFO("golden case " << name << " (op " << op << ")");
+    auto it = table.find(op);
+    REQUIRE_MESSAGE(it != table.end(), "no C++ entry for op '" << op << "' in the golden table");
+    double rtol = c.value("rtol", 1e-5), atol = c.value("atol", 1e-6);
+    std::vector<Tensor> inputs;
+    for (const json& ij : c.at("inputs")) {
+      if (ij.is_null()) { inputs.emplace_back(); continue; }
+      Tensor t = tensor_from_json(ij);
+      if (ij.value("requires_grad", false)) t.requires_grad_();
+      inputs.push_back(t);
+    }
+    json params = c.value("params", json::object());
+    std::vector<Tensor> outputs = it->second(inputs, params);
+    const json& expected = c.at("outputs");
+    REQUIRE(outputs.size() == expected.size());
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      Tensor e = tensor_from_json(expected[k]);
+      Tensor got = outputs[k];
+      if (e.dtype() != kd::DType::f32) {
+        CHECK_MESSAGE(kd::to_int_vector(got) == kd::to_int_vector(e), "output " << k << " (integer) differs");
+        CHECK(got.shape() == e.shape());
+        continue;
+      }
+      Closeness cl = allclose(got, e, rtol, atol);
+      CHECK_MESSAGE(cl.ok, "output " << k << ": " << cl.msg);
+    }
+    if (c.contains("grad_outputs") && outputs[0].requires_grad()) {
+      Tensor go = tensor_from_json(c.at("grad_outputs")[0]);
+      outputs[0].backward(go);
+      const json& grads = c.at("grads");
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        if (k >= grads.size() || grads[k].is_null()) continue;
+        REQUIRE_MESSAGE(inputs[k].grad().defined(), "input " << k << " got no gradient");
+        Closeness cl = allclose(inputs[k].grad(), tensor_from_json(grads[k]), c.value("grad_rtol", rtol),
+                                c.value("grad_atol", atol));
+        CHECK_MESSAGE(cl.ok, "gradient of input " << k << ": " << cl.msg);
+      }
+    }
+    ++ran;
+  }
+  return ran;
+}
+
+}  // namespace kdtest

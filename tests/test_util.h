@@ -1,0 +1,61 @@
+// test_util.h: what every test file shares: fixture paths, closeness checks, gradcheck
+// assertions, and the runner for golden-value fixtures written by tests/reference/*.py.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/generator.h"
+#include "engine/gradcheck.h"
+#include "engine/ops.h"
+#include "engine/tensor.h"
+
+namespace kdtest {
+
+using kd::Tensor;
+using json = nlohmann::json;
+
+std::string fixture_path(const std::string& name);  // tests/fixtures/<name>
+std::string shared_path(const std::string& name);   // ../shared/<name> (may not exist)
+bool file_exists(const std::string& path);
+std::string temp_path(const std::string& name);     // a fresh path under the temp dir
+
+// max |a - b| and whether |a - b| <= atol + rtol |b| everywhere (shapes must match)
+struct Closeness {
+  bool ok = true;
+  double max_abs = 0;
+  std::string msg;
+};
+Closeness allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-6);
+
+// Tensor <-> the JSON form the reference scripts write: {"shape": [...], "dtype": "float32", "data": [...]}
+Tensor tensor_from_json(const json& j);
+
+// ---- golden fixtures
+// A golden file is {"cases": [{"name", "op", "params", "inputs": [...], "outputs": [...],
+// "grad_outputs": [...], "grads": [... or null], "rtol", "atol"}]}. For each case the runner
+// calls table[op](inputs, params), compares every output, then backpropagates grad_outputs[0]
+// from output 0 and compares the gradient of every input that has one.
+using GoldenFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& inputs, const json& params)>;
+using GoldenTable = std::map<std::string, GoldenFn>;
+// Runs all cases (each as a doctest SUBCASE) and returns how many ran; unknown ops fail.
+int run_golden_file(const std::string& fixture_name, const GoldenTable& table);
+
+}  // namespace kdtest
+
+// CHECK_GRADCHECK(f, inputs[, opts]): gradcheck passes, with the report on failure.
+#define CHECK_GRADCHECK(f, ...)                                   \
+  do {                                                            \
+    auto gc_result_ = ::kd::gradcheck(f, __VA_ARGS__);            \
+    INFO(gc_result_.report);                                      \
+    CHECK(gc_result_.ok);                                         \
+  } while (0)
+
+// CHECK_THROWS_WITH_SUBSTR(expr, "substring"): throws kd::Error whose message contains the text.
+#define CHECK_THROWS_WITH_SUBSTR(expr, substr) \
+  CHECK_THROWS_WITH_AS(expr, doctest::Contains(substr), ::kd::Error)
