@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -28,6 +29,28 @@ Tensor record(Tensor out, std::string op, std::vector<Tensor> inputs, std::vecto
   out.impl()->grad_fn = node;
   out.impl()->requires_grad = true;
   return out;
+}
+
+// Dropping the last handle to a deep graph would otherwise free it recursively (tensor -> node
+// -> input tensor -> node -> ...), several stack frames per op: a chain of ~100k ops (a loss
+// summed over an epoch without detach()) overflows the stack. So a dying node takes the nodes
+// that only it keeps alive off its inputs and frees them here in a loop, each with no inputs left.
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  auto take_inputs = [&pending](std::vector<Tensor>& tensors) {
+    for (Tensor& t : tensors) {
+      if (!t.defined() || t.impl_ptr().use_count() != 1) continue;  // someone else holds the tensor
+      std::shared_ptr<Node>& fn = t.impl()->grad_fn;
+      if (fn && fn.use_count() == 1) pending.push_back(std::move(fn));
+    }
+    tensors.clear();
+  };
+  take_inputs(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> node = std::move(pending.back());
+    pending.pop_back();
+    if (node.use_count() == 1) take_inputs(node->inputs);
+  }  // `node` dies here with its inputs already cleared: no recursion
 }
 
 // Nodes reachable from `root`, ordered so that every node comes before the nodes it feeds on
@@ -137,7 +160,7 @@ std::string graph_string(const Tensor& root) {
   while (!stack.empty()) {
     auto [node, depth] = stack.back();
     stack.pop_back();
-    std::string pad(2 * depth, ' ');
+    std::string pad(2 * std::min(depth, 40), ' ');  // capped: a deep chain must not print quadratic whitespace
     if (!printed.insert(node).second) {
       out += fmt::format("{}{} -> {} (see above)\n", pad, node->op, shape_str(node->out_shape));
       continue;

@@ -28,6 +28,11 @@ struct Node {
   Shape out_shape;
   std::weak_ptr<TensorImpl> output;  // for retain_grad and the graph printer
   bool released = false;       // saved tensors freed by a backward() without retain_graph
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  ~Node();  // frees the graph behind it iteratively: deep graphs must not overflow the stack
 };
 
 // Grad mode. While disabled, ops record nothing.

@@ -101,7 +101,7 @@ Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 Tensor argmin(const Tensor& a, int64_t dim, bool keepdim = false);
 
 // ===================================================================== shape and indexing (ops/shape.cpp)
-// The view methods of Tensor (reshape, permute, slice, ...) are defined there too.
+// (The view methods of Tensor -- reshape, permute, slice, ... -- are in ops/views.cpp.)
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
 std::vector<Tensor> split(const Tensor& a, int64_t split_size, int64_t dim);  // last piece may be smaller

@@ -91,7 +91,7 @@ class Tensor {
   Tensor& set_name(std::string name);
   const std::string& name() const { return checked().name; }
 
-  // ---- views and copies (differentiable; defined in ops/shape.cpp)
+  // ---- views and copies (differentiable; defined in ops/views.cpp)
   Tensor reshape(const Shape& shape) const;  // one dim may be -1
   Tensor view(const Shape& shape) const;     // like reshape, but never copies
   Tensor permute(const Shape& dims) const;

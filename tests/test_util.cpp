@@ -121,4 +121,92 @@ int run_golden_file(const std::string& fixture_name, const GoldenTable& table) {
   return ran;
 }
 
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (unsigned char b : s) h = (h ^ b) * 0x100000001B3ull;
+  return h;
+}
+
+static uint64_t splitmix64(uint64_t x) {
+  uint64_t z = x + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::vector<float> det_uniform(uint64_t seed, int64_t n) {
+  std::vector<float> v(n);
+  for (int64_t i = 0; i < n; ++i)
+    v[i] = (float)((double)(splitmix64(seed ^ (uint64_t)i) >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+  return v;
+}
+
+Closeness check_fingerprint(const Tensor& t, const json& fp, double rtol, double atol) {
+  Closeness c;
+  std::vector<float> x = kd::to_float_vector(t);
+  const int64_t n = (int64_t)x.size();
+  if (n != fp.at("numel").get<int64_t>()) {
+    c.ok = false;
+    c.msg = fmt::format("numel {} vs expected {}", n, fp.at("numel").get<int64_t>());
+    return c;
+  }
+  std::vector<float> r = det_uniform(12345, n);
+  double sum = 0, abs_sum = 0, dot = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += x[i];
+    abs_sum += std::fabs(x[i]);
+    dot += (double)x[i] * r[i];
+  }
+  const double scale = fp.at("abs_sum").get<double>();
+  auto cmp = [&](const char* what, double got, double want) {
+    double d = std::fabs(got - want);
+    c.max_abs = std::max(c.max_abs, d);
+    if (!(d <= rtol * scale + atol)) {
+      c.ok = false;
+      c.msg += fmt::format("{}: got {:.8g}, expected {:.8g} (allowed {:.3g})\n", what, got, want, rtol * scale + atol);
+    }
+  };
+  cmp("sum", sum, fp.at("sum").get<double>());
+  cmp("abs_sum", abs_sum, scale);
+  cmp("dot", dot, fp.at("dot").get<double>());
+  const json& samples = fp.at("samples");
+  double smax = 0;
+  for (const auto& s : samples) smax = std::max(smax, std::fabs(s.get<double>()));
+  for (size_t k = 0; k < samples.size(); ++k) {
+    int64_t i = ((int64_t)k * n) / 32;
+    double want = samples[k].get<double>(), d = std::fabs(x[i] - want);
+    if (!(d <= rtol * smax + atol)) {
+      c.ok = false;
+      c.msg += fmt::format("sample at {}: got {:.8g}, expected {:.8g}\n", i, x[i], want);
+    }
+  }
+  return c;
+}
+
+static Tensor det_value_tensor(const std::string& name, const kd::Shape& shape) {
+  const int64_t n = kd::shape_numel(shape);
+  auto ends = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends("num_batches_tracked")) return kd::zeros(shape, kd::DType::i64);
+  std::vector<float> u = det_uniform(fnv1a(name), n);
+  // same float32 arithmetic order as golden.py: torch does these ops in float32
+  if (ends("running_var")) for (auto& x : u) x = 0.75f + 0.25f * x;
+  else if (shape.size() >= 2) {
+    int64_t fan_in = 1;
+    for (size_t d = 1; d < shape.size(); ++d) fan_in *= shape[d];
+    const float s = (float)std::sqrt(3.0 / (double)fan_in);
+    for (auto& x : u) x = x * s;
+  } else if (ends("weight")) for (auto& x : u) x = 1.0f + 0.1f * x;
+  else for (auto& x : u) x = 0.1f * x;
+  return kd::from_vector(u, shape);
+}
+
+void det_fill(kd::nn::Module& m) {
+  kd::NoGradGuard no_grad;
+  for (auto& [name, t] : m.state_dict()) t.copy_(det_value_tensor(name, t.shape()));
+}
+
+Tensor det_input(const kd::Shape& shape) { return kd::from_vector(det_uniform(fnv1a("input"), kd::shape_numel(shape)), shape); }
+
 }  // namespace kdtest

@@ -14,6 +14,7 @@
 #include "engine/gradcheck.h"
 #include "engine/ops.h"
 #include "engine/tensor.h"
+#include "nn/module.h"
 
 namespace kdtest {
 
@@ -45,6 +46,19 @@ using GoldenFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& in
 using GoldenTable = std::map<std::string, GoldenFn>;
 // Runs all cases (each as a doctest SUBCASE) and returns how many ran; unknown ops fail.
 int run_golden_file(const std::string& fixture_name, const GoldenTable& table);
+
+// ---- whole-model fixtures (see tests/reference/golden.py)
+uint64_t fnv1a(const std::string& s);
+// n float32 values in [-1, 1), identical to golden.py's det_uniform(seed, n)
+std::vector<float> det_uniform(uint64_t seed, int64_t n);
+// Compare a tensor with a fingerprint {numel, sum, abs_sum, dot, samples[32]} written by
+// golden.py's fingerprint(): sums and the projection within rtol * abs_sum (+ atol), samples
+// within rtol * max|sample| + atol.
+Closeness check_fingerprint(const Tensor& t, const json& fp, double rtol = 1e-4, double atol = 1e-5);
+
+// Overwrite every parameter and buffer with golden.py's det_value_tensor(name, shape).
+void det_fill(kd::nn::Module& m);
+Tensor det_input(const kd::Shape& shape);  // golden.py's det_input
 
 }  // namespace kdtest
 

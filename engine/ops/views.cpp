@@ -101,6 +101,11 @@ Tensor Tensor::permute(const Shape& dims) const {
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
+  if (dim() == 0) {  // as PyTorch: transpose(0, 0) or (-1, -1) of a 0-d tensor is itself
+    wrap_dim(d0, 0);
+    wrap_dim(d1, 0);
+    return *this;
+  }
   Shape dims(dim());
   std::iota(dims.begin(), dims.end(), 0);
   std::swap(dims[wrap_dim(d0, dim())], dims[wrap_dim(d1, dim())]);
@@ -115,6 +120,7 @@ Tensor Tensor::t() const {
 // ------------------------------------------------------------------ slice / select
 
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
+  KD_CHECK(dim() > 0, "slice() cannot be applied to a 0-d tensor");
   d = wrap_dim(d, dim());
   KD_CHECK(step > 0, "slice: step must be positive, got {}", step);
   const int64_t n = shape()[d];
@@ -135,6 +141,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 }
 
 Tensor Tensor::select(int64_t d, int64_t index) const {
+  KD_CHECK(dim() > 0, "select() cannot be applied to a 0-d tensor");
   d = wrap_dim(d, dim());
   const int64_t n = shape()[d];
   KD_CHECK(index >= -n && index < n, "select: index {} out of range for dim {} of size {}", index, d, n);
@@ -171,7 +178,7 @@ Tensor Tensor::expand(const Shape& requested) const {
 
 Tensor Tensor::squeeze(int64_t d) const {
   d = wrap_dim(d, dim());
-  if (shape()[d] != 1) return *this;  // as PyTorch: squeezing a dim that is not 1 does nothing
+  if (dim() == 0 || shape()[d] != 1) return *this;  // as PyTorch: squeezing a dim that is not 1 does nothing
   Shape shape = this->shape(), st = strides();
   shape.erase(shape.begin() + d);
   st.erase(st.begin() + d);

@@ -85,3 +85,84 @@ def write(name, cases):
         json.dump({"generator": "tests/reference", "torch": torch.__version__, "cases": cases}, f)
     os.replace(path + ".tmp", path)
     print(f"wrote {path}: {len(cases)} cases")
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic values both sides compute, and tensor fingerprints, for whole-model fixtures.
+#
+# Model weights are not shipped: every parameter/buffer named n gets values from
+# det_uniform(fnv1a(n), i) in [-1, 1) (scaled per kind by the scripts), which the C++ tests
+# reproduce bit for bit (kdtest::det_uniform). Large outputs are compared by fingerprint: sum,
+# sum of |x|, a dot product with det_uniform(12345, i), and 32 evenly spaced samples.
+
+MASK = (1 << 64) - 1
+
+
+def fnv1a(s):
+    h = 0xCBF29CE484222325
+    for b in s.encode():
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    return h
+
+
+def splitmix64(x):
+    z = (x + 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def det_uniform(seed, n):
+    """n float32 values in [-1, 1): u_i = splitmix64(seed ^ i) / 2^64 * 2 - 1 (via 53 bits)."""
+    import numpy as np
+    vals = [((splitmix64((seed ^ i) & MASK) >> 11) * (1.0 / 9007199254740992.0)) * 2.0 - 1.0 for i in range(n)]
+    return torch.tensor(np.array(vals, dtype=np.float32))
+
+
+def fingerprint(t):
+    t = t.detach().reshape(-1).double()
+    n = t.numel()
+    r = det_uniform(12345, n).double()
+    idx = [(k * n) // 32 for k in range(32)] if n > 0 else []
+    return {
+        "shape": None,  # filled by caller when useful
+        "numel": n,
+        "sum": float(t.sum()),
+        "abs_sum": float(t.abs().sum()),
+        "dot": float((t * r).sum()),
+        "samples": [float(t[i]) for i in idx],
+    }
+
+
+def det_value_tensor(name, shape):
+    """The deterministic value of the state-dict entry `name` (see det_fill)."""
+    n = 1
+    for s in shape:
+        n *= s
+    u = det_uniform(fnv1a(name), n).reshape(shape)
+    if name.endswith("num_batches_tracked"):
+        return torch.zeros(shape, dtype=torch.int64)
+    if name.endswith("running_var"):
+        return 0.75 + 0.25 * u
+    if len(shape) >= 2:
+        fan_in = 1
+        for s in shape[1:]:
+            fan_in *= s
+        return u * (3.0 / fan_in) ** 0.5
+    if name.endswith("weight"):  # 1-D weights: norm layers
+        return 1.0 + 0.1 * u
+    return 0.1 * u  # biases, running_mean, other vectors
+
+
+def det_fill(model):
+    """Overwrite every parameter and buffer of `model` with det_value_tensor(name, shape)."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            t.copy_(det_value_tensor(name, list(t.shape)).to(t.dtype))
+
+
+def det_input(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return det_uniform(fnv1a("input"), n).reshape(shape)

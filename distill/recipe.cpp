@@ -1,0 +1,73 @@
+#include "distill/recipe.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace kd::train {
+
+// One table names every field once: reading, writing and the list of known keys all use it.
+template <typename F>
+static void for_each_field(TrainConfig& c, F&& f) {
+  f("model", c.model); f("dataset", c.dataset); f("data_dir", c.data_dir); f("num_classes", c.num_classes);
+  f("train_limit", c.train_limit); f("test_limit", c.test_limit);
+  f("epochs", c.epochs); f("batch_size", c.batch_size); f("optimizer", c.optimizer); f("lr", c.lr);
+  f("momentum", c.momentum); f("nesterov", c.nesterov); f("weight_decay", c.weight_decay);
+  f("no_decay_1d", c.no_decay_1d); f("schedule", c.schedule); f("schedule_per_iteration", c.schedule_per_iteration);
+  f("milestones", c.milestones); f("gamma", c.gamma); f("warmup_epochs", c.warmup_epochs); f("min_lr", c.min_lr);
+  f("augment", c.augment); f("prefetch", c.prefetch); f("seed", c.seed); f("threads", c.threads);
+  f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch);
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  nlohmann::json j;
+  TrainConfig copy = *this;
+  for_each_field(copy, [&](const char* key, auto& value) { j[key] = value; });
+  return j;
+}
+
+void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::string& source) {
+  KD_CHECK(j.is_object(), "{}: a recipe must be a JSON object of settings", source);
+  std::vector<std::string> known;
+  for_each_field(config, [&](const char* key, auto&) { known.push_back(key); });
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key().rfind("_comment", 0) == 0 || it.key() == "description") continue;  // free text
+    bool found = false;
+    for_each_field(config, [&](const char* key, auto& value) {
+      if (it.key() != key) return;
+      found = true;
+      try {
+        value = it.value().get<std::decay_t<decltype(value)>>();
+      } catch (const nlohmann::json::exception&) {
+        throw Error(fmt::format("{}: setting '{}' has the wrong type (got {})", source, key, it.value().dump()));
+      }
+    });
+    KD_CHECK(found, "{}: unknown setting '{}'; known settings: {}", source, it.key(), fmt::join(known, ", "));
+  }
+}
+
+void load_recipe(const std::string& path, TrainConfig& config) {
+  std::ifstream f(path);
+  KD_CHECK(f.good(), "recipe file '{}' not found (recipes/ holds the standard ones)", path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(fmt::format("recipe '{}' is not valid JSON: {}", path, e.what()));
+  }
+  apply_overrides(j, config, path);
+}
+
+void apply_override_string(const std::string& kv, TrainConfig& config) {
+  auto eq = kv.find('=');
+  KD_CHECK(eq != std::string::npos && eq > 0, "override '{}' must look like key=value", kv);
+  std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+  nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (v.is_discarded()) v = value;  // a bare string
+  apply_overrides(nlohmann::json{{key, v}}, config, "--set " + kv);
+}
+
+}  // namespace kd::train

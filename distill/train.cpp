@@ -1,0 +1,353 @@
+#include "distill/train.h"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "distill/progress.h"
+#include "engine/autograd.h"
+#include "engine/npy.h"
+#include "engine/ops.h"
+#include "engine/version.h"
+#include "nn/checkpoint.h"
+#include "nn/safetensors.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fs = std::filesystem;
+
+namespace kd::train {
+
+// ------------------------------------------------------------------ Ctrl-C
+// The one piece of process-wide state here: a signal can only talk to the loop through a flag.
+static std::atomic<bool> g_interrupted{false};
+static void on_sigint(int) { g_interrupted = true; }
+
+// ------------------------------------------------------------------ helpers
+
+void set_threads(int64_t threads) {
+  if (threads <= 0) return;
+  openblas_set_num_threads((int)threads);
+#ifdef _OPENMP
+  omp_set_num_threads((int)threads);
+#endif
+}
+
+Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t) {
+  Tensor ce = cross_entropy(out.logits, batch.labels);
+  return {ce, {{"ce", ce}}};
+}
+
+nn::Schedule make_schedule(const TrainConfig& c) {
+  nn::Schedule s;
+  s.kind = c.schedule;
+  s.base_lr = c.lr;
+  s.per_iteration = c.schedule_per_iteration;
+  s.total_epochs = c.epochs;
+  s.milestones = c.milestones;
+  s.gamma = c.gamma;
+  s.warmup_epochs = c.warmup_epochs;
+  s.min_lr = c.min_lr;
+  const std::vector<std::string> kinds{"constant", "multistep", "cosine", "warmup", "onecycle"};
+  KD_CHECK(std::find(kinds.begin(), kinds.end(), s.kind) != kinds.end(), "unknown schedule '{}'; known: {}", s.kind,
+           fmt::join(kinds, ", "));
+  return s;
+}
+
+static std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, const nn::NamedTensors& model_params,
+                                                      const nn::NamedTensors& helper_params) {
+  auto groups = nn::training_param_groups(model_params, helper_params, c.lr, c.lr, c.weight_decay, c.momentum,
+                                          c.no_decay_1d);
+  if (c.optimizer == "sgd") return std::make_unique<nn::SGD>(std::move(groups), nn::SGDOptions{0.0, c.nesterov});
+  if (c.optimizer == "adam") return std::make_unique<nn::Adam>(std::move(groups));
+  if (c.optimizer == "adamw") return std::make_unique<nn::AdamW>(std::move(groups));
+  throw Error(fmt::format("unknown optimizer '{}'; known: sgd, adam, adamw", c.optimizer));
+}
+
+void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name, int64_t num_classes) {
+  nn::save_safetensors(path, model.state_dict(),
+                       {{"model", model_name}, {"num_classes", std::to_string(num_classes)},
+                        {"kdlab_version", version_string()}, {"git_revision", git_revision()}});
+}
+
+EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits,
+                    int64_t limit) {
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  data::LoaderOptions lo;
+  lo.batch_size = batch_size;
+  lo.shuffle = false;
+  lo.transform = data::eval_transform(dataset);
+  data::Dataset ds = limit > 0 && limit < dataset.size() ? data::subset(dataset, [&] {
+    std::vector<int64_t> idx(limit);
+    for (int64_t i = 0; i < limit; ++i) idx[i] = i;
+    return idx;
+  }()) : dataset;
+  data::DataLoader loader(ds, lo);
+  loader.start_epoch(0);
+  EvalResult r;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  std::vector<Tensor> all_logits;
+  data::Batch b;
+  while (loader.next(b)) {
+    nn::ModelOutput out = model.forward(b.images);  // logits (B, K)
+    loss_sum += cross_entropy(out.logits, b.labels, {.reduction = Reduction::Sum}).item();
+    correct += (int64_t)sum(eq(argmax(out.logits, 1), b.labels).to(DType::f32)).item();
+    r.count += b.size();
+    if (keep_logits) all_logits.push_back(out.logits);
+  }
+  r.accuracy = r.count ? (double)correct / r.count : 0.0;
+  r.loss = r.count ? loss_sum / r.count : 0.0;
+  if (keep_logits && !all_logits.empty()) r.logits = cat(all_logits, 0);
+  model.train(was_training);
+  return r;
+}
+
+static data::Dataset first_n(const data::Dataset& d, int64_t n) {
+  if (n <= 0 || n >= d.size()) return d;
+  std::vector<int64_t> idx(n);
+  for (int64_t i = 0; i < n; ++i) idx[i] = i;
+  return data::subset(d, idx);
+}
+
+Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line) {
+  Run run;
+  run.config = config;
+  run.out_dir = out_dir;
+  run.command_line = command_line;
+  data::LoadOptions lo;
+  lo.synthetic.seed = config.seed;
+  if (config.dataset == "synthetic" && config.num_classes > 0) lo.synthetic.num_classes = config.num_classes;
+  run.train_set = first_n(data::load_dataset(config.dataset, config.data_dir, "train", lo), config.train_limit);
+  run.test_set = first_n(data::load_dataset(config.dataset, config.data_dir, "test", lo), config.test_limit);
+  nn::ModelConfig mc;
+  mc.num_classes = config.num_classes > 0 ? config.num_classes : run.train_set.num_classes();
+  mc.in_channels = run.train_set.channels();
+  mc.image_size = run.train_set.height();
+  mc.seed = config.seed;
+  run.model = nn::create_model(config.model, mc);
+  return run;
+}
+
+// ------------------------------------------------------------------ run records
+
+static void write_text_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    KD_CHECK(f.good(), "cannot write '{}': check that the directory exists and is writable", tmp);
+    f << text;
+    f.flush();
+    KD_CHECK(f.good(), "writing '{}' failed (disk full?)", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  KD_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp, path, ec.message());
+}
+
+// metrics.jsonl keeps only the epochs the checkpoint has (a crash may have left one more line).
+static void truncate_metrics(const std::string& path, int64_t epochs_done) {
+  std::ifstream f(path);
+  if (!f.good()) return;
+  std::string line, kept;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("epoch", (int64_t)0) <= epochs_done) kept += line + "\n";
+  }
+  write_text_atomic(path, kept);
+}
+
+// ------------------------------------------------------------------ the loop
+
+RunSummary run_training(Run& run, bool resume) {
+  const TrainConfig& cfg = run.config;
+  KD_CHECK(cfg.epochs > 0 && cfg.batch_size > 0, "epochs ({}) and batch_size ({}) must be positive", cfg.epochs,
+           cfg.batch_size);
+  std::error_code ec;
+  fs::create_directories(run.out_dir, ec);
+  KD_CHECK(!ec && fs::is_directory(run.out_dir), "cannot create the run directory '{}': {}", run.out_dir,
+           ec ? ec.message() : "not a directory");
+  set_threads(cfg.threads);
+  nn::Classifier& model = *run.model;
+  int64_t num_classes = 0;
+  {  // the class count, from one image in evaluation mode (touches no statistics)
+    NoGradGuard ng;
+    model.eval();
+    num_classes = model.forward(run.test_set.images.slice(0, 0, 1).to(DType::f32)).logits.size(1);
+    model.train();
+  }
+
+  auto optimizer = make_optimizer(cfg, model.named_parameters(), run.extra_params);
+  nn::Schedule schedule = make_schedule(cfg);
+  data::LoaderOptions lo;
+  lo.batch_size = cfg.batch_size;
+  lo.shuffle = true;
+  lo.drop_last = false;
+  lo.seed = cfg.seed;
+  lo.prefetch = cfg.prefetch;
+  lo.transform = cfg.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
+  data::DataLoader loader(run.train_set, lo);
+  const int64_t steps_per_epoch = loader.num_batches();
+
+  nn::LabeledModules modules{{"model", &model}};
+  for (auto& m : run.extra_modules) modules.push_back(m);
+  const std::string ckpt_path = run.out_dir + "/checkpoint.safetensors";
+  const std::string metrics_path = run.out_dir + "/metrics.jsonl";
+
+  // position and running sums (restored on resume)
+  int64_t start_epoch = 0, skip_batches = 0;
+  double best_acc = -1;
+  int64_t best_epoch = 0;
+  nlohmann::json partial = nlohmann::json::object();  // sums of the interrupted epoch
+  if (resume) {
+    KD_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '{}' (start without --resume)", ckpt_path);
+    nn::TrainingCheckpoint ck = nn::load_training_checkpoint(ckpt_path, modules, optimizer.get());
+    start_epoch = ck.epoch;
+    skip_batches = ck.scalars.value("batch_in_epoch", (int64_t)0);
+    best_acc = ck.scalars.value("best_accuracy", -1.0);
+    best_epoch = ck.scalars.value("best_epoch", (int64_t)0);
+    partial = ck.scalars.value("partial", nlohmann::json::object());
+    truncate_metrics(metrics_path, start_epoch);
+    fmt::print("resuming from {} at epoch {} batch {}\n", ckpt_path, start_epoch + 1, skip_batches);
+  } else {
+    write_text_atomic(metrics_path, "");
+  }
+
+  nlohmann::json record = {{"config", cfg.to_json()},
+                           {"command", run.command_line},
+                           {"kdlab_version", version_string()},
+                           {"git_revision", git_revision()},
+                           {"backends", build_backends()},
+                           {"cpu_isa", cpu_isa_available()},
+                           {"train_set", run.train_set.summary()},
+                           {"test_set", run.test_set.summary()},
+                           {"num_classes", num_classes},
+                           {"parameters", model.num_parameters()},
+                           {"schedule", schedule.describe()}};
+  for (auto& [k, v] : run.extra_record.items()) record[k] = v;
+  write_text_atomic(run.out_dir + "/config.json", record.dump(2) + "\n");
+
+  auto save_checkpoint = [&](int64_t epochs_done, int64_t batch_in_epoch, const nlohmann::json& sums) {
+    nn::TrainingCheckpoint info;
+    info.epoch = epochs_done;
+    info.step = optimizer->steps_taken();
+    info.schedule = schedule.to_json();
+    info.scalars = {{"best_accuracy", best_acc}, {"best_epoch", best_epoch}, {"batch_in_epoch", batch_in_epoch},
+                    {"partial", sums}};
+    nn::save_training_checkpoint(ckpt_path, modules, optimizer.get(), info);
+  };
+
+  g_interrupted = false;
+  auto old_handler = std::signal(SIGINT, on_sigint);
+  RunSummary summary;
+  double total_time = 0;
+  int64_t timed_epochs = 0;
+  double last_acc = 0;
+  for (int64_t epoch = start_epoch; epoch < cfg.epochs && !summary.interrupted; ++epoch) {
+    model.train();
+    loader.start_epoch(epoch);
+    // running sums of this epoch: loss parts, correct, seen
+    std::map<std::string, double> part_sums;
+    double loss_sum = 0, correct = 0, seen = 0, train_seconds = 0;
+    int64_t k = 0;
+    data::Batch batch;
+    if (skip_batches > 0) {  // resume mid-epoch: replay the loader to the same position
+      for (; k < skip_batches && loader.next(batch); ++k) {}
+      loss_sum = partial.value("loss", 0.0);
+      correct = partial.value("correct", 0.0);
+      seen = partial.value("seen", 0.0);
+      train_seconds = partial.value("seconds", 0.0);
+      for (auto& [n, v] : partial.value("parts", nlohmann::json::object()).items()) part_sums[n] = v.get<double>();
+      skip_batches = 0;
+    }
+    Progress progress(steps_per_epoch, fmt::format("epoch {}/{}", epoch + 1, cfg.epochs), cfg.log_every);
+    auto t_epoch = std::chrono::steady_clock::now();
+    double lr = 0;
+    while (!g_interrupted && loader.next(batch)) {
+      lr = schedule.lr(epoch, k, steps_per_epoch);
+      optimizer->scale_lr(lr / cfg.lr);
+      nn::ModelOutput out = model.forward(batch.images);
+      Loss loss = run.loss(out, batch, epoch);
+      const double loss_value = loss.total.item();
+      if (!std::isfinite(loss_value)) {
+        std::string bad;
+        for (auto& [n, t] : loss.parts)
+          if (!std::isfinite(t.item())) bad += (bad.empty() ? "" : ", ") + n;
+        std::signal(SIGINT, old_handler);
+        throw Error(fmt::format("the loss became {} at epoch {} step {} (non-finite parts: {}); the last good "
+                                "checkpoint is {} (lower the learning rate, then --resume)",
+                                loss_value, epoch + 1, k + 1, bad.empty() ? "total" : bad, ckpt_path));
+      }
+      optimizer->zero_grad();  // the model's and the helpers' gradients
+      loss.total.backward();
+      optimizer->step();
+      // bookkeeping
+      const double B = (double)batch.size();
+      loss_sum += loss_value * B;
+      for (auto& [n, t] : loss.parts) part_sums[n] += t.item() * B;
+      {
+        NoGradGuard ng;
+        correct += sum(eq(argmax(out.logits, 1), batch.labels).to(DType::f32)).item();
+      }
+      seen += B;
+      ++k;
+      double secs = train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+      progress.update(k, loss_sum / seen, correct / seen, seen / std::max(secs, 1e-9));
+    }
+    progress.finish();
+    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    if (g_interrupted) {
+      nlohmann::json sums = {{"loss", loss_sum}, {"correct", correct}, {"seen", seen}, {"seconds", train_seconds},
+                             {"parts", part_sums}};
+      save_checkpoint(epoch, k, sums);
+      fmt::print("\ninterrupted: saved {} at epoch {} step {}; continue with --resume\n", ckpt_path, epoch + 1, k);
+      summary.interrupted = true;
+      break;
+    }
+    EvalResult ev = evaluate(model, run.test_set, std::max<int64_t>(cfg.batch_size, 256));
+    last_acc = ev.accuracy;
+    const bool is_best = ev.accuracy > best_acc;
+    if (is_best) {
+      best_acc = ev.accuracy;
+      best_epoch = epoch + 1;
+      save_weights(run.out_dir + "/model_best.safetensors", model, cfg.model, num_classes);
+    }
+    nlohmann::json line = {{"epoch", epoch + 1},
+                           {"train_loss", loss_sum / seen},
+                           {"train_acc", correct / seen},
+                           {"test_loss", ev.loss},
+                           {"test_acc", ev.accuracy},
+                           {"best_acc", best_acc},
+                           {"lr", lr},
+                           {"time_s", train_seconds},
+                           {"images_per_s", seen / train_seconds}};
+    for (auto& [n, v] : part_sums) line["loss_" + n] = v / seen;
+    std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
+    fmt::print("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} (best {:.4f} @ {}) | {:.1f}s, "
+               "{:.0f} img/s\n",
+               epoch + 1, cfg.epochs, loss_sum / seen, correct / seen, ev.loss, ev.accuracy, best_acc, best_epoch,
+               train_seconds, seen / train_seconds);
+    total_time += train_seconds;
+    ++timed_epochs;
+    if (cfg.save_every_epoch || epoch + 1 == cfg.epochs) save_checkpoint(epoch + 1, 0, nlohmann::json::object());
+  }
+  std::signal(SIGINT, old_handler);
+  if (!summary.interrupted) save_weights(run.out_dir + "/model_last.safetensors", model, cfg.model, num_classes);
+  summary.last_accuracy = last_acc;
+  summary.best_accuracy = std::max(best_acc, 0.0);
+  summary.best_epoch = best_epoch;
+  summary.seconds_per_epoch = timed_epochs ? total_time / timed_epochs : 0.0;
+  return summary;
+}
+
+}  // namespace kd::train

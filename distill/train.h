@@ -1,0 +1,85 @@
+// train.h: the training loop shared by plain training (a teacher or a baseline student) and,
+// in later issues, distillation.
+//
+// One epoch: for each batch from the DataLoader, forward, loss (a LossFn: cross-entropy for
+// plain training), backward, optimizer step with the scheduled LR; then evaluation on the test
+// split. The run directory receives:
+//   config.json              the resolved recipe, seed, command line, versions, git revision
+//   metrics.jsonl            one JSON line per epoch: loss parts, train/test accuracy, LR,
+//                            time, images/s, best accuracy so far
+//   checkpoint.safetensors   model + optimizer + position, written atomically every epoch
+//                            (and on Ctrl-C, mid-epoch); `resume` continues from it
+//   model_last.safetensors   the final weights (a plain state dict, for `kdlab eval`)
+//   model_best.safetensors   the weights of the best test epoch
+#pragma once
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "datasets/dataset.h"
+#include "datasets/loader.h"
+#include "distill/recipe.h"
+#include "nn/checkpoint.h"
+#include "nn/models/model.h"
+#include "nn/optim.h"
+#include "nn/schedule.h"
+
+namespace kd::train {
+
+// A loss and its named parts (each a 0-d tensor; parts are for logging).
+struct Loss {
+  Tensor total;
+  std::vector<std::pair<std::string, Tensor>> parts;
+};
+// Computes the loss of one batch from the model's output; epoch counts from 0.
+using LossFn = std::function<Loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch)>;
+Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch);
+
+struct EvalResult {
+  double accuracy = 0;  // top-1, in [0, 1]
+  double loss = 0;      // mean cross-entropy
+  int64_t count = 0;
+  Tensor logits;        // (N, K) in data set order, when asked for
+};
+// Evaluation mode, no gradient, data set order. limit > 0 evaluates the first `limit` images.
+EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits = false,
+                    int64_t limit = 0);
+
+struct RunSummary {
+  double last_accuracy = 0, best_accuracy = 0;
+  int64_t best_epoch = 0;  // from 1
+  double seconds_per_epoch = 0;
+  bool interrupted = false;
+};
+
+// Everything one run needs; the caller builds the model and the data sets.
+struct Run {
+  TrainConfig config;
+  std::string out_dir;
+  std::string command_line;                  // recorded in config.json
+  std::shared_ptr<nn::Classifier> model;
+  data::Dataset train_set, test_set;
+  LossFn loss = cross_entropy_loss;
+  nn::NamedTensors extra_params;             // trainable helpers (distillers), optimised too
+  nn::LabeledModules extra_modules;          // saved in checkpoints beside "model"
+  nlohmann::json extra_record;               // more to write into config.json
+};
+
+// Trains for config.epochs, resuming from out_dir/checkpoint.safetensors when `resume`.
+RunSummary run_training(Run& run, bool resume);
+
+// Loads train and test splits as config says (limits applied) and builds config.model.
+Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line);
+
+// Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).
+void set_threads(int64_t threads);
+
+// Builds the schedule a config describes.
+nn::Schedule make_schedule(const TrainConfig& config);
+
+// Writes a state dict as safetensors (atomically), with the model name and class count as metadata.
+void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name,
+                  int64_t num_classes);
+
+}  // namespace kd::train

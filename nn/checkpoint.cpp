@@ -1,0 +1,169 @@
+#include "nn/checkpoint.h"
+
+#include <set>
+
+#include "engine/version.h"
+#include "nn/safetensors.h"
+
+namespace kd::nn {
+
+using json = nlohmann::json;
+
+static constexpr const char* kFormat = "kdlab.training_checkpoint";
+
+static void check_label(const std::string& label) {
+  KD_CHECK(!label.empty() && label.find('.') == std::string::npos && label != "optim",
+           "checkpoint module label '{}' must be non-empty, contain no '.', and not be 'optim'", label);
+}
+
+void save_training_checkpoint(const std::string& path, const LabeledModules& modules, const Optimizer* optimizer,
+                              const TrainingCheckpoint& info) {
+  NamedTensors tensors;
+  std::set<std::string> labels;
+  for (const auto& [label, m] : modules) {
+    check_label(label);
+    KD_CHECK(labels.insert(label).second, "checkpoint module label '{}' is used twice", label);
+    KD_CHECK(m != nullptr, "checkpoint module '{}' is null", label);
+    for (const auto& [n, t] : m->state_dict()) tensors.emplace_back(label + "." + n, t);
+  }
+  std::map<std::string, std::string> meta;
+  if (optimizer) {
+    OptimizerState st = optimizer->state_dict();
+    for (const auto& [n, t] : st.tensors) tensors.emplace_back("optim." + n, t);
+    meta["optim"] = st.scalars.dump();
+  }
+  meta["format"] = kFormat;
+  meta["format_version"] = "1";
+  meta["epoch"] = std::to_string(info.epoch);
+  meta["step"] = std::to_string(info.step);
+  meta["schedule"] = info.schedule.dump();
+  meta["scalars"] = info.scalars.dump();
+  meta["modules"] = json(std::vector<std::string>(labels.begin(), labels.end())).dump();
+  for (const auto& [name, state] : info.rng_states) meta["rng." + name] = state;
+  meta["kdlab_version"] = version_string();
+  meta["git_revision"] = git_revision();
+  save_safetensors(path, tensors, meta);
+}
+
+void save_training_checkpoint(const std::string& path, Module& model, const Optimizer& optimizer,
+                              const TrainingCheckpoint& info) {
+  save_training_checkpoint(path, LabeledModules{{"model", &model}}, &optimizer, info);
+}
+
+static int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key,
+                        const std::string& path) {
+  auto it = meta.find(key);
+  KD_CHECK(it != meta.end(), "{}: the checkpoint metadata has no '{}'", path, key);
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(it->second, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  KD_CHECK(used == it->second.size() && used > 0, "{}: checkpoint metadata '{}' = '{}' is not an integer", path, key,
+           it->second);
+  return v;
+}
+
+static json meta_json(const std::map<std::string, std::string>& meta, const std::string& key,
+                      const std::string& path) {
+  auto it = meta.find(key);
+  KD_CHECK(it != meta.end(), "{}: the checkpoint metadata has no '{}'", path, key);
+  try {
+    return json::parse(it->second);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: checkpoint metadata '{}' is not valid JSON ({})", path, key, e.what()));
+  }
+}
+
+TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
+                                            Optimizer* optimizer) {
+  SafetensorsFile file = load_safetensors(path);
+  const auto& meta = file.metadata;
+  auto fmt_it = meta.find("format");
+  KD_CHECK(fmt_it != meta.end() && fmt_it->second == kFormat,
+           "{}: not a kdlab training checkpoint (metadata 'format' is '{}'; expected '{}'). For plain weights use "
+           "load_safetensors and Module::load_state_dict.",
+           path, fmt_it == meta.end() ? "" : fmt_it->second, kFormat);
+  KD_CHECK(meta_int(meta, "format_version", path) == 1, "{}: unsupported checkpoint format version {}", path,
+           meta.at("format_version"));
+
+  // Sort the tensors by their label.
+  std::map<std::string, std::map<std::string, Tensor>> by_label;
+  OptimizerState optim_state;
+  for (const auto& [name, t] : file.tensors) {
+    size_t dot = name.find('.');
+    KD_CHECK(dot != std::string::npos, "{}: checkpoint tensor '{}' has no '<label>.' prefix", path, name);
+    std::string label = name.substr(0, dot), rest = name.substr(dot + 1);
+    if (label == "optim") optim_state.tensors.emplace_back(rest, t);
+    else by_label[label][rest] = t;
+  }
+
+  // Check every module against the file before changing anything.
+  std::set<std::string> wanted;
+  for (const auto& [label, m] : modules) {
+    check_label(label);
+    KD_CHECK(m != nullptr, "checkpoint module '{}' is null", label);
+    wanted.insert(label);
+    auto it = by_label.find(label);
+    KD_CHECK(it != by_label.end(), "{}: the checkpoint holds no module '{}' (it holds: {})", path, label,
+             meta.count("modules") ? meta.at("modules") : "?");
+    LoadReport rep;
+    std::set<std::string> own;
+    for (const auto& [n, t] : m->state_dict()) {
+      own.insert(n);
+      auto f = it->second.find(n);
+      if (f == it->second.end()) rep.missing.push_back(n);
+      else if (f->second.shape() != t.shape())
+        rep.shape_mismatch.push_back(fmt::format("{}: model {} vs file {}", n, shape_str(t.shape()),
+                                                 shape_str(f->second.shape())));
+    }
+    for (const auto& [n, t] : it->second)
+      if (!own.count(n)) rep.unexpected.push_back(n);
+    KD_CHECK(rep.ok(), "{}: module '{}' ({}) does not match the checkpoint:\n{}", path, label, m->type_name(),
+             rep.to_string());
+  }
+  for (const auto& [label, tensors] : by_label)
+    KD_CHECK(wanted.count(label), "{}: the checkpoint holds module '{}' but it was not given to load into", path,
+             label);
+
+  if (optimizer) {
+    KD_CHECK(meta.count("optim"), "{}: the checkpoint holds no optimizer state", path);
+    optim_state.scalars = meta_json(meta, "optim", path);
+    optimizer->load_state_dict(optim_state);  // checks everything before changing anything
+  }
+  for (const auto& [label, m] : modules) m->load_state_dict(by_label.at(label), true);
+
+  TrainingCheckpoint out;
+  out.epoch = meta_int(meta, "epoch", path);
+  out.step = meta_int(meta, "step", path);
+  out.schedule = meta_json(meta, "schedule", path);
+  out.scalars = meta_json(meta, "scalars", path);
+  for (const auto& [key, value] : meta)
+    if (key.rfind("rng.", 0) == 0) out.rng_states[key.substr(4)] = value;
+  return out;
+}
+
+TrainingCheckpoint load_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer) {
+  return load_training_checkpoint(path, LabeledModules{{"model", &model}}, &optimizer);
+}
+
+std::map<std::string, std::string> rng_states(const std::vector<std::pair<std::string, const Generator*>>& gens) {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, g] : gens) {
+    KD_CHECK(g != nullptr, "rng_states: generator '{}' is null", name);
+    KD_CHECK(out.emplace(name, g->state()).second, "rng_states: the name '{}' appears twice", name);
+  }
+  return out;
+}
+
+void restore_rng_states(const TrainingCheckpoint& ckpt, const std::vector<std::pair<std::string, Generator*>>& gens) {
+  for (const auto& [name, g] : gens) {
+    auto it = ckpt.rng_states.find(name);
+    KD_CHECK(it != ckpt.rng_states.end(), "the checkpoint holds no state for the generator '{}'", name);
+    g->set_state(it->second);
+  }
+}
+
+}  // namespace kd::nn

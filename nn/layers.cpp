@@ -1,0 +1,148 @@
+#include "nn/layers.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "nn/init.h"
+
+namespace kd::nn {
+
+// ---------------------------------------------------------------- Conv2d
+
+Conv2d::Conv2d(int64_t cin, int64_t cout, Int2 k, Generator& gen, Int2 stride, Int2 padding, Int2 dilation,
+               int64_t groups, bool has_bias)
+    : stride(stride), padding(padding), dilation(dilation), groups(groups) {
+  KD_CHECK(groups > 0 && cin % groups == 0 && cout % groups == 0,
+           "Conv2d: in_channels {} and out_channels {} must both be divisible by groups {}", cin, cout, groups);
+  Tensor w = empty({cout, cin / groups, k.h, k.w});
+  init::pytorch_default_weight_(w, gen);
+  weight = register_parameter("weight", w);
+  if (has_bias) {
+    Tensor b = empty({cout});
+    init::pytorch_default_bias_(b, init::fan_in(w), gen);
+    bias = register_parameter("bias", b);
+  }
+}
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, stride, padding, dilation, groups); }
+
+// ---------------------------------------------------------------- ConvTranspose2d
+
+ConvTranspose2d::ConvTranspose2d(int64_t cin, int64_t cout, Int2 k, Generator& gen, Int2 stride, Int2 padding,
+                                 Int2 output_padding, int64_t groups, bool has_bias, Int2 dilation)
+    : stride(stride), padding(padding), output_padding(output_padding), dilation(dilation), groups(groups) {
+  KD_CHECK(groups > 0 && cin % groups == 0 && cout % groups == 0,
+           "ConvTranspose2d: in_channels {} and out_channels {} must both be divisible by groups {}", cin, cout, groups);
+  Tensor w = empty({cin, cout / groups, k.h, k.w});
+  init::pytorch_default_weight_(w, gen);  // PyTorch computes fan_in from dim 1 here too
+  weight = register_parameter("weight", w);
+  if (has_bias) {
+    Tensor b = empty({cout});
+    init::pytorch_default_bias_(b, init::fan_in(w), gen);
+    bias = register_parameter("bias", b);
+  }
+}
+
+Tensor ConvTranspose2d::forward(const Tensor& x) {
+  return conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation);
+}
+
+// ---------------------------------------------------------------- BatchNorm
+
+BatchNorm::BatchNorm(int64_t c, double eps, double momentum, bool affine, std::string kind)
+    : eps(eps), momentum(momentum), kind_(std::move(kind)) {
+  if (affine) {
+    weight = register_parameter("weight", ones({c}));
+    bias = register_parameter("bias", zeros({c}));
+  }
+  running_mean = register_buffer("running_mean", zeros({c}));
+  running_var = register_buffer("running_var", ones({c}));
+  num_batches_tracked = register_buffer("num_batches_tracked", zeros({}, DType::i64));
+}
+
+Tensor BatchNorm::forward(const Tensor& x) {
+  if (is_training()) num_batches_tracked.set({}, num_batches_tracked.item() + 1);
+  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+}
+
+// ---------------------------------------------------------------- Linear
+
+Linear::Linear(int64_t in, int64_t out, Generator& gen, bool has_bias) {
+  Tensor w = empty({out, in});
+  init::pytorch_default_weight_(w, gen);
+  weight = register_parameter("weight", w);
+  if (has_bias) {
+    Tensor b = empty({out});
+    init::pytorch_default_bias_(b, in, gen);
+    bias = register_parameter("bias", b);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+
+// ---------------------------------------------------------------- LayerNorm
+
+LayerNorm::LayerNorm(Shape shape, double eps, bool affine) : normalized_shape(std::move(shape)), eps(eps) {
+  if (affine) {
+    weight = register_parameter("weight", ones(normalized_shape));
+    bias = register_parameter("bias", zeros(normalized_shape));
+  }
+}
+
+Tensor LayerNorm::forward(const Tensor& x) { return layer_norm(x, normalized_shape, weight, bias, eps); }
+
+// ---------------------------------------------------------------- Sequential
+
+Sequential::Sequential(std::vector<std::shared_ptr<Layer>> layers) {
+  for (auto& l : layers) push_back(std::move(l));
+}
+
+void Sequential::push_back(std::shared_ptr<Layer> layer) {
+  register_module(std::to_string(layers_.size()), layer);
+  layers_.push_back(std::move(layer));
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& l : layers_) h = l->forward(h);
+  return h;
+}
+
+// ---------------------------------------------------------------- attention
+
+MultiheadSelfAttention::MultiheadSelfAttention(int64_t dim, int64_t heads, Generator& gen, bool qkv_bias)
+    : dim(dim), num_heads(heads) {
+  KD_CHECK(heads > 0 && dim % heads == 0, "attention: dim {} must be divisible by num_heads {}", dim, heads);
+  qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, gen, qkv_bias));
+  proj = register_module("proj", std::make_shared<Linear>(dim, dim, gen));
+}
+
+Tensor MultiheadSelfAttention::forward(const Tensor& x) {
+  KD_CHECK(x.dim() == 3 && x.size(2) == dim, "attention expects (B, N, {}), got {}", dim, shape_str(x.shape()));
+  const int64_t B = x.size(0), N = x.size(1), H = num_heads, hd = dim / num_heads;
+  Tensor qkv_ = qkv->forward(x).reshape({B, N, 3, H, hd}).permute({2, 0, 3, 1, 4});  // (3, B, H, N, hd)
+  Tensor q = qkv_.select(0, 0), k = qkv_.select(0, 1), v = qkv_.select(0, 2);        // (B, H, N, hd)
+  Tensor scores = matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt((double)hd));   // (B, H, N, N)
+  Tensor attn = softmax(scores, -1);
+  Tensor out = matmul(attn, v).transpose(1, 2).reshape({B, N, dim});                 // (B, N, D)
+  return proj->forward(out);
+}
+
+Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen) {
+  fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, gen));
+  fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, gen));
+}
+
+TransformerBlock::TransformerBlock(int64_t dim, int64_t heads, double mlp_ratio, Generator& gen, bool qkv_bias) {
+  norm1 = register_module("norm1", std::make_shared<LayerNorm>(Shape{dim}, 1e-6));
+  attn = register_module("attn", std::make_shared<MultiheadSelfAttention>(dim, heads, gen, qkv_bias));
+  norm2 = register_module("norm2", std::make_shared<LayerNorm>(Shape{dim}, 1e-6));
+  mlp = register_module("mlp", std::make_shared<Mlp>(dim, (int64_t)(dim * mlp_ratio), gen));
+}
+
+Tensor TransformerBlock::forward(const Tensor& x) {
+  Tensor h = x + attn->forward(norm1->forward(x));
+  return h + mlp->forward(norm2->forward(h));
+}
+
+}  // namespace kd::nn

@@ -1,0 +1,68 @@
+// model.h: the classifier interface of the model zoo and its explicit registry.
+//
+// Every classifier returns its logits plus the feature taps that distillation methods read
+// (see ../shared/METHODS.md, "the feature-tap contract"):
+//   feats        [f0, f1, f2, f3, ...]: stem output, then each stage's output after its final ReLU
+//   preact_feats the same maps before that last ReLU
+//   pooled       the global-average-pooled last feature map (B, C), the classifier's input
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace kd::nn {
+
+struct ModelOutput {
+  Tensor logits;                   // (B, K)
+  std::vector<Tensor> feats;       // f0..fn
+  std::vector<Tensor> preact_feats;
+  Tensor pooled;                   // (B, C)
+};
+
+struct ModelConfig {
+  int64_t num_classes = 100;
+  int64_t in_channels = 3;
+  int64_t image_size = 32;  // input height = width
+  uint64_t seed = 0;        // for the initial weights
+};
+
+class Classifier : public Module {
+ public:
+  virtual ModelOutput forward(const Tensor& x) = 0;  // x (B, C, H, W)
+  ModelOutput operator()(const Tensor& x) { return forward(x); }
+};
+
+// Explicit registry: name -> factory. No static-initialiser tricks; the table is one function.
+using ModelFactory = std::function<std::shared_ptr<Classifier>(const ModelConfig&)>;
+struct ModelEntry {
+  std::string name;
+  std::string description;
+  ModelFactory create;
+};
+const std::vector<ModelEntry>& model_registry();
+std::vector<std::string> model_names();
+// Throws kd::Error listing the known names when `name` is unknown.
+std::shared_ptr<Classifier> create_model(const std::string& name, const ModelConfig& config = {});
+
+}  // namespace kd::nn
+
+namespace kd::nn {
+
+// What `kdlab info` prints: parameter count, multiply-accumulates per image and tap shapes.
+struct ModelInfo {
+  int64_t parameters = 0;
+  int64_t macs_per_image = 0;  // conv, linear and matmul multiply-accumulates for one image
+  Shape logits;
+  std::vector<Shape> feats, preact_feats;
+  Shape pooled;
+};
+// Runs one image of `input_shape` (C, H, W) through the model in eval mode and counts the
+// multiply-accumulates by walking the autograd graph of that forward pass.
+ModelInfo describe_model(Classifier& model, const Shape& input_shape);
+// The MACs of every conv2d, conv_transpose2d, linear, matmul and bmm node in the graph behind `root`.
+int64_t count_macs(const Tensor& root);
+
+}  // namespace kd::nn

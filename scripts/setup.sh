@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# scripts/setup.sh: install the Debian packages kdlab needs (only the missing ones), then
+# configure and build into build/ (Release). Sourced by demo.sh and test.sh; safe to re-run:
+# a second run installs nothing and rebuilds incrementally.
+set -euo pipefail
+KDLAB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${KDLAB_BUILD_DIR:-$KDLAB_ROOT/build}"
+
+PACKAGES=(build-essential cmake ninja-build pkg-config git
+          libopenblas-dev libdnnl-dev libstb-dev doctest-dev libfmt-dev
+          nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "kdlab setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  cmake -S "$KDLAB_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build "$BUILD_DIR" -j "$(nproc)"
