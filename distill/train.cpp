@@ -267,7 +267,8 @@ RunSummary run_training(Run& run, bool resume) {
       correct = partial.value("correct", 0.0);
       seen = partial.value("seen", 0.0);
       train_seconds = partial.value("seconds", 0.0);
-      for (auto& [n, v] : partial.value("parts", nlohmann::json::object()).items()) part_sums[n] = v.get<double>();
+      const nlohmann::json parts = partial.value("parts", nlohmann::json::object());
+      for (auto& [n, v] : parts.items()) part_sums[n] = v.get<double>();
       skip_batches = 0;
     }
     Progress progress(steps_per_epoch, fmt::format("epoch {}/{}", epoch + 1, cfg.epochs), cfg.log_every);

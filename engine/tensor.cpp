@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
 
 #include "engine/autograd.h"
 #include "engine/generator.h"
@@ -13,15 +16,80 @@ namespace kd {
 
 // ------------------------------------------------------------------------------- storage
 
-Storage::Storage(size_t n) : nbytes(n) {
-  size_t rounded = ((n + 63) / 64) * 64;  // aligned_alloc needs a multiple of the alignment
-  if (rounded == 0) rounded = 64;
-  data = std::aligned_alloc(64, rounded);
-  KD_CHECK(data != nullptr, "out of memory allocating {} bytes for a tensor", n);
-  std::memset(data, 0, rounded);
+namespace {
+
+// Freed blocks, by rounded size, kept for reuse up to a total of kMaxCached bytes.
+class BlockCache {
+ public:
+  static constexpr size_t kMaxCached = size_t(2) << 30;  // 2 GiB
+  void* take(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.find(bytes);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= bytes;
+    return p;
+  }
+  void give(void* p, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + bytes <= kMaxCached) {
+        free_[bytes].push_back(p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  size_t cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_;
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [bytes, blocks] : free_)
+      for (void* p : blocks) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+// Function-local static: constructed on first use, never destroyed (Storages may outlive main).
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache();
+  return *cache;
 }
 
-Storage::~Storage() { std::free(data); }
+bool poison_empty() {
+  static const bool on = [] {
+    const char* v = std::getenv("KDLAB_POISON_EMPTY");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
+size_t rounded_size(size_t n) { return n == 0 ? 64 : ((n + 63) / 64) * 64; }
+
+}  // namespace
+
+Storage::Storage(size_t n, bool zero_fill) : nbytes(n) {
+  const size_t rounded = rounded_size(n);  // aligned_alloc needs a multiple of the alignment
+  data = block_cache().take(rounded);
+  if (!data) data = std::aligned_alloc(64, rounded);
+  KD_CHECK(data != nullptr, "out of memory allocating {} bytes for a tensor", n);
+  if (zero_fill) std::memset(data, 0, rounded);
+}
+
+Storage::~Storage() { block_cache().give(data, rounded_size(nbytes)); }
+
+size_t storage_cache_bytes() { return block_cache().cached(); }
+void release_storage_cache() { block_cache().release(); }
 
 // ------------------------------------------------------------------------------- shapes
 
@@ -239,21 +307,31 @@ Tensor& Tensor::mul_(double s) {
 
 // ------------------------------------------------------------------------------- factories
 
-Tensor empty(const Shape& shape, DType dtype) {
+static Tensor allocate(const Shape& shape, DType dtype, bool zero_fill) {
   for (int64_t s : shape) KD_CHECK(s >= 0, "negative size in shape {}", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>((size_t)shape_numel(shape) * dtype_size(dtype));
+  impl->storage = std::make_shared<Storage>((size_t)shape_numel(shape) * dtype_size(dtype), zero_fill);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
   return Tensor(impl);
 }
 
-Tensor zeros(const Shape& shape, DType dtype) { return empty(shape, dtype); }
+Tensor empty(const Shape& shape, DType dtype) {
+  Tensor t = allocate(shape, dtype, false);
+  if (poison_empty()) {
+    if (dtype == DType::f32) std::fill_n(t.data<float>(), t.numel(), std::numeric_limits<float>::quiet_NaN());
+    else std::memset(t.raw_data(), 0xAB, t.numel() * dtype_size(dtype));
+  }
+  return t;
+}
+
+Tensor zeros(const Shape& shape, DType dtype) { return allocate(shape, dtype, true); }
 Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
 Tensor full(const Shape& shape, double value, DType dtype) {
-  Tensor t = empty(shape, dtype);
-  if (value != 0.0) t.fill_(value);
+  if (value == 0.0) return zeros(shape, dtype);
+  Tensor t = allocate(shape, dtype, false);
+  t.fill_(value);
   return t;
 }
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }

@@ -19,9 +19,12 @@ using Shape = std::vector<int64_t>;
 class Generator;
 struct Node;
 
-// One 64-byte aligned block of bytes shared by a tensor and all its views.
+// One 64-byte aligned block of bytes shared by a tensor and all its views. Blocks come from a
+// cache of freed blocks of the same size when one is there (see storage_cache_bytes): a training
+// step allocates the same sizes every iteration, and fresh memory from the OS costs a page fault
+// per 4 KiB.
 struct Storage {
-  explicit Storage(size_t nbytes);  // zero-filled
+  Storage(size_t nbytes, bool zero_fill);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -130,8 +133,15 @@ int64_t wrap_dim(int64_t dim, int64_t ndim);      // -1 -> ndim-1, with a clear 
 // A view of t's storage with the given geometry (no autograd). Bounds are checked.
 Tensor as_strided(const Tensor& t, const Shape& shape, const Shape& strides, int64_t offset);
 
+// Bytes held by the block cache, and a way to give them back to the OS.
+size_t storage_cache_bytes();
+void release_storage_cache();
+
 // ---- factories
-Tensor empty(const Shape& shape, DType dtype = DType::f32);  // zero-filled
+// empty(): UNINITIALISED memory, for outputs a kernel overwrites completely. With the
+// environment variable KDLAB_POISON_EMPTY=1 it is filled with NaN (float32) / 0xAB bytes, so a
+// kernel that reads memory it never wrote shows up in the tests. Use zeros() to accumulate into.
+Tensor empty(const Shape& shape, DType dtype = DType::f32);
 Tensor zeros(const Shape& shape, DType dtype = DType::f32);
 Tensor ones(const Shape& shape, DType dtype = DType::f32);
 Tensor full(const Shape& shape, double value, DType dtype = DType::f32);

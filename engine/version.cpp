@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "kdlab_git.h"  // generated at build time: KDLAB_GIT_REV
+
 namespace kd {
 
 std::string version_string() { return KDLAB_VERSION; }

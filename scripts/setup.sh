@@ -6,7 +6,7 @@ set -euo pipefail
 KDLAB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${KDLAB_BUILD_DIR:-$KDLAB_ROOT/build}"
 
-PACKAGES=(build-essential cmake ninja-build pkg-config git
+PACKAGES=(build-essential cmake ninja-build pkg-config git bc
           libopenblas-dev libdnnl-dev libstb-dev doctest-dev libfmt-dev
           nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist)
 

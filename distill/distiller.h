@@ -1,0 +1,102 @@
+// distiller.h: the interface every distillation method implements, and the explicit registry.
+//
+// A Distiller turns (student outputs, teacher outputs, batch, epoch) into a loss with a named
+// breakdown. It owns any trainable helper modules (regressors, connectors, projectors), which the
+// optimizer trains with the student and checkpoints save beside it, and it declares which
+// teacher outputs it reads, so that logits-only methods can use the teacher cache.
+//
+// Per-method hyper-parameters come as a map of strings ("T" -> "4", "beta" -> "8") so that the
+// command line (--set T=4), recipes and the loss inspector pass them the same way; each method
+// parses its own with defaults from its paper's official code and rejects unknown keys.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "nn/models/model.h"
+#include "nn/module.h"
+
+namespace kd::distill {
+
+// Which teacher outputs a method reads (logits are always computed).
+struct TeacherNeeds {
+  bool feats = false;         // feats / preact_feats / pooled
+  bool logits_only() const { return !feats; }
+};
+
+// The loss of one batch: total (0-d, differentiable) and named parts (0-d, for logging). Parts
+// are the weighted terms that add up to total, named as in the paper ("ce", "tckd", "nckd").
+struct LossBreakdown {
+  Tensor total;
+  std::vector<std::pair<std::string, Tensor>> parts;
+};
+
+// What a distiller sees of a batch besides the network outputs.
+struct BatchInfo {
+  Tensor labels;   // (B) int64
+  Tensor indices;  // (B) int64, positions in the training set (or undefined)
+  int64_t epoch = 1;  // counted from 1, as mdistiller does (warm-up uses epoch / W)
+  int64_t total_epochs = 0;
+};
+
+using Params = std::map<std::string, std::string>;
+
+class Distiller : public nn::Module {
+ public:
+  virtual std::string name() const = 0;  // "kd", "dkd", ...
+  virtual TeacherNeeds needs() const { return {}; }
+  virtual LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) = 0;
+  // The hyper-parameters in effect (after defaults), for run records and --explain.
+  virtual Params params() const = 0;
+  // Step-through support: when set, methods call it with every intermediate tensor, named as
+  // in the paper, in the order the equation computes them (kdlab loss --explain).
+  std::function<void(const std::string& name, const Tensor& value)> explain;
+
+ protected:
+  void show(const std::string& name, const Tensor& value) const {
+    if (explain) explain(name, value);
+  }
+};
+
+// Reads typed values out of a Params map, remembering which keys were used so that leftovers
+// (typos) can be reported with the list of known keys.
+class ParamReader {
+ public:
+  ParamReader(std::string method, Params p) : method_(std::move(method)), p_(std::move(p)) {}
+  double number(const std::string& key, double def);
+  int64_t integer(const std::string& key, int64_t def);
+  bool flag(const std::string& key, bool def);
+  std::string text(const std::string& key, const std::string& def);
+  // Throws naming the unknown keys and the known ones.
+  void finish() const;
+
+ private:
+  std::string method_;
+  Params p_;
+  std::vector<std::string> known_;
+};
+
+struct DistillerContext {
+  // The student's and teacher's feature shapes (for methods that build helpers), from one
+  // forward pass of each on a sample batch; may be empty for logits-only methods.
+  nn::ModelOutput student_sample, teacher_sample;
+  int64_t num_classes = 0;
+  uint64_t seed = 0;
+};
+
+using DistillerFactory = std::function<std::shared_ptr<Distiller>(const Params&, const DistillerContext&)>;
+struct DistillerEntry {
+  std::string name;         // lowercase with underscores
+  std::string family;       // "output", "feature", "relation"
+  std::string description;  // one line: paper and idea
+  DistillerFactory create;
+};
+// The one explicit table of methods.
+const std::vector<DistillerEntry>& distiller_registry();
+// Throws listing the known methods when `name` is unknown.
+std::shared_ptr<Distiller> create_distiller(const std::string& name, const Params& params, const DistillerContext& ctx);
+
+}  // namespace kd::distill

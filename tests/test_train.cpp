@@ -1,0 +1,182 @@
+// The training loop: run records, resume (after an epoch and mid-epoch) equals an uninterrupted
+// run bit for bit, recipe errors, and a non-finite loss stopping the run with a clear message.
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "distill/recipe.h"
+#include "distill/train.h"
+#include "nn/safetensors.h"
+#include "test_util.h"
+
+using namespace kd;
+namespace fs = std::filesystem;
+
+static train::TrainConfig tiny_config() {
+  train::TrainConfig c;
+  c.model = "resnet8";
+  c.dataset = "synthetic";
+  c.num_classes = 4;
+  c.train_limit = 96;
+  c.test_limit = 32;
+  c.epochs = 2;
+  c.batch_size = 32;
+  c.lr = 0.05;
+  c.threads = 1;
+  c.log_every = 1000;
+  c.seed = 3;
+  return c;
+}
+
+// A tiny synthetic run: 1 x 12 x 12 images so the test stays fast.
+static train::Run tiny_run(const train::TrainConfig& c, const std::string& dir) {
+  train::Run run;
+  run.config = c;
+  run.out_dir = dir;
+  data::SyntheticOptions so;
+  so.size = c.train_limit;
+  so.num_classes = c.num_classes;
+  so.channels = 1;
+  so.height = so.width = 12;
+  so.seed = 5;
+  run.train_set = data::make_synthetic(so, "train");
+  so.size = c.test_limit;
+  run.test_set = data::make_synthetic(so, "test");
+  run.model = nn::create_model(c.model, {c.num_classes, 1, 12, c.seed});
+  return run;
+}
+
+static std::vector<float> weights_of(const std::string& path) {
+  std::vector<float> all;
+  for (auto& [n, t] : nn::load_safetensors(path).tensors)
+    if (t.dtype() == DType::f32) {
+      auto v = to_float_vector(t);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  return all;
+}
+
+static int count_lines(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  int n = 0;
+  while (std::getline(f, line)) n += !line.empty();
+  return n;
+}
+
+TEST_CASE("training writes its run record, metrics and weights") {
+  std::string dir = kdtest::temp_path("run_record");
+  train::Run run = tiny_run(tiny_config(), dir);
+  train::RunSummary s = train::run_training(run, false);
+  CHECK(s.best_epoch >= 1);
+  CHECK(fs::exists(dir + "/config.json"));
+  CHECK(fs::exists(dir + "/checkpoint.safetensors"));
+  CHECK(fs::exists(dir + "/model_last.safetensors"));
+  CHECK(fs::exists(dir + "/model_best.safetensors"));
+  CHECK(count_lines(dir + "/metrics.jsonl") == 2);
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line;
+  std::getline(f, line);
+  auto j = nlohmann::json::parse(line);
+  for (const char* key : {"epoch", "train_loss", "train_acc", "test_acc", "lr", "time_s", "images_per_s", "loss_ce"})
+    CHECK_MESSAGE(j.contains(key), key);
+  std::ifstream cf(dir + "/config.json");
+  auto cfg = nlohmann::json::parse(cf);
+  CHECK(cfg.contains("git_revision"));
+  CHECK(cfg["config"]["seed"] == 3);
+}
+
+TEST_CASE("resume after an epoch and mid-epoch equals the uninterrupted run") {
+  train::TrainConfig c = tiny_config();
+  c.epochs = 3;
+  std::string full = kdtest::temp_path("full");
+  {
+    train::Run run = tiny_run(c, full);
+    train::run_training(run, false);
+  }
+  SUBCASE("stopped after epoch 1") {
+    std::string dir = kdtest::temp_path("resume_epoch");
+    train::TrainConfig c1 = c;
+    c1.epochs = 1;  // the same schedule needs the same total: run 1 epoch of a 3-epoch config
+    {
+      train::Run run = tiny_run(c, dir);
+      // interrupt at the first step of epoch 2 (after its step completes)
+      int steps = 0;
+      run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+        if (++steps == 4) std::raise(SIGINT);  // 3 steps per epoch: step 4 is epoch 2's first
+        return train::cross_entropy_loss(o, b, e);
+      };
+      train::RunSummary s = train::run_training(run, false);
+      CHECK(s.interrupted);
+    }
+    {
+      train::Run run = tiny_run(c, dir);
+      train::run_training(run, true);
+    }
+    CHECK(weights_of(dir + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
+    CHECK(count_lines(dir + "/metrics.jsonl") == 3);
+  }
+  SUBCASE("stopped in the middle of an epoch") {
+    std::string dir = kdtest::temp_path("resume_mid");
+    {
+      train::Run run = tiny_run(c, dir);
+      int steps = 0;
+      run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+        if (++steps == 5) std::raise(SIGINT);  // epoch 2, second step
+        return train::cross_entropy_loss(o, b, e);
+      };
+      CHECK(train::run_training(run, false).interrupted);
+    }
+    {
+      train::Run run = tiny_run(c, dir);
+      train::run_training(run, true);
+    }
+    CHECK(weights_of(dir + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
+    // metrics of the resumed epoch equal the uninterrupted ones (sums were checkpointed)
+    std::ifstream a(dir + "/metrics.jsonl"), b(full + "/metrics.jsonl");
+    std::string la, lb;
+    for (int i = 0; i < 2; ++i) std::getline(a, la), std::getline(b, lb);
+    auto ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+    CHECK(ja["train_loss"].get<double>() == doctest::Approx(jb["train_loss"].get<double>()).epsilon(1e-12));
+    CHECK(ja["test_acc"] == jb["test_acc"]);
+  }
+}
+
+TEST_CASE("a non-finite loss stops the run naming the step, the parts and the checkpoint") {
+  std::string dir = kdtest::temp_path("nan");
+  train::Run run = tiny_run(tiny_config(), dir);
+  int steps = 0;
+  run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+    train::Loss l = train::cross_entropy_loss(o, b, e);
+    if (++steps == 2) {
+      Tensor bad = l.total * std::numeric_limits<double>::quiet_NaN();
+      return train::Loss{bad, {{"ce", l.total}, {"kd", bad}}};
+    }
+    return l;
+  };
+  CHECK_THROWS_WITH_SUBSTR(train::run_training(run, false), "epoch 1 step 2 (non-finite parts: kd)");
+}
+
+TEST_CASE("recipes: files, overrides and typos") {
+  train::TrainConfig c;
+  std::string path = kdtest::temp_path("r.json");
+  std::ofstream(path) << R"({"epochs": 7, "lr": 0.2, "milestones": [3, 5], "description": "x"})";
+  train::load_recipe(path, c);
+  CHECK(c.epochs == 7);
+  CHECK(c.lr == 0.2);
+  CHECK(c.milestones == std::vector<int64_t>{3, 5});
+  train::apply_override_string("batch_size=16", c);
+  train::apply_override_string("model=resnet20", c);
+  CHECK(c.batch_size == 16);
+  CHECK(c.model == "resnet20");
+  CHECK_THROWS_WITH_SUBSTR(train::apply_override_string("bach_size=16", c), "unknown setting 'bach_size'");
+  CHECK_THROWS_WITH_SUBSTR(train::apply_override_string("epochs=many", c), "wrong type");
+  std::ofstream(path) << "{not json";
+  CHECK_THROWS_WITH_SUBSTR(train::load_recipe(path, c), "not valid JSON");
+  CHECK_THROWS_WITH_SUBSTR(train::load_recipe("/nonexistent/recipe.json", c), "not found");
+  // the shipped recipe parses
+  train::TrainConfig laptop;
+  train::load_recipe(std::string(KDLAB_SOURCE_DIR) + "/recipes/cifar10_laptop.json", laptop);
+  CHECK(laptop.epochs == 15);
+  CHECK(laptop.batch_size == 128);
+}
