@@ -14,6 +14,7 @@
 #include "engine/autograd.h"
 #include "engine/npy.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 #include "engine/version.h"
 #include "nn/checkpoint.h"
 #include "nn/safetensors.h"
@@ -34,11 +35,8 @@ static void on_sigint(int) { g_interrupted = true; }
 // ------------------------------------------------------------------ helpers
 
 void set_threads(int64_t threads) {
-  if (threads <= 0) return;
-  openblas_set_num_threads((int)threads);
-#ifdef _OPENMP
-  omp_set_num_threads((int)threads);
-#endif
+  if (threads <= 0) return;  // keep KDLAB_NUM_THREADS or OpenMP's default
+  set_num_threads((int)threads);  // our OpenMP kernels and OpenBLAS together (engine/parallel.h)
 }
 
 Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t) {

@@ -5,10 +5,12 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 
 #include "engine/autograd.h"
 #include "engine/generator.h"
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
 #include "engine/ops/iter.h"
 
@@ -250,12 +252,60 @@ static void check_inplace(const Tensor& t, const char* what) {
            "{} on a tensor that requires grad while grad mode is on; wrap it in kd::NoGradGuard", what);
 }
 
+// The in-place ops walk the destination as rows (detail::plan_rows: size-1 dims dropped, dims
+// that are contiguous together merged), so the common layouts take one fast call per row: a
+// memcpy for same-dtype contiguous rows (a permuted copy whose innermost dim stays contiguous
+// included), a fill for a broadcast source, a SIMD kernel for float rows. Other rows (strided,
+// or converting between dtypes) take a typed loop. Big tensors are split over threads.
+
+namespace {
+
+// Calls fn(T{}) with T the C++ type of dt.
+template <typename F>
+void with_dtype(DType dt, F&& fn) {
+  switch (dt) {
+    case DType::f32: fn(float{}); break;
+    case DType::i64: fn(int64_t{}); break;
+    case DType::u8: fn(uint8_t{}); break;
+  }
+}
+
+// d[j * sd] = s[j * ss] for j < n, converted through double as load_as_double/store_from_double do.
+template <typename D, typename S>
+void convert_row(D* d, int64_t sd, const S* s, int64_t ss, int64_t n) {
+  if constexpr (std::is_same_v<D, S>) {
+    if (sd == 1 && ss == 1) {
+      std::memcpy(d, s, n * sizeof(D));
+    } else if (sd == 1 && ss == 0) {
+      std::fill_n(d, n, s[0]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) d[j * sd] = s[j * ss];
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) d[j * sd] = static_cast<D>(static_cast<double>(s[j * ss]));
+  }
+}
+
+}  // namespace
+
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_()");
-  void* base = raw_data();
-  DType dt = dtype();
-  detail::for_each_offset<1>(shape(), {strides()},
-                             [&](int64_t, const std::array<int64_t, 1>& o) { detail::store_from_double(dt, base, o[0], value); });
+  if (numel() == 0) return *this;
+  const detail::RowPlan<1> plan = detail::plan_rows<1>(shape(), {strides()});
+  with_dtype(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* base = static_cast<T*>(raw_data());
+    const T v = static_cast<T>(value);
+    const int64_t sd = plan.row_stride[0];
+    detail::run_rows(plan, detail::kElementwiseGrain, [&](int64_t, const std::array<int64_t, 1>& o, int64_t n) {
+      T* d = base + o[0];
+      if (sd == 1) {
+        std::fill_n(d, n, v);
+      } else {
+        for (int64_t j = 0; j < n; ++j) d[j * sd] = v;
+      }
+    });
+  });
   return *this;
 }
 
@@ -264,17 +314,20 @@ Tensor& Tensor::copy_(const Tensor& src) {
   Shape bs = broadcast_shapes(src.shape(), shape());
   KD_CHECK(bs == shape(), "copy_: source of shape {} does not broadcast to destination shape {}",
            shape_str(src.shape()), shape_str(shape()));
-  void* dst = raw_data();
-  const void* s = src.raw_data();
-  DType dt = dtype();
-  if (dt == src.dtype() && is_contiguous() && src.is_contiguous() && src.numel() == numel()) {
-    std::memcpy(dst, s, numel() * dtype_size(dt));
-    return *this;
-  }
-  detail::for_each_offset<2>(shape(), {strides(), detail::broadcast_strides(src, shape())},
-                             [&](int64_t, const std::array<int64_t, 2>& o) {
-                               detail::store_from_double(dt, dst, o[0], detail::load_as_double(src, s, o[1]));
-                             });
+  if (numel() == 0) return *this;
+  const detail::RowPlan<2> plan = detail::plan_rows<2>(shape(), {strides(), detail::broadcast_strides(src, shape())});
+  const int64_t sd = plan.row_stride[0], ss = plan.row_stride[1];
+  with_dtype(dtype(), [&](auto dtag) {
+    with_dtype(src.dtype(), [&](auto stag) {
+      using D = decltype(dtag);
+      using S = decltype(stag);
+      D* dst = static_cast<D*>(raw_data());
+      const S* s = static_cast<const S*>(src.raw_data());
+      detail::run_rows(plan, detail::kElementwiseGrain, [&](int64_t, const std::array<int64_t, 2>& o, int64_t n) {
+        convert_row(dst + o[0], sd, s + o[1], ss, n);
+      });
+    });
+  });
   return *this;
 }
 
@@ -283,25 +336,39 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   KD_CHECK(dtype() == DType::f32 && other.dtype() == DType::f32, "add_ needs float32 tensors");
   Shape bs = broadcast_shapes(other.shape(), shape());
   KD_CHECK(bs == shape(), "add_: shape {} does not broadcast to {}", shape_str(other.shape()), shape_str(shape()));
+  if (numel() == 0) return *this;
   float* d = data<float>();
   const float* s = other.data<float>();
   const float a = (float)alpha;
-  if (is_contiguous() && other.is_contiguous() && other.numel() == numel()) {
-    const int64_t n = numel();
-    for (int64_t i = 0; i < n; ++i) d[i] += a * s[i];
-    return *this;
-  }
-  detail::for_each_offset<2>(shape(), {strides(), detail::broadcast_strides(other, shape())},
-                             [&](int64_t, const std::array<int64_t, 2>& o) { d[o[0]] += a * s[o[1]]; });
+  const detail::RowPlan<2> plan = detail::plan_rows<2>(shape(), {strides(), detail::broadcast_strides(other, shape())});
+  const int64_t sd = plan.row_stride[0], ss = plan.row_stride[1];
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  detail::run_rows(plan, detail::kElementwiseGrain, [&](int64_t, const std::array<int64_t, 2>& o, int64_t n) {
+    if (sd == 1 && ss == 1) {
+      cpu.axpy(a, s + o[1], d + o[0], n);  // d += a * s
+    } else {
+      for (int64_t j = 0; j < n; ++j) d[o[0] + j * sd] += a * s[o[1] + j * ss];
+    }
+  });
   return *this;
 }
 
 Tensor& Tensor::mul_(double s) {
   check_inplace(*this, "mul_()");
   KD_CHECK(dtype() == DType::f32, "mul_ needs a float32 tensor");
+  if (numel() == 0) return *this;
   float* d = data<float>();
   const float f = (float)s;
-  detail::for_each_offset<1>(shape(), {strides()}, [&](int64_t, const std::array<int64_t, 1>& o) { d[o[0]] *= f; });
+  const detail::RowPlan<1> plan = detail::plan_rows<1>(shape(), {strides()});
+  const int64_t sd = plan.row_stride[0];
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  detail::run_rows(plan, detail::kElementwiseGrain, [&](int64_t, const std::array<int64_t, 1>& o, int64_t n) {
+    if (sd == 1) {
+      cpu.mul_scalar(d + o[0], f, d + o[0], n);
+    } else {
+      for (int64_t j = 0; j < n; ++j) d[o[0] + j * sd] *= f;
+    }
+  });
   return *this;
 }
 

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   kd::cli::register_eval(app);
   kd::cli::register_plot(app);
   kd::cli::register_data(app);
+  kd::cli::register_bench(app);
+  kd::cli::register_loss(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,8 +6,10 @@ set -euo pipefail
 KDLAB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${KDLAB_BUILD_DIR:-$KDLAB_ROOT/build}"
 
+# libopenblas-openmp-dev: OpenBLAS's OpenMP build, which shares kdlab's OpenMP threads instead of
+# running a second pool beside them (CMakeLists.txt links it; the system default stays pthread).
 PACKAGES=(build-essential cmake ninja-build pkg-config git bc
-          libopenblas-dev libdnnl-dev libstb-dev doctest-dev libfmt-dev
+          libopenblas-dev libopenblas-openmp-dev libdnnl-dev libstb-dev doctest-dev libfmt-dev
           nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist)
 
 missing=()

@@ -3,11 +3,14 @@
 // A reduction along one dim of a contiguous tensor sees it as (outer, D, inner): element
 // (o, d, i) sits at (o * D + d) * inner + i. The kernels walk that layout directly, so any dim
 // works without permuting. Both softmaxes subtract the row maximum before exp (stable for any
-// logits), and accumulate sums in double.
+// logits), and accumulate sums in double. Over the last dim (inner = 1: class logits) the rows
+// go through the SIMD row kernels of kernels/cpu_kernels.h, the loops here being their reference.
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 
 namespace kd {
 
@@ -41,6 +44,19 @@ Tensor softmax_kernel(const Tensor& x, int64_t dim, bool log_space) {
   const DimLayout l = dim_layout(x.shape(), dim);
   const float* xp = xc.data<float>();
   float* op = out.data<float>();
+  if (l.inner == 1 && l.D > 0) {  // softmax over the last dim: contiguous rows, the SIMD row kernels
+    const kernels::CpuKernels& cpu = kernels::cpu();
+    if (kernels::verbose())
+      kernels::log_path(log_space ? "log_softmax" : "softmax", x.shape(),
+                        fmt::format("{} rows of {}, {} row kernel", l.outer, l.D, cpu.name));
+    parallel_for(l.outer, std::max<int64_t>(1, (int64_t(1) << 13) / l.D), [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        if (log_space) cpu.log_softmax_row(xp + o * l.D, op + o * l.D, l.D);
+        else cpu.softmax_row(xp + o * l.D, op + o * l.D, l.D);
+      }
+    });
+    return out;
+  }
   for (int64_t o = 0; o < l.outer; ++o)
     for (int64_t i = 0; i < l.inner; ++i) {
       const int64_t base = o * l.D * l.inner + i;  // element (o, 0, i); step l.inner along dim

@@ -10,13 +10,18 @@
 // conv2d's forward (for the input) and the same weight gradient with the roles of input and
 // output swapped. The weight layouts line up: conv2d's (Cout, Cin/G, kh, kw) read with Cout
 // as the transpose's input channels is exactly PyTorch's transpose layout (Cin, Cout/G, kh, kw).
+#include <cstring>
 #include <tuple>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/onednn.h"
 #include "engine/kernels/conv_ref.h"
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/kernels/gemm.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 
 namespace kd {
 
@@ -48,94 +53,120 @@ Tensor contiguous_data(const Tensor& t) {
   return t.detach().contiguous();
 }
 
+// The CPU path (im2col or pointwise, then sgemm) for these sizes, for the KDLAB_VERBOSE log.
+std::string cpu_conv_path(const ConvSizes& s, const ConvParams& p, int64_t threads) {
+  const char* unroll = s.pointwise(p) ? "pointwise (no im2col)" : "im2col";
+  return fmt::format("{} + sgemm, {} kernels, {} thread(s) over {} image(s)", unroll, kernels::cpu().name,
+                     threads, s.B);
+}
+
+// The images of a batch are spread over threads (engine/parallel.h): each thread unrolls its
+// images into its own scratch tensor, which comes from the storage cache (engine/tensor.h), so
+// a training step reuses the same blocks instead of asking the OS for fresh pages every call.
+// An sgemm called from a worker thread runs on that thread (OpenBLAS's OpenMP build).
+
 // y (B, Cout, OH, OW) = conv of x (B, Cin, H, W) with w (Cout, Cin/G, kh, kw), plus bias (Cout) if defined.
 Tensor conv_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const ConvSizes& s,
                     const ConvParams& p) {
   Tensor x = contiguous_data(x_in), w = contiguous_data(w_in);
   Tensor y = empty({s.B, s.Cout, s.OH, s.OW});
   const kernels::ConvGeometry geo = s.geometry(p);
+  const kernels::CpuKernels& cpu = kernels::cpu();
   const int64_t K = s.cin_g() * s.kh * s.kw, L = s.OH * s.OW;
   const bool pointwise = s.pointwise(p);
-  std::vector<float> col(pointwise ? 0 : K * L);  // (K, L), reused for every image and group
+  Tensor bias = bias_in.defined() ? contiguous_data(bias_in) : Tensor();
   const float* px = x.data<float>();
   const float* pw = w.data<float>();
+  const float* pb = bias.defined() ? bias.data<float>() : nullptr;
   float* py = y.data<float>();
-  for (int64_t b = 0; b < s.B; ++b) {
-    for (int64_t g = 0; g < s.G; ++g) {
-      const float* xg = px + (b * s.Cin + g * s.cin_g()) * s.H * s.W;  // (Cin_g, H, W)
-      const float* wg = pw + g * s.cout_g() * K;                        // (Cout_g, K)
-      float* yg = py + (b * s.Cout + g * s.cout_g()) * L;               // (Cout_g, L)
-      const float* cols = xg;
-      if (!pointwise) {
-        kernels::im2col(xg, geo, col.data());
-        cols = col.data();
+  if (kernels::verbose())
+    kernels::log_path("conv2d forward", x.shape(), cpu_conv_path(s, p, parallel_chunks(s.B, 1)));
+  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) {
+    Tensor col = pointwise ? Tensor() : empty({K, L});  // (K, L), this thread's scratch
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t g = 0; g < s.G; ++g) {
+        const float* xg = px + (b * s.Cin + g * s.cin_g()) * s.H * s.W;  // (Cin_g, H, W)
+        const float* wg = pw + g * s.cout_g() * K;                        // (Cout_g, K)
+        float* yg = py + (b * s.Cout + g * s.cout_g()) * L;               // (Cout_g, L)
+        const float* cols = xg;
+        if (!pointwise) {
+          cpu.im2col(xg, geo, col.data<float>());
+          cols = col.data<float>();
+        }
+        kernels::sgemm(false, false, s.cout_g(), L, K, 1.f, wg, K, cols, L, 0.f, yg, L);  // y = W_g @ col
       }
-      kernels::sgemm(false, false, s.cout_g(), L, K, 1.f, wg, K, cols, L, 0.f, yg, L);  // y = W_g @ col
+      if (pb)
+        for (int64_t c = 0; c < s.Cout; ++c) cpu.add_scalar(py + (b * s.Cout + c) * L, pb[c], py + (b * s.Cout + c) * L, L);
     }
-  }
-  if (bias_in.defined()) {
-    Tensor bias = contiguous_data(bias_in);
-    const float* pb = bias.data<float>();
-    for (int64_t b = 0; b < s.B; ++b)
-      for (int64_t c = 0; c < s.Cout; ++c) {
-        float* yc = py + (b * s.Cout + c) * L;
-        for (int64_t l = 0; l < L; ++l) yc[l] += pb[c];
-      }
-  }
+  });
   return y;
 }
 
 // dx (B, Cin, H, W) from dy (B, Cout, OH, OW) and w (Cout, Cin/G, kh, kw): dx = col2im(W_g^T @ dy).
 Tensor conv_backward_data(const Tensor& dy_in, const Tensor& w_in, const ConvSizes& s, const ConvParams& p) {
   Tensor dy = contiguous_data(dy_in), w = contiguous_data(w_in);
-  Tensor dx = zeros({s.B, s.Cin, s.H, s.W});
+  Tensor dx = empty({s.B, s.Cin, s.H, s.W});  // each image is zeroed (col2im) or overwritten (pointwise) below
   const kernels::ConvGeometry geo = s.geometry(p);
+  const kernels::CpuKernels& cpu = kernels::cpu();
   const int64_t K = s.cin_g() * s.kh * s.kw, L = s.OH * s.OW;
   const bool pointwise = s.pointwise(p);
-  std::vector<float> dcol(pointwise ? 0 : K * L);  // (K, L)
   const float* pdy = dy.data<float>();
   const float* pw = w.data<float>();
   float* pdx = dx.data<float>();
-  for (int64_t b = 0; b < s.B; ++b) {
-    for (int64_t g = 0; g < s.G; ++g) {
-      const float* dyg = pdy + (b * s.Cout + g * s.cout_g()) * L;  // (Cout_g, L)
-      const float* wg = pw + g * s.cout_g() * K;                   // (Cout_g, K)
-      float* dxg = pdx + (b * s.Cin + g * s.cin_g()) * s.H * s.W;  // (Cin_g, H, W)
-      if (pointwise) {  // the column matrix is the image itself
-        kernels::sgemm(true, false, K, L, s.cout_g(), 1.f, wg, K, dyg, L, 0.f, dxg, L);
-        continue;
+  if (kernels::verbose())
+    kernels::log_path("conv2d backward data", dy.shape(), cpu_conv_path(s, p, parallel_chunks(s.B, 1)));
+  parallel_for(s.B, 1, [&](int64_t b0, int64_t b1) {
+    Tensor dcol = pointwise ? Tensor() : empty({K, L});  // (K, L), this thread's scratch
+    for (int64_t b = b0; b < b1; ++b) {
+      if (!pointwise) std::memset(pdx + b * s.Cin * s.H * s.W, 0, s.Cin * s.H * s.W * sizeof(float));
+      for (int64_t g = 0; g < s.G; ++g) {
+        const float* dyg = pdy + (b * s.Cout + g * s.cout_g()) * L;  // (Cout_g, L)
+        const float* wg = pw + g * s.cout_g() * K;                   // (Cout_g, K)
+        float* dxg = pdx + (b * s.Cin + g * s.cin_g()) * s.H * s.W;  // (Cin_g, H, W)
+        if (pointwise) {  // the column matrix is the image itself
+          kernels::sgemm(true, false, K, L, s.cout_g(), 1.f, wg, K, dyg, L, 0.f, dxg, L);
+          continue;
+        }
+        kernels::sgemm(true, false, K, L, s.cout_g(), 1.f, wg, K, dyg, L, 0.f, dcol.data<float>(), L);  // dcol = W_g^T dy
+        cpu.col2im(dcol.data<float>(), geo, dxg);
       }
-      kernels::sgemm(true, false, K, L, s.cout_g(), 1.f, wg, K, dyg, L, 0.f, dcol.data(), L);  // dcol = W_g^T dy
-      kernels::col2im(dcol.data(), geo, dxg);
     }
-  }
+  });
   return dx;
 }
 
 // dw (Cout, Cin/G, kh, kw) from x (B, Cin, H, W) and dy (B, Cout, OH, OW): dW_g = sum_b dy @ col^T.
+// Each thread sums its images into its own partial dW; the partials are added in chunk order.
 Tensor conv_backward_weight(const Tensor& x_in, const Tensor& dy_in, const ConvSizes& s, const ConvParams& p) {
   Tensor x = contiguous_data(x_in), dy = contiguous_data(dy_in);
-  Tensor dw = zeros({s.Cout, s.cin_g(), s.kh, s.kw});
   const kernels::ConvGeometry geo = s.geometry(p);
+  const kernels::CpuKernels& cpu = kernels::cpu();
   const int64_t K = s.cin_g() * s.kh * s.kw, L = s.OH * s.OW;
   const bool pointwise = s.pointwise(p);
-  std::vector<float> col(pointwise ? 0 : K * L);  // (K, L)
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();
-  float* pdw = dw.data<float>();
-  for (int64_t b = 0; b < s.B; ++b) {
-    for (int64_t g = 0; g < s.G; ++g) {
-      const float* xg = px + (b * s.Cin + g * s.cin_g()) * s.H * s.W;  // (Cin_g, H, W)
-      const float* dyg = pdy + (b * s.Cout + g * s.cout_g()) * L;      // (Cout_g, L)
-      float* dwg = pdw + g * s.cout_g() * K;                            // (Cout_g, K)
-      const float* cols = xg;
-      if (!pointwise) {
-        kernels::im2col(xg, geo, col.data());
-        cols = col.data();
+  const int64_t chunks = parallel_chunks(s.B, 1), dw_size = s.Cout * K;
+  Tensor dw = zeros({s.Cout, s.cin_g(), s.kh, s.kw});                         // chunk 0 sums here
+  Tensor others = chunks > 1 ? zeros({chunks - 1, dw_size}) : Tensor();  // the other chunks' partial dW
+  if (kernels::verbose()) kernels::log_path("conv2d backward weight", x.shape(), cpu_conv_path(s, p, chunks));
+  parallel_for_chunks(s.B, 1, [&](int64_t chunk, int64_t b0, int64_t b1) {
+    Tensor col = pointwise ? Tensor() : empty({K, L});  // (K, L), this thread's scratch
+    float* pdw = chunk == 0 ? dw.data<float>() : others.data<float>() + (chunk - 1) * dw_size;  // (Cout, K)
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t g = 0; g < s.G; ++g) {
+        const float* xg = px + (b * s.Cin + g * s.cin_g()) * s.H * s.W;  // (Cin_g, H, W)
+        const float* dyg = pdy + (b * s.Cout + g * s.cout_g()) * L;      // (Cout_g, L)
+        float* dwg = pdw + g * s.cout_g() * K;                            // (Cout_g, K)
+        const float* cols = xg;
+        if (!pointwise) {
+          cpu.im2col(xg, geo, col.data<float>());
+          cols = col.data<float>();
+        }
+        kernels::sgemm(false, true, s.cout_g(), K, L, 1.f, dyg, L, cols, L, 1.f, dwg, K);  // dW_g += dy col^T
       }
-      kernels::sgemm(false, true, s.cout_g(), K, L, 1.f, dyg, L, cols, L, 1.f, dwg, K);  // dW_g += dy col^T
     }
-  }
+  });
+  for (int64_t c = 1; c < chunks; ++c) cpu.axpy(1.f, others.data<float>() + (c - 1) * dw_size, dw.data<float>(), dw_size);
   return dw;
 }
 
@@ -195,6 +226,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 st
            padded_h, padded_w, shape_str(x.shape()), padding.h, padding.w, span_h, span_w);
   s.OH = (padded_h - span_h) / stride.h + 1;
   s.OW = (padded_w - span_w) / stride.w + 1;
+
+  // which implementation runs this shape: engine/backend/backend.h
+  if (backend::choose_conv_path({x.shape(), weight.shape(), stride, padding, dilation, groups}) ==
+      backend::ConvPath::onednn)
+    return onednn::conv2d(x, weight, bias, stride, padding, dilation, groups);
 
   Tensor y = conv_forward(x, weight, bias, s, p);  // (B, Cout, OH, OW)
   return record(y, "conv2d", {x, weight, bias}, {x, weight}, [s, p](const Node& node, const Tensor& g) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
 #include "engine/ops/iter.h"
 
@@ -47,60 +48,158 @@ static void check_f32(const Tensor& t, const char* op) {
            dtype_name(t.dtype()));
 }
 
+// ------------------------------------------------------------------ the two elementwise drivers
+//
+// Both walk the output as rows (detail::plan_rows): a contiguous tensor is one row, a
+// per-channel broadcast is one row per (b, c) plane with one value of the other operand. A row
+// runs through the op's SIMD row kernel (kernels/cpu_kernels.h) when the op has one and the
+// operands' layout fits it, else through the op's scalar lambda f, the reference. Big outputs
+// are split over threads (detail::run_rows). elementwise_path() is the decision, in one place.
+
+namespace {
+
+// The row kernels of a unary op: out = k(x, s), e.g. relu or x * s. fn == nullptr: none.
+struct UnaryKernel {
+  void (*fn)(const float* x, float s, float* out, int64_t n) = nullptr;
+  float s = 0.f;
+};
+
+// The row kernels of a binary op a (op) b: both operands rows (vv), b one value per row (vs),
+// a one value per row (sv). A null member: no kernel for that layout.
+struct BinaryKernels {
+  void (*vv)(const float* a, const float* b, float* out, int64_t n) = nullptr;
+  void (*vs)(const float* a, float b, float* out, int64_t n) = nullptr;
+  void (*sv)(float a, const float* b, float* out, int64_t n) = nullptr;
+};
+
+enum class RowKernel { scalar, vv, vs, sv };
+
+// Which row kernel runs, from the operands' row strides (1 contiguous, 0 broadcast): the SIMD
+// kernel for that layout if the op has one, else the scalar loop (strided rows, ops without
+// kernels, and rows where both operands are broadcast).
+RowKernel elementwise_path(const BinaryKernels* k, int64_t stride_a, int64_t stride_b) {
+  if (!k) return RowKernel::scalar;
+  if (stride_a == 1 && stride_b == 1 && k->vv) return RowKernel::vv;
+  if (stride_a == 1 && stride_b == 0 && k->vs) return RowKernel::vs;
+  if (stride_a == 0 && stride_b == 1 && k->sv) return RowKernel::sv;
+  return RowKernel::scalar;
+}
+
+const char* row_kernel_name(RowKernel k) {
+  switch (k) {
+    case RowKernel::vv: return "row + row";
+    case RowKernel::vs: return "row + value";
+    case RowKernel::sv: return "value + row";
+    default: return "scalar loop";
+  }
+}
+
 // out[i] = f(a[i]) for float32 a of any layout.
 template <typename F>
-static Tensor map_unary(const Tensor& a, const char* op, F f) {
+static Tensor map_unary(const Tensor& a, const char* op, F f, UnaryKernel kernel = {}) {
   check_f32(a, op);
   Tensor out = empty(a.shape());
+  if (out.numel() == 0) return out;
   float* o = out.data<float>();
   const float* x = a.data<float>();
-  if (a.is_contiguous()) {
-    const int64_t n = a.numel();
-    for (int64_t i = 0; i < n; ++i) o[i] = f(x[i]);
-  } else {
-    for_each_offset<1>(a.shape(), {a.strides()}, [&](int64_t i, const std::array<int64_t, 1>& off) { o[i] = f(x[off[0]]); });
-  }
+  const detail::RowPlan<1> plan = detail::plan_rows<1>(a.shape(), {a.strides()});
+  const int64_t sx = plan.row_stride[0];
+  const bool simd = kernel.fn && sx == 1;
+  if (kernels::verbose())
+    kernels::log_path(op, a.shape(), fmt::format("{} rows of {}, {}", plan.rows(), plan.row,
+                                                 simd ? kernels::cpu().name : "scalar loop"));
+  detail::run_rows(plan, detail::kElementwiseGrain, [&](int64_t oo, const std::array<int64_t, 1>& off, int64_t n) {
+    const float* xr = x + off[0];
+    float* orow = o + oo;
+    if (simd) {
+      kernel.fn(xr, kernel.s, orow, n);
+    } else {
+      for (int64_t j = 0; j < n; ++j) orow[j] = f(xr[j * sx]);
+    }
+  });
   return out;
 }
 
 // out[i] = f(a[i], b[i]) over the broadcast shape.
 template <typename F>
-static Tensor map_binary(const Tensor& a, const Tensor& b, const char* op, F f) {
+static Tensor map_binary(const Tensor& a, const Tensor& b, const char* op, F f, const BinaryKernels* k = nullptr) {
   check_f32(a, op);
   check_f32(b, op);
   Shape shape = broadcast_shapes(a.shape(), b.shape());
   Tensor out = empty(shape);
+  if (out.numel() == 0) return out;
   float* o = out.data<float>();
   const float* x = a.data<float>();
   const float* y = b.data<float>();
-  if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
-    const int64_t n = out.numel();
-    for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], y[i]);
-  } else {
-    for_each_offset<2>(shape, {broadcast_strides(a, shape), broadcast_strides(b, shape)},
-                       [&](int64_t i, const std::array<int64_t, 2>& off) { o[i] = f(x[off[0]], y[off[1]]); });
-  }
+  const detail::RowPlan<2> plan = detail::plan_rows<2>(shape, {broadcast_strides(a, shape), broadcast_strides(b, shape)});
+  const int64_t sa = plan.row_stride[0], sb = plan.row_stride[1];
+  const RowKernel path = elementwise_path(k, sa, sb);
+  if (kernels::verbose())
+    kernels::log_path(op, shape, fmt::format("{} rows of {}, {} ({})", plan.rows(), plan.row, row_kernel_name(path),
+                                             path == RowKernel::scalar ? "reference" : kernels::cpu().name));
+  detail::run_rows(plan, detail::kElementwiseGrain, [&](int64_t oo, const std::array<int64_t, 2>& off, int64_t n) {
+    const float* xr = x + off[0];
+    const float* yr = y + off[1];
+    float* orow = o + oo;
+    switch (path) {
+      case RowKernel::vv: k->vv(xr, yr, orow, n); break;
+      case RowKernel::vs: k->vs(xr, *yr, orow, n); break;
+      case RowKernel::sv: k->sv(*xr, yr, orow, n); break;
+      case RowKernel::scalar:
+        for (int64_t j = 0; j < n; ++j) orow[j] = f(xr[j * sa], yr[j * sb]);
+        break;
+    }
+  });
   return out;
 }
+
+// The row kernels of the ops that have them. Each member calls the active table (kernels::cpu()).
+const BinaryKernels kAddKernels{
+    [](const float* a, const float* b, float* o, int64_t n) { kernels::cpu().add(a, b, o, n); },
+    [](const float* a, float b, float* o, int64_t n) { kernels::cpu().add_scalar(a, b, o, n); },
+    [](float a, const float* b, float* o, int64_t n) { kernels::cpu().add_scalar(b, a, o, n); }};
+const BinaryKernels kSubKernels{
+    [](const float* a, const float* b, float* o, int64_t n) { kernels::cpu().sub(a, b, o, n); },
+    [](const float* a, float b, float* o, int64_t n) { kernels::cpu().add_scalar(a, -b, o, n); },  // a - b == a + (-b)
+    [](float a, const float* b, float* o, int64_t n) { kernels::cpu().rsub_scalar(a, b, o, n); }};
+const BinaryKernels kMulKernels{
+    [](const float* a, const float* b, float* o, int64_t n) { kernels::cpu().mul(a, b, o, n); },
+    [](const float* a, float b, float* o, int64_t n) { kernels::cpu().mul_scalar(a, b, o, n); },
+    [](float a, const float* b, float* o, int64_t n) { kernels::cpu().mul_scalar(b, a, o, n); }};
+const BinaryKernels kReluBackwardKernels{
+    [](const float* y, const float* g, float* o, int64_t n) { kernels::cpu().relu_backward(y, g, o, n); }};
+
+UnaryKernel add_scalar_kernel(float s) {
+  return {[](const float* x, float c, float* o, int64_t n) { kernels::cpu().add_scalar(x, c, o, n); }, s};
+}
+UnaryKernel mul_scalar_kernel(float s) {
+  return {[](const float* x, float c, float* o, int64_t n) { kernels::cpu().mul_scalar(x, c, o, n); }, s};
+}
+UnaryKernel rsub_scalar_kernel(float s) {
+  return {[](const float* x, float c, float* o, int64_t n) { kernels::cpu().rsub_scalar(c, x, o, n); }, s};
+}
+const UnaryKernel kReluKernel{[](const float* x, float, float* o, int64_t n) { kernels::cpu().relu(x, o, n); }};
+
+}  // namespace
 
 // ------------------------------------------------------------------ binary arithmetic
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = map_binary(a, b, "add", [](float x, float y) { return x + y; });
+  Tensor out = map_binary(a, b, "add", [](float x, float y) { return x + y; }, &kAddKernels);
   return record(out, "add", {a, b}, {}, [sa = a.shape(), sb = b.shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};  // d(a+b)/da = 1, /db = 1
   });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = map_binary(a, b, "sub", [](float x, float y) { return x - y; });
+  Tensor out = map_binary(a, b, "sub", [](float x, float y) { return x - y; }, &kSubKernels);
   return record(out, "sub", {a, b}, {}, [sa = a.shape(), sb = b.shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
   });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = map_binary(a, b, "mul", [](float x, float y) { return x * y; });
+  Tensor out = map_binary(a, b, "mul", [](float x, float y) { return x * y; }, &kMulKernels);
   return record(out, "mul", {a, b}, {a, b}, [](const Node& n, const Tensor& g) {
     const Tensor &a = n.saved[0], &b = n.saved[1];
     return std::vector<Tensor>{sum_to(mul(g, b), a.shape()), sum_to(mul(g, a), b.shape())};  // d(ab) = b da + a db
@@ -141,7 +240,7 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
 
 Tensor add(const Tensor& a, double s) {
   const float c = (float)s;
-  Tensor out = map_unary(a, "add", [c](float x) { return x + c; });
+  Tensor out = map_unary(a, "add", [c](float x) { return x + c; }, add_scalar_kernel(c));
   return record(out, "add_scalar", {a}, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
@@ -149,7 +248,7 @@ Tensor sub(const Tensor& a, double s) { return add(a, -s); }
 
 Tensor mul(const Tensor& a, double s) {
   const float c = (float)s;
-  Tensor out = map_unary(a, "mul", [c](float x) { return x * c; });
+  Tensor out = map_unary(a, "mul", [c](float x) { return x * c; }, mul_scalar_kernel(c));
   return record(out, "mul_scalar", {a}, {}, [s](const Node&, const Tensor& g) { return std::vector<Tensor>{mul(g, s)}; });
 }
 
@@ -161,12 +260,12 @@ Tensor div(const Tensor& a, double s) {
 
 Tensor rsub(double s, const Tensor& a) {
   const float c = (float)s;
-  Tensor out = map_unary(a, "rsub", [c](float x) { return c - x; });
+  Tensor out = map_unary(a, "rsub", [c](float x) { return c - x; }, rsub_scalar_kernel(c));
   return record(out, "rsub", {a}, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
 }
 
 Tensor neg(const Tensor& a) {
-  Tensor out = map_unary(a, "neg", [](float x) { return -x; });
+  Tensor out = map_unary(a, "neg", [](float x) { return -x; }, mul_scalar_kernel(-1.f));  // -x == x * -1
   return record(out, "neg", {a}, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
 }
 
@@ -240,10 +339,12 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
 }
 
 Tensor relu(const Tensor& a) {
-  Tensor out = map_unary(a, "relu", [](float x) { return x > 0 ? x : 0.f; });
+  Tensor out = map_unary(a, "relu", [](float x) { return x > 0 ? x : 0.f; }, kReluKernel);
   return record(out, "relu", {a}, {out}, [](const Node& n, const Tensor& g) {
-    Tensor pass = map_unary(n.saved[0], "relu", [](float y) { return y > 0 ? 1.f : 0.f; });
-    return std::vector<Tensor>{mul(g, pass)};
+    // d relu: the gradient passes where the output y is positive, in one pass over y and g
+    Tensor gx = map_binary(n.saved[0], g, "relu backward", [](float y, float gy) { return y > 0 ? gy : 0.f; },
+                           &kReluBackwardKernels);
+    return std::vector<Tensor>{gx};
   });
 }
 

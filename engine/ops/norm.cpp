@@ -7,12 +7,18 @@
 //     dxhat = g * weight
 //     dx    = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))      (means over the same N)
 //     dweight = sum(g * xhat), dbias = sum(g)                                   (over the other dims)
-// Forward kernels are scalar loops over a contiguous copy of x, statistics accumulated in double.
+// layer_norm's kernels are scalar loops over a contiguous copy of x, statistics accumulated in
+// double, and its backward is written with other ops; batch_norm, the hot one in CNN training,
+// has fused kernels for both directions (below), checked against the same formulas.
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/onednn.h"
 #include "engine/generator.h"
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
+#include "engine/parallel.h"
 
 namespace kd {
 
@@ -23,6 +29,162 @@ void check_param(const Tensor& p, const Shape& want, const char* op, const char*
   KD_CHECK(p.dtype() == DType::f32, "{}: {} must be float32, got {}", op, what, dtype_name(p.dtype()));
   KD_CHECK(p.shape() == want, "{}: {} has shape {} but the input needs {}", op, what, shape_str(p.shape()),
            shape_str(want));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ batch_norm, the CPU path
+//
+// x is seen as (B, C, S): B*C planes of S contiguous values, channel c = plane % C. Per-channel
+// sums come from the row kernels of kernels/cpu_kernels.h (SIMD, sums in double), one channel per
+// thread; the normalisation is one fused pass per plane,
+//     y = x * scale + shift,   scale = invstd * weight,   shift = bias - mean * scale
+// (PyTorch's formulation). The backward saves x itself (not xhat: no extra tensor) with the
+// mean and invstd, and is one pass of channel sums plus one fused pass per plane:
+//     sum_g = sum(g),  sum_gxhat = invstd * sum(g * (x - mean))        per channel, over N = B*S
+//     dx = k * (g - sum_g / N - xhat * sum_gxhat / N),   k = weight * invstd      (training)
+//        = a*g + b*x + c  with  a = k,  b = -k * invstd * sum_gxhat / N,  c = -k * sum_g / N - b * mean
+//     dx = k * g                                                                   (eval)
+//     dweight = sum_gxhat,  dbias = sum_g
+
+namespace {
+
+// Per-plane grain: how many (b, c) planes a thread takes at least, for planes of S values.
+int64_t plane_grain(int64_t S) { return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(S, 1)); }
+
+// Per-channel sum(g) and sum(g * (x - mean)) over the B planes of each channel.
+void channel_grad_sums(const float* g, const float* x, const float* mean, int64_t B, int64_t C, int64_t S,
+                       std::vector<double>& sum_g, std::vector<double>& sum_gx) {
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double s = 0, sx = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t off = (b * C + c) * S;
+        s += cpu.sum(g + off, S);
+        sx += cpu.dot_centered(g + off, x + off, mean[c], S);
+      }
+      sum_g[c] = s;
+      sum_gx[c] = sx;
+    }
+  });
+}
+
+Tensor batch_norm_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                      const Tensor& running_var, bool training, double momentum, double eps) {
+  const int64_t B = x.size(0), C = x.size(1);
+  const int64_t S = x.numel() / std::max<int64_t>(B * C, 1);  // spatial elements per (b, c)
+  const int64_t N = B * S;                                    // elements per channel
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  if (kernels::verbose())
+    kernels::log_path("batch_norm", x.shape(), fmt::format("cpu, {} kernels, {} planes of {}{}", cpu.name, B * C, S,
+                                                           training ? ", batch statistics" : ", running statistics"));
+  Tensor xc = x.detach().contiguous();  // (B, C, S) in memory
+  const float* xp = xc.data<float>();
+
+  // the statistics that normalise: (C) each
+  Tensor mean_t = empty({C}), invstd_t = empty({C});
+  float* mp = mean_t.data<float>();
+  float* ip = invstd_t.data<float>();
+  if (training) {
+    std::vector<double> mean_d(C), var_biased(C);
+    parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        double s = 0;
+        for (int64_t b = 0; b < B; ++b) s += cpu.sum(xp + (b * C + c) * S, S);
+        const double m = s / (double)N;
+        const float mf = (float)m;
+        double ss = 0;  // two-pass variance: sum (x - mean)^2, taken about the float mean mf
+        for (int64_t b = 0; b < B; ++b) ss += cpu.sum_sq_dev(xp + (b * C + c) * S, mf, S);
+        // sum (x - mf)^2 = sum (x - m)^2 + N (m - mf)^2, as sum (x - m) = 0: remove the shift exactly
+        var_biased[c] = std::max(0.0, ss / (double)N - (m - mf) * (m - mf));
+        mean_d[c] = m;
+        mp[c] = mf;
+        ip[c] = (float)(1.0 / std::sqrt(var_biased[c] + eps));
+      }
+    });
+    if (running_mean.defined()) {
+      // r = (1 - momentum) r + momentum * stat, with the unbiased variance for running_var (as PyTorch)
+      NoGradGuard no_grad;
+      std::vector<float> rm = to_float_vector(running_mean), rv = to_float_vector(running_var);
+      for (int64_t c = 0; c < C; ++c) {
+        const double var_unbiased = var_biased[c] * (double)N / (double)(N - 1);
+        rm[c] = (float)((1.0 - momentum) * rm[c] + momentum * mean_d[c]);
+        rv[c] = (float)((1.0 - momentum) * rv[c] + momentum * var_unbiased);
+      }
+      Tensor rm_handle = running_mean, rv_handle = running_var;  // handles share the caller's storage
+      rm_handle.copy_(from_vector(rm, {C}));
+      rv_handle.copy_(from_vector(rv, {C}));
+    }
+  } else {
+    std::vector<float> rm = to_float_vector(running_mean), rv = to_float_vector(running_var);
+    for (int64_t c = 0; c < C; ++c) {
+      mp[c] = rm[c];
+      ip[c] = (float)(1.0 / std::sqrt((double)rv[c] + eps));
+    }
+  }
+
+  // y = x * scale + shift per channel
+  std::vector<float> w = weight.defined() ? to_float_vector(weight) : std::vector<float>(C, 1.f);
+  std::vector<float> bb = bias.defined() ? to_float_vector(bias) : std::vector<float>(C, 0.f);
+  std::vector<float> scale(C), shift(C);
+  for (int64_t c = 0; c < C; ++c) {
+    scale[c] = ip[c] * w[c];
+    shift[c] = bb[c] - mp[c] * scale[c];
+  }
+  Tensor out = empty(x.shape());  // (B, C, ...)
+  float* op = out.data<float>();
+  parallel_for(B * C, plane_grain(S), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) cpu.scale_shift(xp + r * S, scale[r % C], shift[r % C], op + r * S, S);
+  });
+
+  return record(out, "batch_norm", {x, weight, bias}, {xc, mean_t, invstd_t, weight},
+                [training, B, C, S](const Node& n, const Tensor& g_in) {
+                  const Tensor &xs = n.saved[0], &mean = n.saved[1], &invstd = n.saved[2], &w = n.saved[3];
+                  const bool need_x = n.inputs[0].requires_grad();
+                  const bool need_w = n.inputs[1].defined() && n.inputs[1].requires_grad();
+                  const bool need_b = n.inputs[2].defined() && n.inputs[2].requires_grad();
+                  const kernels::CpuKernels& cpu = kernels::cpu();
+                  Tensor g = g_in.contiguous();  // (B, C, S) in memory
+                  const float* gp = g.data<float>();
+                  const float* xp = xs.data<float>();
+                  const float* mp = mean.data<float>();
+                  const float* ip = invstd.data<float>();
+                  const double N = (double)(B * S);
+                  std::vector<float> wv = w.defined() ? to_float_vector(w) : std::vector<float>(C, 1.f);
+
+                  std::vector<double> sum_g(C), sum_gx(C);  // sum(g), sum(g * (x - mean)) per channel
+                  if (need_w || need_b || (need_x && training)) channel_grad_sums(gp, xp, mp, B, C, S, sum_g, sum_gx);
+                  Tensor gx, gw, gb;
+                  if (need_x) {
+                    std::vector<float> a(C), bx(C), c0(C);  // dx = a*g + bx*x + c0 per channel
+                    for (int64_t c = 0; c < C; ++c) {
+                      const double k = (double)wv[c] * ip[c];
+                      const double sum_gxhat = ip[c] * sum_gx[c];
+                      const double b = training ? -k * ip[c] * sum_gxhat / N : 0.0;
+                      a[c] = (float)k;
+                      bx[c] = (float)b;
+                      c0[c] = training ? (float)(-k * sum_g[c] / N - b * mp[c]) : 0.f;
+                    }
+                    gx = empty(xs.shape());
+                    float* dp = gx.data<float>();
+                    parallel_for(B * C, plane_grain(S), [&](int64_t r0, int64_t r1) {
+                      for (int64_t r = r0; r < r1; ++r) {
+                        const int64_t c = r % C;
+                        cpu.affine2(gp + r * S, xp + r * S, a[c], bx[c], c0[c], dp + r * S, S);
+                      }
+                    });
+                  }
+                  if (need_w) {  // dweight = sum(g * xhat) per channel: (C)
+                    gw = empty({C});
+                    for (int64_t c = 0; c < C; ++c) gw.data<float>()[c] = (float)(ip[c] * sum_gx[c]);
+                  }
+                  if (need_b) {  // dbias = sum(g) per channel: (C)
+                    gb = empty({C});
+                    for (int64_t c = 0; c < C; ++c) gb.data<float>()[c] = (float)sum_g[c];
+                  }
+                  return std::vector<Tensor>{gx, gw, gb};
+                });
 }
 
 }  // namespace
@@ -48,93 +210,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
            "batch_norm: training needs more than 1 value per channel, got input shape {}; use a larger batch "
            "or eval mode", shape_str(x.shape()));
   KD_CHECK(eps >= 0, "batch_norm: eps must be >= 0, got {}", eps);
+  // which implementation runs this shape: engine/backend/backend.h
+  if (backend::choose_batch_norm_path(x.shape(), training) == backend::NormPath::onednn)
+    return onednn::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps);
 
-  // statistics per channel: (C)
-  std::vector<double> mu(C), invstd(C);
-  Tensor xc = x.detach().contiguous();  // (B, C, S) in memory
-  const float* xp = xc.data<float>();
-  if (training) {
-    std::vector<double> var_biased(C);
-    for (int64_t c = 0; c < C; ++c) {
-      double s = 0;
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < S; ++i) s += xp[(b * C + c) * S + i];
-      const double m = s / (double)N;
-      double ss = 0;  // two-pass variance: sum (x - mean)^2
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < S; ++i) {
-          double d = xp[(b * C + c) * S + i] - m;
-          ss += d * d;
-        }
-      mu[c] = m;
-      var_biased[c] = ss / (double)N;
-      invstd[c] = 1.0 / std::sqrt(var_biased[c] + eps);
-    }
-    if (running_mean.defined()) {
-      // r = (1 - momentum) r + momentum * stat, with the unbiased variance for running_var (as PyTorch)
-      NoGradGuard no_grad;
-      std::vector<float> rm = to_float_vector(running_mean), rv = to_float_vector(running_var);
-      for (int64_t c = 0; c < C; ++c) {
-        const double var_unbiased = var_biased[c] * (double)N / (double)(N - 1);
-        rm[c] = (float)((1.0 - momentum) * rm[c] + momentum * mu[c]);
-        rv[c] = (float)((1.0 - momentum) * rv[c] + momentum * var_unbiased);
-      }
-      Tensor rm_handle = running_mean, rv_handle = running_var;  // handles share the caller's storage
-      rm_handle.copy_(from_vector(rm, {C}));
-      rv_handle.copy_(from_vector(rv, {C}));
-    }
-  } else {
-    std::vector<float> rm = to_float_vector(running_mean), rv = to_float_vector(running_var);
-    for (int64_t c = 0; c < C; ++c) {
-      mu[c] = rm[c];
-      invstd[c] = 1.0 / std::sqrt((double)rv[c] + eps);
-    }
-  }
-
-  // y = xhat * weight + bias, xhat = (x - mean) * invstd
-  std::vector<float> w = weight.defined() ? to_float_vector(weight) : std::vector<float>(C, 1.f);
-  std::vector<float> bb = bias.defined() ? to_float_vector(bias) : std::vector<float>(C, 0.f);
-  Tensor xhat = empty(x.shape());  // (B, C, ...)
-  Tensor out = empty(x.shape());   // (B, C, ...)
-  float* hp = xhat.data<float>();
-  float* op = out.data<float>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < S; ++i) {
-        const int64_t k = (b * C + c) * S + i;
-        const float h = (float)((xp[k] - mu[c]) * invstd[c]);
-        hp[k] = h;
-        op[k] = h * w[c] + bb[c];
-      }
-
-  // invstd shaped (1, C, 1, ...) to broadcast against x
-  Shape stat_shape(x.dim(), 1);
-  stat_shape[1] = C;
-  std::vector<float> invstd_f(invstd.begin(), invstd.end());
-  Tensor invstd_t = from_vector(invstd_f, stat_shape);
-  std::vector<int64_t> red_dims{0};  // every dim but the channel dim
-  for (int64_t d = 2; d < x.dim(); ++d) red_dims.push_back(d);
-
-  return record(out, "batch_norm", {x, weight, bias}, {xhat, invstd_t, weight},
-                [training, red_dims, stat_shape](const Node& n, const Tensor& g) {
-                  const Tensor &xhat = n.saved[0], &invstd = n.saved[1], &w = n.saved[2];
-                  Tensor gx, gw, gb;
-                  if (n.inputs[0].requires_grad()) {
-                    Tensor dxhat = w.defined() ? mul(g, w.reshape(stat_shape)) : g;  // (B, C, ...)
-                    if (training) {
-                      // the batch statistics depend on x:
-                      // dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means per channel
-                      Tensor m1 = mean(dxhat, red_dims, true);
-                      Tensor m2 = mean(mul(dxhat, xhat), red_dims, true);
-                      gx = mul(invstd, sub(sub(dxhat, m1), mul(xhat, m2)));
-                    } else {
-                      gx = mul(dxhat, invstd);  // running statistics are constants: dx = dxhat * invstd
-                    }
-                  }
-                  if (n.inputs[1].defined() && n.inputs[1].requires_grad()) gw = sum(mul(g, xhat), red_dims);  // (C)
-                  if (n.inputs[2].defined() && n.inputs[2].requires_grad()) gb = sum(g, red_dims);            // (C)
-                  return std::vector<Tensor>{gx, gw, gb};
-                });
+  return batch_norm_cpu(x, weight, bias, running_mean, running_var, training, momentum, eps);
 }
 
 // ------------------------------------------------------------------ layer_norm

@@ -2,11 +2,13 @@
 //
 // One layout trick serves them all: move the reduced dims to the end (permute), make the
 // tensor contiguous, and every output element reduces one contiguous row of length R.
-// Sums accumulate in double.
+// Sums accumulate in double. sum and mean, the reductions of every backward pass, skip that
+// copy when they can (reduce_kept_block) and add their rows with the SIMD row-sum kernel.
 #include <algorithm>
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
 #include "engine/ops/iter.h"
 
@@ -22,7 +24,9 @@ struct ReducePlan {
   int64_t R = 1;
 };
 
-ReducePlan plan_reduce(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim, const char* op) {
+// need_rows = false skips the permuted copy (sum and mean try reduce_kept_block first).
+ReducePlan plan_reduce(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim, const char* op,
+                       bool need_rows = true) {
   KD_CHECK(a.dtype() == DType::f32, "{} needs float32 input, got {}", op, dtype_name(a.dtype()));
   ReducePlan p;
   const int64_t nd = a.dim();
@@ -42,9 +46,68 @@ ReducePlan plan_reduce(const Tensor& a, const std::vector<int64_t>& dims, bool k
     p.out_shape_keep.push_back(p.reduced[d] ? 1 : a.shape()[d]);
     if (!p.reduced[d] || keepdim) p.out_shape.push_back(p.reduced[d] ? 1 : a.shape()[d]);
   }
+  if (need_rows) {
+    NoGradGuard no_grad;
+    p.rows = a.detach().permute(perm).contiguous();
+  }
+  return p;
+}
+
+// The rows of a plan made with need_rows = false.
+void materialize_rows(ReducePlan& p, const Tensor& a) {
+  if (p.rows.defined()) return;
+  Shape perm;
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (!p.reduced[d]) perm.push_back(d);
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (p.reduced[d]) perm.push_back(d);
   NoGradGuard no_grad;
   p.rows = a.detach().permute(perm).contiguous();
-  return p;
+}
+
+// out[k] = scale * (sum of a over the reduced dims), without the permuted copy, when a is
+// contiguous and its kept dims (of size > 1) are one block: a is then (A, K, R) with A and R
+// the reduced dims before and after the block, e.g. a sum over {0, 2, 3} of (B, C, H, W).
+// Rows of R go through the row-sum kernel (kernels/cpu_kernels.h), R = 1 sums columns; the
+// kept index k is split over threads. Returns false (nothing written) for other layouts.
+bool reduce_kept_block(const Tensor& a, const std::vector<bool>& reduced, double scale, float* out) {
+  if (!a.is_contiguous()) return false;
+  const Shape& shape = a.shape();
+  const int64_t nd = a.dim();
+  // the kept dims of size > 1, first to last, with no reduced dim of size > 1 between them
+  int64_t first = -1, last = -1;
+  for (int64_t d = 0; d < nd; ++d)
+    if (!reduced[d] && shape[d] != 1) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  for (int64_t d = first + 1; first >= 0 && d < last; ++d)
+    if (reduced[d] && shape[d] != 1) return false;
+  int64_t A = 1, K = 1, R = 1;  // a seen as (A, K, R)
+  for (int64_t d = 0; d < nd; ++d) {
+    if (first < 0 || d > last) R *= shape[d];
+    else if (d < first) A *= shape[d];
+    else K *= shape[d];
+  }
+  const float* x = a.data<float>();
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  if (R > 1 || K == 1) {
+    parallel_for(K, std::max<int64_t>(1, detail::kElementwiseGrain / std::max<int64_t>(A * R, 1)), [&](int64_t c0, int64_t c1) {
+      for (int64_t k = c0; k < c1; ++k) {
+        double s = 0;
+        for (int64_t i = 0; i < A; ++i) s += cpu.sum(x + (i * K + k) * R, R);
+        out[k] = (float)(s * scale);
+      }
+    });
+  } else {  // R == 1: column sums of an (A, K) matrix
+    parallel_for(K, std::max<int64_t>(16, detail::kElementwiseGrain / std::max<int64_t>(A, 1)), [&](int64_t c0, int64_t c1) {
+      std::vector<double> acc(c1 - c0, 0.0);
+      for (int64_t i = 0; i < A; ++i)
+        for (int64_t k = c0; k < c1; ++k) acc[k - c0] += x[i * K + k];
+      for (int64_t k = c0; k < c1; ++k) out[k] = (float)(acc[k - c0] * scale);
+    });
+  }
+  return true;
 }
 
 // The reduced dims as a list (for reductions in backward passes).
@@ -79,15 +142,32 @@ Tensor map_with_row_value(const Tensor& a, const Tensor& r, F f) {
   return out;
 }
 
+// sum (scale 1) or mean (scale 1 / R) over the plan's dims: without a copy when the layout
+// allows (reduce_kept_block), else over the permuted rows with the row-sum kernel.
+Tensor sum_scaled(const Tensor& a, ReducePlan& p, double scale, const char* op) {
+  Tensor out = empty(p.out_shape);
+  const bool direct = reduce_kept_block(a, p.reduced, scale, out.data<float>());
+  if (kernels::verbose())
+    kernels::log_path(op, a.shape(), fmt::format("{} rows of {}, {} row sums", out.numel(), p.R,
+                                                 direct ? "in place" : "permuted copy, then"));
+  if (direct) return out;
+  materialize_rows(p, a);
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  float* o = out.data<float>();
+  const float* x = p.rows.data<float>();
+  const int64_t R = p.R;
+  parallel_for(out.numel(), std::max<int64_t>(1, detail::kElementwiseGrain / std::max<int64_t>(R, 1)),
+               [&](int64_t m0, int64_t m1) {
+                 for (int64_t m = m0; m < m1; ++m) o[m] = (float)(cpu.sum(x + m * R, R) * scale);
+               });
+  return out;
+}
+
 }  // namespace
 
 Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  ReducePlan p = plan_reduce(a, dims, keepdim, "sum");
-  Tensor out = reduce_rows(p, [](const float* x, int64_t R) {
-    double s = 0;
-    for (int64_t r = 0; r < R; ++r) s += x[r];
-    return (float)s;
-  });
+  ReducePlan p = plan_reduce(a, dims, keepdim, "sum", /*need_rows=*/false);
+  Tensor out = sum_scaled(a, p, 1.0, "sum");
   return record(out, "sum", {a}, {}, [in_shape = a.shape(), keep = p.out_shape_keep](const Node&, const Tensor& g) {
     // every input element contributed with weight 1: broadcast g back
     return std::vector<Tensor>{g.reshape(keep).expand(in_shape)};
@@ -95,13 +175,9 @@ Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  ReducePlan p = plan_reduce(a, dims, keepdim, "mean");
+  ReducePlan p = plan_reduce(a, dims, keepdim, "mean", /*need_rows=*/false);
   const int64_t R = p.R;
-  Tensor out = reduce_rows(p, [](const float* x, int64_t R) {
-    double s = 0;
-    for (int64_t r = 0; r < R; ++r) s += x[r];
-    return (float)(s / (double)R);
-  });
+  Tensor out = sum_scaled(a, p, 1.0 / (double)R, "mean");
   return record(out, "mean", {a}, {}, [in_shape = a.shape(), keep = p.out_shape_keep, R](const Node&, const Tensor& g) {
     return std::vector<Tensor>{div(g.reshape(keep), (double)R).expand(in_shape)};
   });

@@ -11,6 +11,8 @@ void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_plot(CLI::App& app);
 void register_data(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_loss(CLI::App& app);
 
 // The command line as typed, for run records.
 std::string command_line();

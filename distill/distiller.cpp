@@ -1,0 +1,113 @@
+// distiller.cpp: ParamReader, and the one explicit table of distillation methods.
+//
+// Adding a method = writing its file under distill/<family>/ and adding one row to
+// distiller_registry() below. Nothing registers itself from a static initialiser.
+#include "distill/distiller.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "distill/output/dgkd.h"
+#include "distill/output/dkd.h"
+#include "distill/output/kd.h"
+#include "distill/output/wkd_l.h"
+
+namespace kd::distill {
+
+// ------------------------------------------------------------------------------- ParamReader
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = (char)std::tolower((unsigned char)c);
+  return s;
+}
+
+}  // namespace
+
+double ParamReader::number(const std::string& key, double def) {
+  known_.push_back(key);
+  auto it = p_.find(key);
+  if (it == p_.end()) return def;
+  const std::string& text = it->second;
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  KD_CHECK(!text.empty() && end == text.c_str() + text.size() && errno != ERANGE,
+           "{}: parameter {}={} is not a number; write it like {}={}", method_, key, text, key, def);
+  return v;
+}
+
+int64_t ParamReader::integer(const std::string& key, int64_t def) {
+  known_.push_back(key);
+  auto it = p_.find(key);
+  if (it == p_.end()) return def;
+  const std::string& text = it->second;
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  KD_CHECK(!text.empty() && end == text.c_str() + text.size() && errno != ERANGE,
+           "{}: parameter {}={} is not an integer; write it like {}={}", method_, key, text, key, def);
+  return (int64_t)v;
+}
+
+bool ParamReader::flag(const std::string& key, bool def) {
+  known_.push_back(key);
+  auto it = p_.find(key);
+  if (it == p_.end()) return def;
+  const std::string v = lower(it->second);
+  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+  if (v == "0" || v == "false" || v == "no" || v == "off") return false;
+  KD_CHECK(false, "{}: parameter {}={} is not a boolean; use {}=true or {}=false", method_, key, it->second, key, key);
+  return def;
+}
+
+std::string ParamReader::text(const std::string& key, const std::string& def) {
+  known_.push_back(key);
+  auto it = p_.find(key);
+  return it == p_.end() ? def : it->second;
+}
+
+void ParamReader::finish() const {
+  std::vector<std::string> unknown;
+  for (const auto& [key, value] : p_)
+    if (std::find(known_.begin(), known_.end(), key) == known_.end()) unknown.push_back(key);
+  if (unknown.empty()) return;
+  std::vector<std::string> known = known_;
+  std::sort(known.begin(), known.end());
+  known.erase(std::unique(known.begin(), known.end()), known.end());
+  KD_CHECK(false, "{}: unknown parameter{} {}; the parameters of {} are: {}", method_, unknown.size() > 1 ? "s" : "",
+           fmt::join(unknown, ", "), method_, fmt::join(known, ", "));
+}
+
+// ------------------------------------------------------------------------------- the registry
+
+const std::vector<DistillerEntry>& distiller_registry() {
+  static const std::vector<DistillerEntry> table = {
+      {"kd", "output", "Hinton, Vinyals, Dean 2015: match the teacher's softened class probabilities (KL at temperature T)",
+       make_kd_distiller},
+      {"dkd", "output", "Zhao et al. CVPR 2022: KD decoupled into target-class (TCKD) and non-target-class (NCKD) terms",
+       make_dkd_distiller},
+      {"dgkd", "output", "Son et al. ICCV 2021: KD from the teacher and every teacher assistant, guides dropped at random",
+       make_dgkd_distiller},
+      {"wkd_l", "output", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between non-target distributions (Sinkhorn)",
+       make_wkd_l_distiller},
+  };
+  return table;
+}
+
+std::shared_ptr<Distiller> create_distiller(const std::string& name, const Params& params, const DistillerContext& ctx) {
+  std::vector<std::string> names;
+  for (const DistillerEntry& e : distiller_registry()) {
+    if (e.name == name) return e.create(params, ctx);
+    names.push_back(e.name);
+  }
+  KD_CHECK(false, "unknown distillation method '{}'; the known methods are: {}", name, fmt::join(names, ", "));
+  return nullptr;
+}
+
+}  // namespace kd::distill

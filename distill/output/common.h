@@ -1,0 +1,32 @@
+// common.h: what the output (logit) family shares: input checks, the target / non-target
+// masks, the explain hook and the formatting of hyper-parameters for Distiller::params().
+#pragma once
+#include <functional>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace kd::distill {
+
+// Called with every intermediate tensor, named as in the paper, in the order the equation
+// computes it (Distiller::explain, `kdlab loss --explain`). Empty: nothing is shown.
+using ExplainFn = std::function<void(const std::string& name, const Tensor& value)>;
+inline void show_step(const ExplainFn& fn, const std::string& name, const Tensor& value) {
+  if (fn) fn(name, value);
+}
+
+// Student logits zs (B, K) float32, teacher logits zt of the same shape (skipped when
+// undefined), labels (B) int64 with every label in [0, K). Errors name the method, the shapes
+// and the fix.
+void check_logits_labels(const std::string& method, const Tensor& zs, const Tensor& zt, const Tensor& labels);
+
+// (B, K) u8 masks: gt_mask[b, k] = (k == y_b), other_mask = 1 - gt_mask.
+Tensor target_mask(const Tensor& labels, int64_t K);
+Tensor other_mask(const Tensor& labels, int64_t K);
+// (B, K-1) int64: the non-target classes of each sample in increasing order (for gather).
+Tensor non_target_index(const Tensor& labels, int64_t K);
+
+// "4", "0.1", "600": 15 significant digits, so 1 - 0.7 prints as 0.3.
+std::string format_number(double v);
+
+}  // namespace kd::distill

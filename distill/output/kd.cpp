@@ -1,0 +1,62 @@
+// kd.cpp: KD (Hinton et al. 2015), mdistiller semantics. The equation is in kd.h.
+#include "distill/output/kd.h"
+
+#include "engine/ops.h"
+
+namespace kd::distill {
+
+LossBreakdown kd_loss(const Tensor& zs, const Tensor& zt_in, const Tensor& labels, const KdOptions& opt,
+                      const ExplainFn& explain) {
+  check_logits_labels("kd", zs, zt_in, labels);
+  KD_CHECK(opt.T > 0, "kd: the temperature T must be > 0, got {}", opt.T);
+  const double T = opt.T;
+  const Tensor zt = zt_in.detach();  // the teacher is frozen: no gradient flows into it
+
+  // softened distributions
+  Tensor log_ps = log_softmax(div(zs, T), 1);  // (B, K) log ps = log softmax(zs / T)
+  Tensor pt = softmax(div(zt, T), 1);          // (B, K) pt = softmax(zt / T)
+  show_step(explain, "log_ps", log_ps);
+  if (explain) show_step(explain, "ps", exp(log_ps.detach()));
+  show_step(explain, "pt", pt);
+
+  // KL(pt_b || ps_b) = sum_k pt_bk (log pt_bk - log ps_bk), per sample
+  Tensor kl_b = sum(kl_div(log_ps, pt, Reduction::None), {1});  // (B)
+  show_step(explain, "kl_b", kl_b);
+  // L_kd = T^2 * mean_b KL_b  (the true batch mean)
+  Tensor l_kd = mul(mean(kl_b), T * T);  // ()
+  show_step(explain, "L_kd", l_kd);
+
+  Tensor ce = cross_entropy(zs, labels);  // ()
+  show_step(explain, "ce", ce);
+
+  Tensor ce_part = mul(ce, opt.ce_weight);
+  Tensor kd_part = mul(l_kd, opt.kd_weight);
+  LossBreakdown out;
+  out.total = add(ce_part, kd_part);
+  out.parts = {{"ce", ce_part}, {"kd", kd_part}};
+  show_step(explain, "loss", out.total);
+  return out;
+}
+
+LossBreakdown KdDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {
+  return kd_loss(student.logits, teacher.logits, batch.labels, opt_, explain);
+}
+
+Params KdDistiller::params() const {
+  return {{"T", format_number(opt_.T)},
+          {"ce_weight", format_number(opt_.ce_weight)},
+          {"kd_weight", format_number(opt_.kd_weight)}};
+}
+
+std::shared_ptr<Distiller> make_kd_distiller(const Params& params, const DistillerContext&) {
+  ParamReader r("kd", params);
+  KdOptions o;
+  o.T = r.number("T", o.T);
+  o.ce_weight = r.number("ce_weight", o.ce_weight);
+  o.kd_weight = r.number("kd_weight", o.kd_weight);
+  r.finish();
+  KD_CHECK(o.T > 0, "kd: the temperature T must be > 0, got T={}", o.T);
+  return std::make_shared<KdDistiller>(o);
+}
+
+}  // namespace kd::distill

@@ -1,0 +1,52 @@
+// kd.h: KD, knowledge distillation by softened class probabilities.
+//
+// Paper: G. Hinton, O. Vinyals, J. Dean, "Distilling the Knowledge in a Neural Network",
+//        NIPS Deep Learning Workshop 2015 (arXiv 1503.02531).
+//
+// Equation (B samples, K classes, temperature T):
+//     ps = softmax(zs / T),  pt = softmax(zt / T)                    (B, K)
+//     L_kd = T^2 * (1/B) * sum_b KL(pt_b || ps_b)
+//          = T^2 * (1/B) * sum_b sum_k pt_bk (log pt_bk - log ps_bk)
+//     L = w_ce * CE(zs, y) + w_kd * L_kd
+// The T^2 keeps the gradient's size independent of T: dL_kd/dzs = T (ps - pt) / B.
+//
+// Official-code semantics reproduced (mdistiller, mdistiller/distillers/KD.py, kd_loss):
+//   log_softmax for the student, F.kl_div(reduction="none").sum(1).mean() * T^2, i.e. the true
+//   batch-mean KL (NOT PyTorch's default 'mean', which also divides by K); the teacher runs
+//   without gradient. CIFAR-100 defaults (mdistiller cfg.py): T = 4, CE_WEIGHT 0.1, KD_WEIGHT 0.9.
+//
+// Parameters (--set): T (4), ce_weight (0.1), kd_weight (0.9).
+// Loss parts: "ce" = w_ce * CE, "kd" = w_kd * L_kd.
+#pragma once
+#include "distill/distiller.h"
+#include "distill/output/common.h"
+
+namespace kd::distill {
+
+struct KdOptions {
+  double T = 4.0;
+  double ce_weight = 0.1;
+  double kd_weight = 0.9;
+};
+
+// zs (B, K) student logits, zt (B, K) teacher logits (detached here), labels (B) int64.
+LossBreakdown kd_loss(const Tensor& zs, const Tensor& zt, const Tensor& labels, const KdOptions& opt,
+                      const ExplainFn& explain = {});
+
+class KdDistiller : public Distiller {
+ public:
+  explicit KdDistiller(const KdOptions& opt) : opt_(opt) {}
+  std::string name() const override { return "kd"; }
+  std::string type_name() const override { return "KD"; }
+  LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  Params params() const override;
+  const KdOptions& options() const { return opt_; }
+
+ private:
+  KdOptions opt_;
+};
+
+// Registry factory: reads T, ce_weight, kd_weight; rejects unknown keys.
+std::shared_ptr<Distiller> make_kd_distiller(const Params& params, const DistillerContext& ctx);
+
+}  // namespace kd::distill

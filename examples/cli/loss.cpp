@@ -1,0 +1,188 @@
+// kdlab loss METHOD --student-logits S.npy --teacher-logits T.npy --labels Y.npy
+//     [--cost-matrix C.npy] [--assistant-logits A.npy ...] [--set key=value ...] [--epoch E]
+//     [--total-epochs N] [--seed S] [--grad-out G.npy] [--json] [--explain]
+//
+// The loss inspector: one distillation loss on logits saved as .npy, with its named parts, the
+// gradient with respect to the student logits, and (--explain) every intermediate tensor in the
+// order the equation computes it. The same Distiller the training loop uses computes it.
+#include <filesystem>
+#include <fmt/format.h>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "distill/distiller.h"
+#include "distill/output/dgkd.h"
+#include "distill/output/wkd_l.h"
+#include "engine/npy.h"
+#include "engine/ops.h"
+#include "examples/cli/cli.h"
+
+namespace kd::cli {
+
+namespace {
+
+struct LossOpts {
+  std::string method, student, teacher, labels, cost_matrix, grad_out;
+  std::vector<std::string> assistants, sets;
+  int64_t epoch = 0, total_epochs = 240, seed = 0;
+  bool json = false, explain = false, list = false;
+};
+
+Tensor load_input(const std::string& path, const std::string& flag) {
+  KD_CHECK(!path.empty(), "kdlab loss: {} is required", flag);
+  KD_CHECK(std::filesystem::exists(path), "kdlab loss: {} {}: no such file", flag, path);
+  return load_npy(path);
+}
+
+Tensor load_logits(const std::string& path, const std::string& flag) {
+  Tensor z = load_input(path, flag);
+  KD_CHECK(z.dtype() == DType::f32, "kdlab loss: {} {} holds {}; logits must be float32 (or float64) of shape (B, K)",
+           flag, path, dtype_name(z.dtype()));
+  KD_CHECK(z.dim() == 2 && z.size(0) > 0 && z.size(1) > 0,
+           "kdlab loss: {} {} has shape {}; logits must be (B, K): B samples, K classes", flag, path, shape_str(z.shape()));
+  return z.contiguous();
+}
+
+// "key=value" pairs from --set.
+distill::Params parse_sets(const std::vector<std::string>& sets) {
+  distill::Params p;
+  for (const std::string& s : sets) {
+    const size_t eq = s.find('=');
+    KD_CHECK(eq != std::string::npos && eq > 0, "kdlab loss: --set {} is not key=value (for example --set T=4)", s);
+    p[s.substr(0, eq)] = s.substr(eq + 1);
+  }
+  return p;
+}
+
+void run_loss(const LossOpts& o) {
+  if (o.list || o.method.empty()) {
+    for (const auto& e : distill::distiller_registry()) fmt::print("{:<10} {:<9} {}\n", e.name, e.family, e.description);
+    return;
+  }
+  // ---- inputs
+  Tensor zs = load_logits(o.student, "--student-logits");  // (B, K)
+  Tensor zt = load_logits(o.teacher, "--teacher-logits");  // (B, K)
+  const int64_t B = zs.size(0), K = zs.size(1);
+  KD_CHECK(zt.shape() == zs.shape(),
+           "kdlab loss: --teacher-logits {} has shape {} but --student-logits {} has shape {}; they must match", o.teacher,
+           shape_str(zt.shape()), o.student, shape_str(zs.shape()));
+  Tensor y = load_input(o.labels, "--labels");
+  KD_CHECK(y.dtype() == DType::i64, "kdlab loss: --labels {} holds {}; labels must be int64 (or int32) class indices",
+           o.labels, dtype_name(y.dtype()));
+  KD_CHECK(y.dim() == 1 && y.size(0) == B,
+           "kdlab loss: --labels {} has shape {} but the logits have B = {} rows; expected ({})",
+           o.labels, shape_str(y.shape()), B, B);
+  std::vector<int64_t> yv = to_int_vector(y);
+  for (int64_t b = 0; b < B; ++b)
+    KD_CHECK(yv[b] >= 0 && yv[b] < K, "kdlab loss: --labels {}: label {} of sample {} is out of range for K = {} classes",
+             o.labels, yv[b], b, K);
+
+  // ---- the distiller
+  distill::DistillerContext ctx;
+  ctx.num_classes = K;
+  ctx.seed = (uint64_t)o.seed;
+  std::shared_ptr<distill::Distiller> d = distill::create_distiller(o.method, parse_sets(o.sets), ctx);
+
+  auto* wkd = dynamic_cast<distill::WkdLDistiller*>(d.get());
+  KD_CHECK(o.cost_matrix.empty() || wkd, "kdlab loss: --cost-matrix is read only by wkd_l, not by {}", o.method);
+  if (!o.cost_matrix.empty()) {
+    Tensor D = load_input(o.cost_matrix, "--cost-matrix");
+    KD_CHECK(D.dtype() == DType::f32 && D.dim() == 2 && D.size(0) == K && D.size(1) == K,
+             "kdlab loss: --cost-matrix {} is {} {}; expected float32 ({}, {}) for K = {} classes", o.cost_matrix,
+             dtype_name(D.dtype()), shape_str(D.shape()), K, K, K);
+    wkd->set_cost_matrix(D);
+  }
+  auto* dgkd = dynamic_cast<distill::DgkdDistiller*>(d.get());
+  KD_CHECK(o.assistants.empty() || dgkd, "kdlab loss: --assistant-logits is read only by dgkd, not by {}", o.method);
+  for (const std::string& path : o.assistants) {
+    Tensor a = load_logits(path, "--assistant-logits");
+    KD_CHECK(a.shape() == zs.shape(), "kdlab loss: --assistant-logits {} has shape {} but the student logits have {}", path,
+             shape_str(a.shape()), shape_str(zs.shape()));
+    dgkd->assistant_logits.push_back(a);
+  }
+
+  // ---- epoch: given, or the first epoch past any warm-up
+  distill::Params params = d->params();
+  int64_t epoch = o.epoch;
+  if (epoch <= 0) {
+    epoch = 1;
+    if (auto it = params.find("warmup"); it != params.end()) epoch = std::max<int64_t>(1, std::stoll(it->second));
+  }
+
+  // ---- explain: every intermediate, in equation order (to stderr when stdout carries JSON)
+  std::FILE* explain_out = o.json ? stderr : stdout;
+  int step = 0;
+  if (o.explain) {
+    std::string setting;
+    for (const auto& [k, v] : params) setting += fmt::format(" {}={}", k, v);
+    fmt::print(explain_out, "{} on B = {}, K = {}, epoch {}:{}\n", o.method, B, K, epoch, setting);
+    d->explain = [&](const std::string& name, const Tensor& t) {
+      std::string values = to_string(t.detach(), 3);
+      for (size_t at = values.find('\n'); at != std::string::npos; at = values.find('\n', at + 1))
+        values.insert(at + 1, "     ");  // indent every line of the values under the name
+      fmt::print(explain_out, "[{:>2}] {:<20} {}\n     {}\n", ++step, name, shape_str(t.shape()), values);
+    };
+  }
+
+  zs.requires_grad_();
+  nn::ModelOutput student, teacher;
+  student.logits = zs;
+  teacher.logits = zt;
+  distill::BatchInfo batch;
+  batch.labels = y;
+  batch.epoch = epoch;
+  batch.total_epochs = o.total_epochs;
+  distill::LossBreakdown loss = d->loss(student, teacher, batch);
+
+  if (!o.grad_out.empty()) {
+    Tensor g;
+    if (loss.total.requires_grad()) {
+      loss.total.backward();
+      g = zs.grad();
+    }
+    if (!g.defined()) g = zeros(zs.shape());  // the loss does not depend on the student logits
+    save_npy(o.grad_out, g.contiguous());
+  }
+
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["method"] = o.method;
+    j["loss"] = loss.total.item();
+    j["parts"] = nlohmann::ordered_json::object();
+    for (const auto& [name, value] : loss.parts) j["parts"][name] = value.item();
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::string setting;
+  for (const auto& [k, v] : params) setting += fmt::format(" {}={}", k, v);
+  fmt::print("method {} (B = {}, K = {}, epoch {};{})\n", o.method, B, K, epoch, setting);
+  fmt::print("loss   {:.8g}\n", loss.total.item());
+  for (const auto& [name, value] : loss.parts) fmt::print("  {:<16} {:.8g}\n", name, value.item());
+  if (!o.grad_out.empty()) fmt::print("d loss / d student logits written to {}\n", o.grad_out);
+}
+
+}  // namespace
+
+void register_loss(CLI::App& app) {
+  auto* cmd = app.add_subcommand("loss", "Inspect a distillation loss on saved logits: value, named parts, gradient, "
+                                         "every intermediate (--explain)");
+  auto o = std::make_shared<LossOpts>();
+  cmd->add_option("method", o->method, "method name (kdlab loss --list)");
+  cmd->add_option("--student-logits", o->student, "student logits, float32 (B, K) .npy");
+  cmd->add_option("--teacher-logits", o->teacher, "teacher logits, float32 (B, K) .npy");
+  cmd->add_option("--labels", o->labels, "labels, int64 (B) .npy");
+  cmd->add_option("--cost-matrix", o->cost_matrix, "wkd_l: category cost matrix (K, K) before sharpening .npy");
+  cmd->add_option("--assistant-logits", o->assistants, "dgkd: an assistant's logits (B, K) .npy; repeatable, largest first");
+  cmd->add_option("--set", o->sets, "a hyper-parameter: --set key=value (repeatable; names as in METHODS.md)");
+  cmd->add_option("--epoch", o->epoch, "epoch counted from 1 (default: the first epoch past any warm-up)");
+  cmd->add_option("--total-epochs", o->total_epochs, "epochs of the run, for schedules that decay (wkd_l)")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed of the method's generator (dgkd's guide dropping)")->capture_default_str();
+  cmd->add_option("--grad-out", o->grad_out, "write d loss / d student logits as float32 .npy");
+  cmd->add_flag("--json", o->json, "print one JSON object {\"method\", \"loss\", \"parts\"} and nothing else on stdout");
+  cmd->add_flag("--explain", o->explain, "print every intermediate tensor (name, shape, values) in equation order");
+  cmd->add_flag("--list", o->list, "list the methods");
+  cmd->callback([o] { run_loss(*o); });
+}
+
+}  // namespace kd::cli
