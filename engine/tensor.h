@@ -166,3 +166,11 @@ std::vector<int64_t> to_int_vector(const Tensor& t);
 std::string to_string(const Tensor& t, int64_t edge_items = 3);
 
 }  // namespace kd
+
+// fmt::print("{}", tensor) prints what to_string() does.
+template <>
+struct fmt::formatter<kd::Tensor> : fmt::formatter<std::string> {
+  auto format(const kd::Tensor& t, fmt::format_context& ctx) const {
+    return fmt::formatter<std::string>::format(kd::to_string(t), ctx);
+  }
+};

@@ -43,3 +43,9 @@ TEST_CASE("printing shows shape, dtype, values and truncates") {
   std::string small = to_string(from_vector(std::vector<float>{1.5f, -2}, {2}));
   CHECK(small.find("1.5000") != std::string::npos);
 }
+
+TEST_CASE("fmt formats a tensor like to_string") {
+  Tensor t = from_vector(std::vector<float>{1, 2, 3, 4}, {2, 2});
+  CHECK(fmt::format("{}", t) == to_string(t));
+  CHECK(fmt::format("{}", t).find("shape=(2, 2)") != std::string::npos);
+}
