@@ -286,6 +286,12 @@ TEST_CASE("simd kernels: im2col and col2im equal the reference exactly") {
       geometry(2, 7, 5, 3, 1, 1, 1, 1, 1),  // 3x1 kernel, padding only in height
       geometry(1, 4, 4, 3, 3, 1, 3, 1),     // padding wider than the kernel: rows entirely padding
       geometry(2, 17, 19, 5, 5, 3, 2, 1),   // stride 3, 5x5
+      geometry(2, 6, 7, 5, 3, 1, 1, 1, 2),  // "same" 5x3 kernel, padding (2, 1)
+      geometry(2, 3, 3, 9, 9, 1, 4, 1),     // "same" with taps shifted past the whole row
+      geometry(3, 1, 8, 3, 3, 1, 1, 1),     // a single input row
+      geometry(3, 6, 40, 3, 3, 2, 1, 1),    // stride 2, rows long enough for the register gather
+      geometry(2, 5, 37, 1, 1, 2, 0, 1),    // 1x1 stride 2 (a ResNet shortcut), odd width
+      geometry(2, 4, 34, 3, 3, 2, 0, 1),    // stride 2 without padding: the gather ends at the row end
   };
   const CpuKernels& ref = kernels::scalar_kernels();
   for (const CpuKernels* k : simd_tables()) {

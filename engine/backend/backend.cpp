@@ -11,7 +11,7 @@ namespace {
 
 Backend default_backend() {
   if (const char* v = std::getenv("KDLAB_BACKEND"); v && *v) return parse_backend(v);
-  return Backend::cpu;  // DEVELOPMENT: switched to onednn-when-available once its tests pass
+  return onednn_available() ? Backend::onednn : Backend::cpu;
 }
 
 // -1 until the first active_backend() or set_backend() call, then the Backend's value.

@@ -11,6 +11,7 @@
 //   store_tail(p, v, k)     the first k < W lanes (no write past p+k)
 //   set1(s) add sub mul fmadd(a, b, c) = a*b + c, max(a, b) = a > b ? a : b, min(a, b) = a < b ? a : b
 //   select_gt0(y, g)        y > 0 ? g : 0, per lane
+//   even(a, b)              the even-indexed floats of the 2W floats a, b (a stride-2 gather)
 //   reduce_add(v) reduce_max(v)
 //   D                       a register of W/2 doubles; lo(v) hi(v) widen the halves of v, narrow(lo, hi)
 //                           rounds back; set1d addd subd muld divd fmaddd mind maxd floord reduce_addd
@@ -216,6 +217,14 @@ struct Simd {
   static void copy(const float* in, float* out, int64_t n) {
     map1(in, out, n, [](V v) { return v; });
   }
+  // out[ow] = in[2 * ow] for ow in [lo, hi): a stride-2 row, W outputs from two registers while
+  // the 2W floats read stay below in + 2 * vec_end (the end of the input row), then one by one.
+  static void copy_even(const float* in, float* out, int64_t lo, int64_t hi, int64_t vec_end) {
+    int64_t ow = lo;
+    for (; ow + W <= min64(hi, vec_end); ow += W)
+      S::store(out + ow, S::even(S::load(in + 2 * ow), S::load(in + 2 * ow + W)));
+    for (; ow < hi; ++ow) out[ow] = in[2 * ow];
+  }
   static void zero(float* out, int64_t n) {
     const V z = S::set1(0.f);
     int64_t i = 0;
@@ -231,11 +240,45 @@ struct Simd {
     lo = min64(lo, hi);
   }
 
+  // A "same" convolution row block (stride 1, output rows as long as input rows): the (OH, W)
+  // block of kernel tap (i, j) is x shifted by (dh, dw) = (i*dil_h - pad_h, j*dil_w - pad_w). In
+  // flat indices, out[k] = x[k + dh*W + dw] for every output row whose input row exists, except
+  // the |dw| columns at the edge that fall in the padding: one long copy, then zero those.
+  static void im2col_same_block(const float* xc, const ConvGeometry& g, int64_t dh, int64_t dw, float* out) {
+    const int64_t W_ = g.W, HW = g.H * g.W;
+    const int64_t oh0 = min64(g.OH, max64(0, -dh)), oh1 = max64(oh0, min64(g.OH, g.H - dh));  // rows inside x
+    zero(out, oh0 * W_);
+    zero(out + oh1 * W_, (g.OH - oh1) * W_);
+    if (oh1 == oh0) return;
+    if (dw >= W_ || dw <= -W_) {  // every column in the padding
+      zero(out + oh0 * W_, (oh1 - oh0) * W_);
+      return;
+    }
+    // the flat run, clipped to x's plane: the clipped ends are edge columns, zeroed below anyway
+    const int64_t k0 = oh0 * W_, k1 = oh1 * W_, shift = dh * W_ + dw;
+    const int64_t c0 = max64(k0, -shift), c1 = min64(k1, HW - shift);
+    copy(xc + c0 + shift, out + c0, c1 - c0);
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+      float* r = out + oh * W_;
+      for (int64_t ow = 0; ow < -dw; ++ow) r[ow] = 0.f;          // left padding (dw < 0)
+      for (int64_t ow = W_ - dw; ow < W_; ++ow) r[ow] = 0.f;     // right padding (dw > 0)
+    }
+  }
+
   // As the reference (kernels/conv_ref.cpp), but each output row is split into the zero
   // padding on the left, the columns read from x (one contiguous copy when the stride is 1),
-  // and the padding on the right: no bounds test per element.
+  // and the padding on the right: no bounds test per element. A "same" convolution (stride 1,
+  // OW == W: the 3x3 pad-1 layers of every ResNet) copies a whole tap block at once.
   static void im2col(const float* x, const ConvGeometry& g, float* col) {
     const int64_t L = g.OH * g.OW;
+    if (g.sh == 1 && g.sw == 1 && g.OW == g.W) {
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t i = 0; i < g.kh; ++i)
+          for (int64_t j = 0; j < g.kw; ++j)
+            im2col_same_block(x + c * g.H * g.W, g, i * g.dh - g.ph, j * g.dw - g.pw,
+                              col + ((c * g.kh + i) * g.kw + j) * L);
+      return;
+    }
     for (int64_t c = 0; c < g.C; ++c) {
       const float* xc = x + c * g.H * g.W;  // (H, W)
       for (int64_t i = 0; i < g.kh; ++i) {
@@ -255,6 +298,8 @@ struct Simd {
             for (int64_t ow = 0; ow < lo; ++ow) out[ow] = 0.f;
             if (g.sw == 1) {
               copy(in + lo, out + lo, hi - lo);
+            } else if (g.sw == 2) {
+              copy_even(in, out, lo, hi, (g.W - base) / 2);  // in[2 * ow] is inside the row below this
             } else {
               for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * g.sw];
             }

@@ -6,6 +6,7 @@
 #include <climits>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 
 namespace kd::kernels {
 
@@ -32,6 +33,7 @@ static void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   check_gemm_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  num_threads();  // the first call applies KDLAB_NUM_THREADS to OpenBLAS too (engine/parallel.h)
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.f) {  // nothing to multiply: C = beta C
     scale_c(M, N, beta, C, ldc);

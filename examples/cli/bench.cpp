@@ -198,12 +198,14 @@ void register_bench(CLI::App& app) {
     fmt::print("model {} ({:.1f} M MACs/image), batch {}, {} threads, backend {}, ISA {}\n", o->model,
                r["macs_per_image"].get<double>() / 1e6, o->batch, r["threads"].get<int>(),
                r["backend"].get<std::string>(), r["isa"].get<std::string>());
-    fmt::print("training   {:8.1f} images/s  ({:.1f} ms/step, {:.1f} GFLOP/s, {:.0f}% of sgemm peak)\n",
-               r["train_images_per_s"].get<double>(), r["train_step_ms"].get<double>(),
-               r["train_gflops"].get<double>(), 100 * r["train_fraction_of_peak"].get<double>());
-    fmt::print("inference  {:8.1f} images/s  ({:.1f} ms/batch, {:.1f} GFLOP/s, {:.0f}% of sgemm peak)\n",
-               r["infer_images_per_s"].get<double>(), r["infer_batch_ms"].get<double>(),
-               r["infer_gflops"].get<double>(), 100 * r["infer_fraction_of_peak"].get<double>());
+    if (o->phase != "infer")
+      fmt::print("training   {:8.1f} images/s  ({:.1f} ms/step, {:.1f} GFLOP/s, {:.0f}% of sgemm peak)\n",
+                 r["train_images_per_s"].get<double>(), r["train_step_ms"].get<double>(),
+                 r["train_gflops"].get<double>(), 100 * r["train_fraction_of_peak"].get<double>());
+    if (o->phase != "train")
+      fmt::print("inference  {:8.1f} images/s  ({:.1f} ms/batch, {:.1f} GFLOP/s, {:.0f}% of sgemm peak)\n",
+                 r["infer_images_per_s"].get<double>(), r["infer_batch_ms"].get<double>(),
+                 r["infer_gflops"].get<double>(), 100 * r["infer_fraction_of_peak"].get<double>());
     fmt::print("peak RSS   {:8.1f} MiB;  sgemm peak {:.1f} GFLOP/s\n", r["peak_rss_mib"].get<double>(),
                r["sgemm_peak_gflops"].get<double>());
   });
