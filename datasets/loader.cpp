@@ -70,7 +70,7 @@ Batch DataLoader::make_batch(int64_t k) {
   float* dst = b.images.data<float>();
   for (int64_t i = 0; i < B; ++i) {
     const int64_t idx = order_[start + i];
-    b.aug.push_back(draw_aug_params(opt_.transform, H, W, *gen_));
+    b.aug.push_back(opt_.choose_aug ? opt_.choose_aug(idx, *gen_) : draw_aug_params(opt_.transform, H, W, *gen_));
     apply_transform(src + idx * per, C, H, W, b.aug.back(), opt_.transform, dst + i * per);
     b.labels.data<int64_t>()[i] = y[idx];
     b.indices.data<int64_t>()[i] = idx;

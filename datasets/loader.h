@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -47,6 +48,9 @@ struct LoaderOptions {
   uint64_t seed = 0;       // epoch e draws from Generator(seed + e)
   bool prefetch = true;    // prepare the next batch on a background thread
   TransformConfig transform;  // augmentation and normalisation (mean/std must be set)
+  // When set, replaces draw_aug_params: the augmentation of image `index` (the teacher cache
+  // picks one of its stored views with gen). Called on the prefetch thread, in batch order.
+  std::function<AugParams(int64_t index, Generator& gen)> choose_aug;
 };
 
 class DataLoader {

@@ -50,6 +50,7 @@ struct AugParams {
   std::vector<StrongStep> strong;  // in the order applied
   int cutout_y = 0, cutout_x = 0;  // centre of the cutout square
   int cutout_size = 0;             // 0: no cutout
+  int view = -1;  // which stored view of the teacher cache this is (-1: drawn fresh); not compared by ==
   bool operator==(const AugParams& o) const;
   std::string str() const;  // "crop(4,1) flip rotate(-12.3) cutout(5,9,16)" for logs and tests
 };

@@ -17,7 +17,10 @@ static void for_each_field(TrainConfig& c, F&& f) {
   f("no_decay_1d", c.no_decay_1d); f("schedule", c.schedule); f("schedule_per_iteration", c.schedule_per_iteration);
   f("milestones", c.milestones); f("gamma", c.gamma); f("warmup_epochs", c.warmup_epochs); f("min_lr", c.min_lr);
   f("augment", c.augment); f("prefetch", c.prefetch); f("seed", c.seed); f("threads", c.threads);
-  f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch);
+  f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch); f("label_noise", c.label_noise);
+  f("method", c.method); f("method_params", c.method_params); f("teacher", c.teacher);
+  f("teacher_weights", c.teacher_weights); f("assistants", c.assistants); f("teacher_cache", c.teacher_cache);
+  f("teacher_cache_views", c.teacher_cache_views); f("teacher_cache_path", c.teacher_cache_path);
 }
 
 nlohmann::json TrainConfig::to_json() const {
@@ -52,22 +55,48 @@ void load_recipe(const std::string& path, TrainConfig& config) {
   KD_CHECK(f.good(), "recipe file '{}' not found (recipes/ holds the standard ones)", path);
   std::stringstream ss;
   ss << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(fmt::format("recipe '{}' is not valid JSON: {}", path, e.what()));
-  }
-  apply_overrides(j, config, path);
+  parse_recipe(ss.str(), config, path);
 }
 
-void apply_override_string(const std::string& kv, TrainConfig& config) {
+void parse_recipe(const std::string& text, TrainConfig& config, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(fmt::format("recipe '{}' is not valid JSON: {}", source, e.what()));
+  }
+  apply_overrides(j, config, source);
+}
+
+static std::pair<std::string, nlohmann::json> split_override(const std::string& kv) {
   auto eq = kv.find('=');
   KD_CHECK(eq != std::string::npos && eq > 0, "override '{}' must look like key=value", kv);
   std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
   nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
   if (v.is_discarded()) v = value;  // a bare string
+  return {key, v};
+}
+
+void apply_override_string(const std::string& kv, TrainConfig& config) {
+  auto [key, v] = split_override(kv);
   apply_overrides(nlohmann::json{{key, v}}, config, "--set " + kv);
+}
+
+bool is_setting(const std::string& key) {
+  TrainConfig c;
+  bool found = false;
+  for_each_field(c, [&](const char* k, auto&) { found = found || key == k; });
+  return found;
+}
+
+void apply_distill_override(const std::string& kv, TrainConfig& config) {
+  auto [key, v] = split_override(kv);
+  if (is_setting(key)) {
+    apply_overrides(nlohmann::json{{key, v}}, config, "--set " + kv);
+    return;
+  }
+  if (!config.method_params.is_object()) config.method_params = nlohmann::json::object();
+  config.method_params[key] = v;  // checked by the method (ParamReader::finish)
 }
 
 }  // namespace kd::train

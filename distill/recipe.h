@@ -42,15 +42,33 @@ struct TrainConfig {
   int64_t threads = 0;             // 0: leave the libraries' default
   int64_t log_every = 50;          // steps between plain log lines when not on a terminal
   bool save_every_epoch = true;    // checkpoint.safetensors after every epoch
+  std::string label_noise;         // "" | "sym:R" | "asym:R": noise injected into the training labels
+  // distillation (kdlab distill; distill/distill_run.h)
+  std::string method;              // "" = plain training; "kd", "dkd", ... (kdlab distill --list)
+  nlohmann::json method_params = nlohmann::json::object();  // the method's hyper-parameters {"T": 4}
+  std::string teacher;             // teacher model name
+  std::string teacher_weights;     // its .safetensors
+  std::vector<std::string> assistants;  // DGKD guides "model:weights.safetensors", largest first
+  bool teacher_cache = false;      // precompute teacher logits over fixed augmented views (logits-only methods)
+  int64_t teacher_cache_views = 8; // augmented views per training image in the cache
+  std::string teacher_cache_path;  // "" = RUN_DIR/teacher_cache.safetensors; share it between runs
 
   nlohmann::json to_json() const;
 };
 
 // Reads a recipe file into `config` (keys not in the file keep their current values).
 void load_recipe(const std::string& path, TrainConfig& config);
+// The same from a recipe's text; `source` names it in error messages.
+void parse_recipe(const std::string& text, TrainConfig& config, const std::string& source);
 // Applies one JSON object of overrides; unknown keys are an error naming the known ones.
 void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::string& source);
 // "key=value" from the command line: the value is parsed as JSON when it parses, else as a string.
 void apply_override_string(const std::string& kv, TrainConfig& config);
+// Whether `key` is one of TrainConfig's settings.
+bool is_setting(const std::string& key);
+// kdlab distill's --set: "key=value" overrides the recipe when key is one of its settings and is
+// otherwise a hyper-parameter of the method (method_params), which the method checks itself, so a
+// typo still fails with the list of the method's keys.
+void apply_distill_override(const std::string& kv, TrainConfig& config);
 
 }  // namespace kd::train

@@ -194,6 +194,7 @@ RunSummary run_training(Run& run, bool resume) {
   lo.seed = cfg.seed;
   lo.prefetch = cfg.prefetch;
   lo.transform = cfg.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
+  lo.choose_aug = run.choose_aug;
   data::DataLoader loader(run.train_set, lo);
   const int64_t steps_per_epoch = loader.num_batches();
 

@@ -64,6 +64,8 @@ struct Run {
   nn::NamedTensors extra_params;             // trainable helpers (distillers), optimised too
   nn::LabeledModules extra_modules;          // saved in checkpoints beside "model"
   nlohmann::json extra_record;               // more to write into config.json
+  // When set, chooses each training image's augmentation (the teacher cache's stored views).
+  std::function<data::AugParams(int64_t index, Generator& gen)> choose_aug;
 };
 
 // Trains for config.epochs, resuming from out_dir/checkpoint.safetensors when `resume`.

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   kd::cli::register_data(app);
   kd::cli::register_bench(app);
   kd::cli::register_loss(app);
+  kd::cli::register_distill(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

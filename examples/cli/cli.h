@@ -13,6 +13,7 @@ void register_plot(CLI::App& app);
 void register_data(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_loss(CLI::App& app);
+void register_distill(CLI::App& app);
 
 // The command line as typed, for run records.
 std::string command_line();

@@ -1,0 +1,152 @@
+// distill_run.cpp: see distill_run.h.
+#include "distill/distill_run.h"
+
+#include <filesystem>
+
+#include "distill/output/common.h"
+#include "distill/output/dgkd.h"
+#include "distill/output/wkd_cost.h"
+#include "distill/output/wkd_l.h"
+#include "engine/autograd.h"
+#include "engine/npy.h"
+#include "engine/ops.h"
+
+namespace fs = std::filesystem;
+
+namespace kd::distill {
+
+Params params_from_json(const nlohmann::json& j) {
+  Params p;
+  if (j.is_null()) return p;
+  KD_CHECK(j.is_object(), "method_params must be a JSON object like {{\"T\": 4}}, got {}", j.dump());
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const nlohmann::json& v = it.value();
+    if (v.is_string()) p[it.key()] = v.get<std::string>();
+    else if (v.is_boolean()) p[it.key()] = v.get<bool>() ? "true" : "false";
+    else if (v.is_number_integer()) p[it.key()] = std::to_string(v.get<int64_t>());
+    else if (v.is_number()) p[it.key()] = format_number(v.get<double>());
+    else throw Error(fmt::format("method parameter {}={} must be a number, a string or true/false", it.key(), v.dump()));
+  }
+  return p;
+}
+
+Tensor classifier_weight(nn::Classifier& model, int64_t K) {
+  Tensor w;
+  for (auto& [name, p] : model.named_parameters())
+    if (p.dim() == 2 && p.size(0) == K) w = p;
+  KD_CHECK(w.defined(), "the model has no linear classifier with {} outputs to take class weights from", K);
+  return w.detach();
+}
+
+train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string& out_dir,
+                               const std::string& command_line, DistillSetup& setup) {
+  KD_CHECK(!cfg.method.empty(), "no distillation method: give --method (kdlab distill --list shows them)");
+  KD_CHECK(!cfg.teacher.empty(), "no teacher model: give --teacher MODEL (kdlab info --list)");
+  KD_CHECK(!cfg.teacher_weights.empty(),
+           "no teacher weights: give --teacher-weights FILE.safetensors (a run's model_best.safetensors, or PyTorch "
+           "weights converted with tools/pth_to_safetensors.py)");
+  train::Run run = train::prepare_run(cfg, out_dir, command_line);
+  const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
+
+  // 1. the guides: teacher, then assistants (largest first), frozen and in eval mode
+  setup.guides.clear();
+  setup.guides.push_back(load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set));
+  for (const std::string& a : cfg.assistants) setup.guides.push_back(load_guide_spec(a, K, run.train_set));
+  KD_CHECK(cfg.assistants.empty() || cfg.method == "dgkd",
+           "assistants are guides of dgkd only; remove --assistant or use --method dgkd");
+  {
+    train::EvalResult ev = train::evaluate(*setup.guides[0].net, run.test_set, 256);
+    setup.teacher_test_accuracy = ev.accuracy;
+    fmt::print("teacher {} ({}): test accuracy {:.2f}%\n", cfg.teacher, cfg.teacher_weights, 100.0 * ev.accuracy);
+  }
+
+  // 2. the method, given sample outputs of both networks (shapes for helper modules)
+  DistillerContext ctx;
+  ctx.num_classes = K;
+  ctx.seed = cfg.seed;
+  {
+    NoGradGuard ng;
+    Tensor sample = data::normalize_images(run.train_set.images.slice(0, 0, 2), data::eval_transform(run.train_set).mean,
+                                           data::eval_transform(run.train_set).std);  // (2, C, H, W)
+    run.model->eval();
+    ctx.student_sample = run.model->forward(sample);
+    run.model->train();
+    ctx.teacher_sample = setup.guides[0].net->forward(sample);
+  }
+  setup.distiller = create_distiller(cfg.method, params_from_json(cfg.method_params), ctx);
+  Distiller& distiller = *setup.distiller;
+  if (auto* w = dynamic_cast<WkdLDistiller*>(&distiller); w && !w->cost_matrix().defined()) {
+    // No cost matrix given: build the classifier-weight (cosine) one from the teacher, as WKD's
+    // "fc" variant, and keep it with the run. `kdlab wkd-cost` builds the feature (CKA) one.
+    Tensor D = cost_matrix_cosine(classifier_weight(*setup.guides[0].net, K));  // (K, K)
+    w->set_cost_matrix(D);
+    fs::create_directories(out_dir);
+    save_npy(out_dir + "/cost_matrix.npy", D);
+    fmt::print("wkd_l: no cost_matrix given; using 1 - cos of the teacher's classifier rows, saved to {}/cost_matrix.npy "
+               "(kdlab wkd-cost --source features builds the CKA one)\n", out_dir);
+  }
+  auto* dgkd = dynamic_cast<DgkdDistiller*>(&distiller);
+
+  // 3. the teacher cache (logits-only methods)
+  const data::TransformConfig tc =
+      cfg.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
+  if (cfg.teacher_cache) {
+    KD_CHECK(distiller.needs().logits_only(),
+             "{} reads the teacher's features, which the teacher cache does not store; run without teacher_cache",
+             cfg.method);
+    const std::string path = cfg.teacher_cache_path.empty() ? out_dir + "/teacher_cache.safetensors" : cfg.teacher_cache_path;
+    fs::create_directories(fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path());
+    const int64_t views = cfg.augment ? cfg.teacher_cache_views : 1;
+    setup.cache = std::make_shared<TeacherCache>(
+        TeacherCache::build_or_load(setup.guides, run.train_set, tc, views, /*seed=*/0, path));
+    std::shared_ptr<TeacherCache> cache = setup.cache;
+    run.choose_aug = [cache](int64_t index, Generator& gen) { return cache->choose(index, gen); };
+  }
+
+  // 4. the loss of one batch
+  std::shared_ptr<TeacherCache> cache = setup.cache;
+  std::vector<Guide> guides = setup.guides;
+  std::shared_ptr<Distiller> dist = setup.distiller;
+  const int64_t total_epochs = cfg.epochs;
+  run.loss = [cache, guides, dist, dgkd, total_epochs](const nn::ModelOutput& student, const data::Batch& batch,
+                                                      int64_t epoch) -> train::Loss {
+    nn::ModelOutput teacher;
+    std::vector<Tensor> assistants;
+    if (cache) {
+      teacher.logits = cache->logits(0, batch);  // (B, K), the teacher on exactly this view
+      for (int64_t g = 1; g < cache->num_guides(); ++g) assistants.push_back(cache->logits(g, batch));
+    } else {
+      NoGradGuard ng;  // the guides are constants of the loss
+      teacher = guides[0].net->forward(batch.images);
+      for (size_t g = 1; g < guides.size(); ++g) assistants.push_back(guides[g].net->forward(batch.images).logits);
+    }
+    if (dgkd) dgkd->assistant_logits = assistants;
+    BatchInfo info;
+    info.labels = batch.labels;
+    info.indices = batch.indices;
+    info.epoch = epoch + 1;  // mdistiller counts epochs from 1
+    info.total_epochs = total_epochs;
+    LossBreakdown lb = dist->loss(student, teacher, info);
+    return {lb.total, lb.parts};
+  };
+
+  // 5. the helpers train and are checkpointed with the student
+  run.extra_params = distiller.named_parameters();
+  run.extra_modules.push_back({"distiller", setup.distiller.get()});
+  nlohmann::json params = nlohmann::json::object();
+  for (auto& [k, v] : distiller.params()) params[k] = v;
+  nlohmann::json guides_json = nlohmann::json::array();
+  for (const Guide& g : setup.guides) guides_json.push_back({{"model", g.model}, {"weights", g.weights}});
+  run.extra_record["distillation"] = {{"method", cfg.method},
+                                      {"params", params},
+                                      {"guides", guides_json},
+                                      {"teacher_test_accuracy", setup.teacher_test_accuracy},
+                                      {"teacher_cache", cfg.teacher_cache}};
+  if (setup.cache)
+    run.extra_record["distillation"]["teacher_cache_info"] = {{"views", setup.cache->num_views()},
+                                                              {"built_now", setup.cache->built_now()},
+                                                              {"build_seconds", setup.cache->build_seconds()}};
+  return run;
+}
+
+}  // namespace kd::distill

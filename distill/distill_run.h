@@ -1,0 +1,44 @@
+// distill_run.h: a distillation run = a training run (train.h) whose loss comes from a Distiller
+// fed by frozen guides (the teacher and, for DGKD, assistants), possibly through the teacher cache.
+//
+// One step (DESIGN.md's data flow):
+//   batch -> teacher.forward (eval mode, no gradient)  or  TeacherCache::logits (same augmented view)
+//         -> student.forward (train mode)
+//         -> distiller.loss(student, teacher, {labels, indices, epoch}) -> total + named parts
+//   and run_training does backward, the optimizer step (student + the distiller's helpers), the
+//   logging of every part per epoch, checkpoints (student + "distiller" helpers) and resume.
+//
+// Any pair of models works: a smaller student (compression), the same architecture (born-again),
+// a larger one (expansion), or another family; only the class count and input shape must agree.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distill/distiller.h"
+#include "distill/teacher_cache.h"
+#include "distill/train.h"
+
+namespace kd::distill {
+
+struct DistillSetup {
+  std::vector<Guide> guides;               // the teacher first, then the assistants
+  std::shared_ptr<Distiller> distiller;
+  std::shared_ptr<TeacherCache> cache;     // set when config.teacher_cache
+  double teacher_test_accuracy = -1;       // measured before training
+};
+
+// prepare_run (data, student) plus the guides, the method (config.method with
+// config.method_params) and the loss function. Errors name what is missing (teacher weights, a
+// cost matrix, assistants given to a method that does not use them) and the fix.
+train::Run prepare_distill_run(const train::TrainConfig& config, const std::string& out_dir,
+                               const std::string& command_line, DistillSetup& setup);
+
+// JSON object of hyper-parameters ({"T": 4, "converged": true}) -> Params ("T" -> "4").
+Params params_from_json(const nlohmann::json& j);
+
+// The teacher's last linear layer (K, C): the last 2-D parameter with K rows (for WKD-L's
+// cosine cost matrix). Errors when the model has none.
+Tensor classifier_weight(nn::Classifier& model, int64_t num_classes);
+
+}  // namespace kd::distill

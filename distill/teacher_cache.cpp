@@ -1,0 +1,222 @@
+// teacher_cache.cpp: see teacher_cache.h.
+#include "distill/teacher_cache.h"
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "distill/progress.h"
+#include "engine/autograd.h"
+#include "nn/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace kd::distill {
+
+// ------------------------------------------------------------------ guides
+
+Guide load_guide(const std::string& model, const std::string& weights, int64_t num_classes, const data::Dataset& like) {
+  KD_CHECK(!model.empty(), "a teacher or assistant needs a model name (kdlab info --list)");
+  KD_CHECK(!weights.empty(), "the {} teacher/assistant needs its weights: give the .safetensors file", model);
+  KD_CHECK(fs::exists(weights), "weights file '{}' of the {} teacher/assistant not found", weights, model);
+  nn::SafetensorsFile file = nn::load_safetensors(weights);
+  if (file.metadata.count("num_classes")) {
+    const int64_t k = std::stoll(file.metadata.at("num_classes"));
+    KD_CHECK(k == num_classes, "'{}' was trained for {} classes but the data set has {}; use weights trained on this data set",
+             weights, k, num_classes);
+  }
+  if (file.metadata.count("model"))
+    KD_CHECK(file.metadata.at("model") == model, "'{}' holds a {} but the command names it a {}; give --teacher {}",
+             weights, file.metadata.at("model"), model, file.metadata.at("model"));
+  Guide g;
+  g.model = model;
+  g.weights = weights;
+  g.net = nn::create_model(model, {num_classes, like.channels(), like.height(), 0});
+  g.net->load_state_dict(file.tensors, /*strict=*/true);
+  g.net->eval();
+  for (auto& [name, p] : g.net->named_parameters()) p.requires_grad_(false);  // frozen
+  return g;
+}
+
+Guide load_guide_spec(const std::string& spec, int64_t num_classes, const data::Dataset& like) {
+  auto colon = spec.find(':');
+  KD_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < spec.size(),
+           "guide '{}' must look like MODEL:WEIGHTS (for example resnet20:runs/ta/model_best.safetensors)", spec);
+  return load_guide(spec.substr(0, colon), spec.substr(colon + 1), num_classes, like);
+}
+
+// ------------------------------------------------------------------ fingerprint
+
+// FNV-1a, 64 bit: h = (h xor byte) * 1099511628211, from 14695981039346656037.
+static uint64_t fnv1a(const void* data, size_t n, uint64_t h = 14695981039346656037ull) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+uint64_t fnv1a_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  KD_CHECK(f.good(), "cannot read '{}'", path);
+  uint64_t h = 14695981039346656037ull;
+  std::vector<char> buf(1 << 16);
+  while (f) {
+    f.read(buf.data(), (std::streamsize)buf.size());
+    h = fnv1a(buf.data(), (size_t)f.gcount(), h);
+  }
+  return h;
+}
+
+static std::string fingerprint(const std::vector<Guide>& guides, const data::Dataset& train,
+                               const data::TransformConfig& tc, int64_t views, uint64_t seed) {
+  uint64_t h = 14695981039346656037ull;
+  auto mix_text = [&](const std::string& s) { h = fnv1a(s.data(), s.size(), h); };
+  for (const Guide& g : guides) {
+    mix_text(g.model);
+    const uint64_t w = fnv1a_file(g.weights);
+    h = fnv1a(&w, sizeof w, h);
+  }
+  Tensor images = train.images.contiguous(), labels = train.labels.contiguous();
+  h = fnv1a(images.data<uint8_t>(), (size_t)images.numel(), h);
+  h = fnv1a(labels.data<int64_t>(), (size_t)labels.numel() * sizeof(int64_t), h);
+  mix_text(fmt::format("mean {} std {} pad {} flip {} strong {} cutout {} views {} seed {}", fmt::join(tc.mean, ","),
+                       fmt::join(tc.std, ","), tc.crop_padding, tc.hflip, tc.strong_ops, tc.cutout_size, views, seed));
+  return fmt::format("{:016x}", h);
+}
+
+// ------------------------------------------------------------------ build / load
+
+TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
+                                         const data::TransformConfig& tc, int64_t V, uint64_t seed,
+                                         const std::string& path, int64_t batch_size) {
+  KD_CHECK(!guides.empty(), "teacher cache: no teacher to cache");
+  KD_CHECK(V >= 1, "teacher_cache_views must be >= 1, got {}", V);
+  KD_CHECK(tc.strong_ops == 0 && tc.cutout_size == 0,
+           "the teacher cache stores crop + flip views only; turn off strong augmentation or the cache");
+  const std::string fp = fingerprint(guides, train, tc, V, seed);
+  const int64_t N = train.size(), C = train.channels(), H = train.height(), W = train.width();
+  const int64_t G = (int64_t)guides.size();
+  TeacherCache cache;
+
+  if (!path.empty() && fs::exists(path)) {
+    nn::SafetensorsFile f = nn::load_safetensors(path);
+    auto it = f.metadata.find("fingerprint");
+    if (it != f.metadata.end() && it->second == fp) {
+      auto m = nn::to_map(f.tensors);
+      KD_CHECK(m.count("views") && m.count("logits"), "teacher cache '{}' lacks its 'views' or 'logits'; delete it",
+               path);
+      cache.views_ = m.at("views");
+      cache.logits_ = m.at("logits");
+      KD_CHECK(cache.views_.shape() == Shape({N, V, 4}) && cache.logits_.dim() == 4 && cache.logits_.size(0) == G &&
+                   cache.logits_.size(1) == N && cache.logits_.size(2) == V,
+               "teacher cache '{}' has the wrong shapes ({} and {}); delete it", path, shape_str(cache.views_.shape()),
+               shape_str(cache.logits_.shape()));
+      fmt::print("teacher cache: loaded {} ({} views per image)\n", path, V);
+      return cache;
+    }
+    fmt::print("teacher cache: {} was made for other teachers, data or settings; rebuilding it\n", path);
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  // 1. the views: drawn in image order, V per image, from one seeded generator
+  cache.views_ = empty({N, V, 4}, DType::i64);  // (N, V, 4)
+  int64_t* vp = cache.views_.data<int64_t>();
+  Generator gen(seed);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t v = 0; v < V; ++v) {
+      data::AugParams a = data::draw_aug_params(tc, H, W, gen);
+      int64_t* row = vp + (i * V + v) * 4;
+      row[0] = a.pad;
+      row[1] = a.crop_top;
+      row[2] = a.crop_left;
+      row[3] = a.flipped ? 1 : 0;
+    }
+
+  // 2. every guide's logits on every view, in batches of images of one view
+  NoGradGuard no_grad;
+  int64_t K = 0;
+  {
+    Tensor probe = empty({1, C, H, W});
+    data::apply_transform(train.images.data<uint8_t>(), C, H, W, data::AugParams{}, tc, probe.data<float>());
+    K = guides[0].net->forward(probe).logits.size(1);
+  }
+  cache.logits_ = empty({G, N, V, K});  // (G, N, V, K)
+  float* lp = cache.logits_.data<float>();
+  const Tensor images = train.images.contiguous();  // (N, C, H, W) uint8
+  const uint8_t* src = images.data<uint8_t>();
+  const int64_t per = C * H * W;
+  const int64_t batches_per_view = (N + batch_size - 1) / batch_size;
+  train::Progress progress(V * batches_per_view * G, "teacher cache", 50);
+  int64_t step = 0, done_images = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    guides[g].net->eval();
+    for (int64_t v = 0; v < V; ++v)
+      for (int64_t start = 0; start < N; start += batch_size) {
+        const int64_t B = std::min(batch_size, N - start);
+        Tensor x = empty({B, C, H, W});  // (B, C, H, W)
+        for (int64_t b = 0; b < B; ++b)
+          data::apply_transform(src + (start + b) * per, C, H, W, cache.view(start + b, v), tc,
+                                x.data<float>() + b * per);
+        Tensor z = guides[g].net->forward(x).logits.contiguous();  // (B, K)
+        KD_CHECK(z.size(1) == K, "teacher cache: guide {} ({}) has {} classes but the teacher has {}", g,
+                 guides[g].model, z.size(1), K);
+        const float* zp = z.data<float>();
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(lp + ((g * N + start + b) * V + v) * K, zp + b * K, sizeof(float) * K);
+        done_images += B;
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        progress.update(++step, 0.0, 0.0, done_images / std::max(secs, 1e-9));
+      }
+  }
+  progress.finish();
+  cache.built_now_ = true;
+  cache.build_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!path.empty()) {
+    std::map<std::string, std::string> meta{{"fingerprint", fp}, {"views", std::to_string(V)},
+                                            {"seed", std::to_string(seed)}};
+    for (int64_t g = 0; g < G; ++g) meta["guide" + std::to_string(g)] = guides[g].model + ":" + guides[g].weights;
+    nn::save_safetensors(path, {{"views", cache.views_}, {"logits", cache.logits_}}, meta);
+  }
+  fmt::print("teacher cache: {} views x {} images x {} guide(s) in {:.1f} s{}\n", V, N, G, cache.build_seconds_,
+             path.empty() ? "" : ", saved to " + path);
+  return cache;
+}
+
+// ------------------------------------------------------------------ lookups
+
+data::AugParams TeacherCache::view(int64_t i, int64_t v) const {
+  const int64_t V = views_.size(1);
+  KD_CHECK(i >= 0 && i < views_.size(0) && v >= 0 && v < V, "teacher cache: no view {} of image {}", v, i);
+  const int64_t* row = views_.data<int64_t>() + (i * V + v) * 4;
+  data::AugParams a;
+  a.pad = (int)row[0];
+  a.crop_top = (int)row[1];
+  a.crop_left = (int)row[2];
+  a.flipped = row[3] != 0;
+  a.view = (int)v;
+  return a;
+}
+
+data::AugParams TeacherCache::choose(int64_t i, Generator& gen) const {
+  return view(i, gen.randint(0, views_.size(1)));
+}
+
+Tensor TeacherCache::logits(int64_t g, const data::Batch& batch) const {
+  const int64_t B = batch.size(), N = logits_.size(1), V = logits_.size(2), K = logits_.size(3);
+  KD_CHECK(g >= 0 && g < logits_.size(0), "teacher cache: no guide {}", g);
+  KD_CHECK((int64_t)batch.aug.size() == B, "teacher cache: the batch carries no augmentation record");
+  Tensor z = empty({B, K});  // (B, K)
+  const int64_t* idx = batch.indices.data<int64_t>();
+  const float* lp = logits_.data<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const int v = batch.aug[b].view;
+    KD_CHECK(v >= 0 && v < V && idx[b] >= 0 && idx[b] < N,
+             "teacher cache: image {} of the batch was not augmented from the cache (view {}); the loader must use "
+             "TeacherCache::choose",
+             b, v);
+    std::memcpy(z.data<float>() + b * K, lp + ((g * N + idx[b]) * V + v) * K, sizeof(float) * K);
+  }
+  return z;
+}
+
+}  // namespace kd::distill

@@ -1,0 +1,81 @@
+// teacher_cache.h: the teacher's logits computed once, over fixed augmented views of every
+// training image, so that logits-only methods (KD, DKD, DGKD, WKD-L) skip the teacher's forward
+// pass during training.
+//
+// The teacher's forward pass is the larger half of a distillation step (resnet56 costs about
+// ten times resnet8). With random augmentation a per-image cache would be wrong: the student
+// sees a different crop every epoch, and the teacher must see the same one. So, as FKD (Shen &
+// Xing, ECCV 2022) does, the cache stores V augmented views per image, drawn once from a seeded
+// generator, with the teacher's logits on each:
+//
+//     views[i, v] = (crop top, crop left, flip) of image i, v = 0..V-1      (N, V) parameters
+//     logits[g, i, v] = guide g's logits on view v of image i                (G, N, V, K)
+//
+// During training the loader picks, for every image of every batch, one of its V views at
+// random (from the epoch's generator, so runs stay deterministic), applies exactly those
+// augmentation parameters, and the loss reads the stored logits of that view. Teacher and student
+// therefore always see the same pixels; what changes is that each image has V possible crops
+// instead of 162 (CIFAR's 9 x 9 offsets x 2 flips). docs/RESULTS.md measures both the time saved
+// and the effect of that on accuracy.
+//
+// Guides: the teacher (g = 0) and, for DGKD, the assistants (g = 1, 2, ...).
+//
+// The file (safetensors) holds "views" (N, V, 4) int64 [pad, top, left, flip] and "logits"
+// (G, N, V, K) float32, with a fingerprint of everything they depend on (the guides' weight
+// files and names, the training images and labels, the transform, V and the seed). A cache whose
+// fingerprint differs is rebuilt, never silently reused; it is written atomically.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "datasets/dataset.h"
+#include "datasets/loader.h"
+#include "nn/models/model.h"
+
+namespace kd::distill {
+
+// A frozen network that guides the student: the teacher or a DGKD assistant.
+struct Guide {
+  std::string model;    // zoo name
+  std::string weights;  // .safetensors path
+  std::shared_ptr<nn::Classifier> net;  // in eval mode, weights loaded
+};
+
+// Loads a guide's weights strictly into a fresh zoo model shaped for `like` (channels, size) and
+// `num_classes`; puts it in eval mode. Errors name the file and the mismatch.
+Guide load_guide(const std::string& model, const std::string& weights, int64_t num_classes, const data::Dataset& like);
+// "resnet20:runs/a/model_best.safetensors" -> load_guide("resnet20", "runs/a/...").
+Guide load_guide_spec(const std::string& spec, int64_t num_classes, const data::Dataset& like);
+
+class TeacherCache {
+ public:
+  // Loads `path` when its fingerprint matches; otherwise computes the views and logits (a
+  // progress bar; V forward passes of every guide over the training set) and saves them there.
+  static TeacherCache build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
+                                    const data::TransformConfig& transform, int64_t views, uint64_t seed,
+                                    const std::string& path, int64_t batch_size = 256);
+
+  int64_t num_views() const { return views_.size(1); }
+  int64_t num_guides() const { return logits_.size(0); }
+  bool built_now() const { return built_now_; }
+  double build_seconds() const { return build_seconds_; }
+
+  // The stored view v of image i as augmentation parameters (view = v).
+  data::AugParams view(int64_t index, int64_t v) const;
+  // What the loader calls: one of image i's views, chosen uniformly with gen.
+  data::AugParams choose(int64_t index, Generator& gen) const;
+  // Guide g's logits (B, K) for a batch made with choose(): row b = logits[g, indices[b], aug[b].view].
+  Tensor logits(int64_t guide, const data::Batch& batch) const;
+
+ private:
+  Tensor views_;   // (N, V, 4) int64: pad, top, left, flip
+  Tensor logits_;  // (G, N, V, K) float32
+  bool built_now_ = false;
+  double build_seconds_ = 0;
+};
+
+// The 64-bit FNV-1a hash of a file's bytes (guides' weights in the fingerprint).
+uint64_t fnv1a_file(const std::string& path);
+
+}  // namespace kd::distill

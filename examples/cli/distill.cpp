@@ -1,0 +1,91 @@
+// kdlab distill --teacher M --teacher-weights W --student M --method NAME [--set key=value ...]
+//               [--recipe R] --dataset D --data-dir DIR --out RUN_DIR [--teacher-cache] [--resume]
+// kdlab distill --list
+#include <fmt/format.h>
+
+#include "distill/distill_run.h"
+#include "examples/cli/cli.h"
+
+namespace kd::cli {
+
+void register_distill(CLI::App& app) {
+  auto* cmd = app.add_subcommand("distill", "Train a student from a teacher with a distillation method");
+  struct Opts {
+    std::string recipe, out, student, teacher, teacher_weights, method, dataset, data_dir, schedule, cache_path,
+        label_noise;
+    std::vector<std::string> sets, assistants;
+    int64_t epochs = 0, batch = 0, threads = 0, seed = -1, train_limit = -1, test_limit = -1, cache_views = 0;
+    double lr = 0;
+    bool resume = false, list = false, cache = false, no_cache = false;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_flag("--list", o->list, "list the methods and exit");
+  cmd->add_option("--recipe", o->recipe, "recipe file (JSON; recipes/ holds the standard ones)");
+  cmd->add_option("--out", o->out, "run directory");
+  cmd->add_option("--teacher", o->teacher, "teacher model name");
+  cmd->add_option("--teacher-weights", o->teacher_weights, "teacher weights (.safetensors)");
+  cmd->add_option("--student,--model", o->student, "student model name");
+  cmd->add_option("--method", o->method, "distillation method (--list)");
+  cmd->add_option("--assistant", o->assistants, "DGKD assistant MODEL:WEIGHTS, largest first (repeatable)");
+  cmd->add_option("--dataset", o->dataset, "cifar10 | cifar100 | mnist | fashion-mnist | imagefolder | synthetic");
+  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  cmd->add_option("--epochs", o->epochs, "epochs");
+  cmd->add_option("--batch-size", o->batch, "batch size");
+  cmd->add_option("--lr", o->lr, "base learning rate");
+  cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
+  cmd->add_option("--seed", o->seed, "seed of weights, shuffling and augmentation");
+  cmd->add_option("--threads", o->threads, "threads for the kernels");
+  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images");
+  cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
+  cmd->add_flag("--teacher-cache", o->cache, "precompute the teacher's logits over fixed augmented views");
+  cmd->add_flag("--no-teacher-cache", o->no_cache, "run the teacher every step even if the recipe caches it");
+  cmd->add_option("--cache-views", o->cache_views, "augmented views per image in the teacher cache (default 8)");
+  cmd->add_option("--cache-path", o->cache_path, "teacher cache file (default RUN_DIR/teacher_cache.safetensors)");
+  cmd->add_option("--label-noise", o->label_noise, "sym:R or asym:R: corrupt that fraction of the training labels");
+  cmd->add_option("--set", o->sets,
+                  "a recipe key or a method hyper-parameter: --set T=4 --set epochs=30 (repeatable)");
+  cmd->add_flag("--resume", o->resume, "continue from RUN_DIR/checkpoint.safetensors");
+  cmd->callback([o] {
+    if (o->list) {
+      for (const auto& e : distill::distiller_registry())
+        fmt::print("{:<10} {:<9} {}\n", e.name, e.family, e.description);
+      return;
+    }
+    KD_CHECK(!o->out.empty(), "kdlab distill needs --out RUN_DIR");
+    train::TrainConfig cfg;
+    if (!o->recipe.empty()) train::load_recipe(o->recipe, cfg);
+    if (!o->student.empty()) cfg.model = o->student;
+    if (!o->teacher.empty()) cfg.teacher = o->teacher;
+    if (!o->teacher_weights.empty()) cfg.teacher_weights = o->teacher_weights;
+    if (!o->method.empty()) cfg.method = o->method;
+    if (!o->assistants.empty()) cfg.assistants = o->assistants;
+    if (!o->dataset.empty()) cfg.dataset = o->dataset;
+    if (!o->data_dir.empty()) cfg.data_dir = o->data_dir;
+    if (!o->schedule.empty()) cfg.schedule = o->schedule;
+    if (o->epochs > 0) cfg.epochs = o->epochs;
+    if (o->batch > 0) cfg.batch_size = o->batch;
+    if (o->lr > 0) cfg.lr = o->lr;
+    if (o->seed >= 0) cfg.seed = (uint64_t)o->seed;
+    if (o->threads > 0) cfg.threads = o->threads;
+    if (o->train_limit >= 0) cfg.train_limit = o->train_limit;
+    if (o->test_limit >= 0) cfg.test_limit = o->test_limit;
+    if (o->cache) cfg.teacher_cache = true;
+    if (o->no_cache) cfg.teacher_cache = false;
+    if (o->cache_views > 0) cfg.teacher_cache_views = o->cache_views;
+    if (!o->cache_path.empty()) cfg.teacher_cache_path = o->cache_path;
+    if (!o->label_noise.empty()) cfg.label_noise = o->label_noise;
+    for (const auto& s : o->sets) train::apply_distill_override(s, cfg);
+    train::set_threads(cfg.threads);
+    distill::DistillSetup setup;
+    train::Run run = distill::prepare_distill_run(cfg, o->out, command_line(), setup);
+    fmt::print("{}\n{}\nstudent {} ({} parameters) <- teacher {} by {}, {} epochs, batch {}, run directory {}\n",
+               run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
+               cfg.method, cfg.epochs, cfg.batch_size, o->out);
+    train::RunSummary s = train::run_training(run, o->resume);
+    if (!s.interrupted)
+      fmt::print("done: last test accuracy {:.4f}, best {:.4f} (epoch {}), {:.1f} s/epoch\n", s.last_accuracy,
+                 s.best_accuracy, s.best_epoch, s.seconds_per_epoch);
+  });
+}
+
+}  // namespace kd::cli

@@ -1,0 +1,224 @@
+// Distillation runs (distill/distill_run.h) and the teacher cache (distill/teacher_cache.h):
+// the cache's logits are the teacher's on exactly the view the student sees; the cache file is
+// reused only when its fingerprint matches; every output-family method trains end to end on the
+// synthetic set and lowers its loss, logging each part; --set routing; errors.
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "distill/distill_run.h"
+#include "distill/output/dgkd.h"
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "nn/safetensors.h"
+#include "test_util.h"
+
+using namespace kd;
+namespace fs = std::filesystem;
+
+static train::TrainConfig tiny_config() {
+  train::TrainConfig c;
+  c.model = "resnet8";
+  c.dataset = "synthetic";
+  c.num_classes = 4;
+  c.train_limit = 128;
+  c.test_limit = 64;
+  c.epochs = 3;
+  c.batch_size = 32;
+  c.lr = 0.05;
+  c.threads = 1;
+  c.log_every = 1000;
+  c.seed = 3;
+  return c;
+}
+
+// A teacher trained for a few epochs on the same synthetic data, saved once per test binary.
+static const std::string& teacher_weights() {
+  static std::string path;
+  if (!path.empty()) return path;
+  std::string dir = kdtest::temp_path("teacher");
+  train::TrainConfig c = tiny_config();
+  c.model = "resnet14";
+  c.epochs = 3;
+  train::Run run = train::prepare_run(c, dir, "test");
+  train::run_training(run, false);
+  path = dir + "/model_last.safetensors";
+  return path;
+}
+
+static double max_abs_diff(const Tensor& a, const Tensor& b) { return max(abs(sub(a, b))).item(); }
+
+static std::vector<nlohmann::json> read_metrics(const std::string& dir) {
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> lines;
+  std::string line;
+  while (std::getline(f, line))
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the student's view") {
+  train::TrainConfig c = tiny_config();
+  train::Run run = train::prepare_run(c, kdtest::temp_path("cache_run"), "test");
+  std::vector<distill::Guide> guides{distill::load_guide("resnet14", teacher_weights(), 4, run.train_set)};
+  const data::TransformConfig tc = data::train_transform(run.train_set);
+  const std::string path = kdtest::temp_path("cache.safetensors");
+  auto cache = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path);
+  CHECK(cache.built_now());
+  CHECK(cache.num_views() == 3);
+
+  data::LoaderOptions lo;
+  lo.batch_size = 32;
+  lo.seed = 7;
+  lo.transform = tc;
+  lo.choose_aug = [&](int64_t i, Generator& g) { return cache.choose(i, g); };
+  data::DataLoader loader(run.train_set, lo);
+  std::set<int> views_seen;
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    loader.start_epoch(epoch);
+    data::Batch b;
+    while (loader.next(b)) {
+      Tensor from_cache = cache.logits(0, b);  // (B, K)
+      Tensor direct;
+      {
+        NoGradGuard ng;
+        direct = guides[0].net->forward(b.images).logits;  // (B, K) the teacher on the student's pixels
+      }
+      CHECK(max_abs_diff(from_cache, direct) < 1e-4);
+      for (const auto& a : b.aug) {
+        views_seen.insert(a.view);
+        CHECK(a.pad == 4);
+      }
+    }
+  }
+  CHECK(views_seen == std::set<int>{0, 1, 2});
+
+  SUBCASE("a batch drawn without the cache is refused") {
+    data::LoaderOptions plain = lo;
+    plain.choose_aug = nullptr;
+    data::DataLoader l2(run.train_set, plain);
+    l2.start_epoch(0);
+    data::Batch b;
+    REQUIRE(l2.next(b));
+    CHECK_THROWS_WITH_SUBSTR(cache.logits(0, b), "not augmented from the cache");
+  }
+  SUBCASE("the file is reused when everything matches, rebuilt when anything differs") {
+    auto again = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path);
+    CHECK_FALSE(again.built_now());
+    data::Batch b;
+    loader.start_epoch(0);
+    REQUIRE(loader.next(b));
+    CHECK(max_abs_diff(again.logits(0, b), cache.logits(0, b)) == 0.0);
+    auto more_views = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 2, 0, path);
+    CHECK(more_views.built_now());
+    CHECK(more_views.num_views() == 2);
+    data::Dataset other = run.train_set;
+    other.labels = run.train_set.labels.clone();
+    other.labels.data<int64_t>()[0] = (other.labels.data<int64_t>()[0] + 1) % 4;
+    auto relabelled = distill::TeacherCache::build_or_load(guides, other, tc, 2, 0, path);
+    CHECK(relabelled.built_now());
+  }
+}
+
+// Trains c.epochs with the method; returns the per-epoch metrics.
+static std::vector<nlohmann::json> distil(train::TrainConfig c, const std::string& name) {
+  std::string dir = kdtest::temp_path(name);
+  c.teacher = "resnet14";
+  c.teacher_weights = teacher_weights();
+  distill::DistillSetup setup;
+  train::Run run = distill::prepare_distill_run(c, dir, "test", setup);
+  CHECK(setup.teacher_test_accuracy > 0.3);  // the teacher learned something (4 classes)
+  train::RunSummary s = train::run_training(run, false);
+  CHECK_FALSE(s.interrupted);
+  CHECK(fs::exists(dir + "/model_last.safetensors"));
+  auto record = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+  CHECK(record["distillation"]["method"] == c.method);
+  return read_metrics(dir);
+}
+
+TEST_CASE("every output-family method trains a student end to end and lowers its loss") {
+  struct Case {
+    std::string method;
+    std::vector<std::string> sets;
+    std::vector<std::string> parts;
+    bool cache;
+  };
+  const std::vector<Case> cases{
+      {"kd", {}, {"ce", "kd"}, false},
+      {"kd", {"T=2", "kd_weight=0.5"}, {"ce", "kd"}, true},
+      {"dkd", {"warmup=2"}, {"ce", "tckd", "nckd"}, false},
+      {"dgkd", {"drop_num=1"}, {"ce", "kd_teacher", "kd_assistant1"}, true},
+      {"wkd_l", {"gamma=20", "decay_epoch=2"}, {"ce", "target", "wd"}, false},
+  };
+  for (const Case& k : cases) {
+    CAPTURE(k.method);
+    CAPTURE(k.cache);
+    train::TrainConfig c = tiny_config();
+    c.method = k.method;
+    c.teacher_cache = k.cache;
+    c.teacher_cache_views = 2;
+    for (const auto& s : k.sets) train::apply_distill_override(s, c);
+    if (k.method == "dgkd") c.assistants = {"resnet14:" + teacher_weights()};  // any frozen guide will do here
+    auto m = distil(c, "m_" + k.method + (k.cache ? "_cache" : ""));
+    REQUIRE(m.size() == 3);
+    for (const auto& p : k.parts) CHECK(m[0].contains("loss_" + p));
+    CHECK(m[2]["train_loss"].get<double>() < m[0]["train_loss"].get<double>());
+  }
+}
+
+TEST_CASE("a cached run and an uncached run see the same teacher: same loss on the same views") {
+  // With one view per image and no augmentation both runs draw identical batches, so the whole
+  // training trajectory must agree: the cache changes where the logits come from, nothing else.
+  train::TrainConfig c = tiny_config();
+  c.method = "kd";
+  c.augment = false;
+  c.epochs = 2;
+  auto plain = distil(c, "same_plain");
+  c.teacher_cache = true;
+  auto cached = distil(c, "same_cached");
+  REQUIRE(plain.size() == cached.size());
+  for (size_t e = 0; e < plain.size(); ++e) {
+    CHECK(plain[e]["loss_kd"].get<double>() == doctest::Approx(cached[e]["loss_kd"].get<double>()).epsilon(1e-4));
+    CHECK(plain[e]["test_acc"].get<double>() == doctest::Approx(cached[e]["test_acc"].get<double>()).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("kdlab distill's --set: recipe keys go to the recipe, the rest to the method") {
+  train::TrainConfig c;
+  train::apply_distill_override("epochs=7", c);
+  train::apply_distill_override("T=4", c);
+  train::apply_distill_override("warmup=20", c);
+  CHECK(c.epochs == 7);
+  CHECK(c.method_params["T"] == 4);
+  distill::Params p = distill::params_from_json(c.method_params);
+  CHECK(p.at("T") == "4");
+  CHECK(p.at("warmup") == "20");
+  CHECK_FALSE(c.method_params.contains("epochs"));
+}
+
+TEST_CASE("distillation errors name the problem and the fix") {
+  train::TrainConfig c = tiny_config();
+  c.method = "kd";
+  distill::DistillSetup setup;
+  c.teacher = "resnet14";
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e1"), "", setup), "--teacher-weights");
+  c.teacher_weights = kdtest::temp_path("missing.safetensors");
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e2"), "", setup), "not found");
+  c.teacher_weights = teacher_weights();
+  c.teacher = "resnet20";  // the file holds a resnet14
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e3"), "", setup), "--teacher resnet14");
+  c.teacher = "resnet14";
+  c.assistants = {"resnet14:" + teacher_weights()};
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e4"), "", setup), "dgkd only");
+  c.assistants.clear();
+  c.assistants = {"resnet14"};
+  c.method = "dgkd";
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e5"), "", setup), "MODEL:WEIGHTS");
+  c.assistants.clear();
+  c.method = "kd";
+  train::apply_distill_override("Temperature=4", c);
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e6"), "", setup), "Temperature");
+  c.method_params = nlohmann::json::object();
+  c.method = "kd2";
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e7"), "", setup), "dkd");
+}
