@@ -14,6 +14,11 @@ Progress::Progress(int64_t total, std::string label, int64_t log_every)
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
+// "loss 0.1234 acc 0.567 ", or nothing for steps without a loss (negative values).
+static std::string loss_text(double loss, double accuracy) {
+  return loss < 0 ? std::string() : fmt::format("loss {:.4f} acc {:.3f} ", loss, accuracy);
+}
+
 void Progress::update(int64_t done, double loss, double accuracy, double images_per_s) {
   auto now = std::chrono::steady_clock::now();
   double elapsed = std::chrono::duration<double>(now - start_).count();
@@ -25,11 +30,11 @@ void Progress::update(int64_t done, double loss, double accuracy, double images_
     const int width = 24;
     int filled = total_ > 0 ? (int)(width * done / total_) : width;
     std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
-    fmt::print("\r{} [{}] {}/{} loss {:.4f} acc {:.3f} {:.0f} img/s ETA {:.0f}s ", label_, bar, done, total_, loss,
-               accuracy, images_per_s, eta);
+    fmt::print("\r{} [{}] {}/{} {}{:.0f} img/s ETA {:.0f}s ", label_, bar, done, total_, loss_text(loss, accuracy),
+               images_per_s, eta);
     std::fflush(stdout);
   } else if (done % log_every_ == 0 || done == total_) {
-    fmt::print("{} step {}/{} loss {:.4f} acc {:.3f} {:.0f} img/s ETA {:.0f}s\n", label_, done, total_, loss, accuracy,
+    fmt::print("{} step {}/{} {}{:.0f} img/s ETA {:.0f}s\n", label_, done, total_, loss_text(loss, accuracy),
                images_per_s, eta);
     std::fflush(stdout);
   }

@@ -50,6 +50,19 @@ void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::st
   }
 }
 
+// A parse callback that refuses JSON nested deeper than 64 levels: such a value parses, but
+// printing it (error messages, the run's config.json) recurses once per level and would overflow
+// the stack. Recipes nest two or three levels deep.
+static nlohmann::json::parser_callback_t json_depth_limit(const std::string& source) {
+  return [source](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    constexpr int kMaxDepth = 64;
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth >= kMaxDepth)
+      throw Error(fmt::format("{}: the JSON nests deeper than {} levels", source, kMaxDepth));
+    return true;
+  };
+}
+
 void load_recipe(const std::string& path, TrainConfig& config) {
   std::ifstream f(path);
   KD_CHECK(f.good(), "recipe file '{}' not found (recipes/ holds the standard ones)", path);
@@ -61,7 +74,7 @@ void load_recipe(const std::string& path, TrainConfig& config) {
 void parse_recipe(const std::string& text, TrainConfig& config, const std::string& source) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::json::parse(text, json_depth_limit(source));
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(fmt::format("recipe '{}' is not valid JSON: {}", source, e.what()));
   }
@@ -71,8 +84,13 @@ void parse_recipe(const std::string& text, TrainConfig& config, const std::strin
 static std::pair<std::string, nlohmann::json> split_override(const std::string& kv) {
   auto eq = kv.find('=');
   KD_CHECK(eq != std::string::npos && eq > 0, "override '{}' must look like key=value", kv);
+  try {
+    (void)nlohmann::json(kv).dump();  // throws on bytes that are not UTF-8 text
+  } catch (const nlohmann::json::type_error&) {
+    throw Error(fmt::format("override '{}' is not valid UTF-8 text", kv));
+  }
   std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-  nlohmann::json v = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json v = nlohmann::json::parse(value, json_depth_limit("--set " + kv), /*allow_exceptions=*/false);
   if (v.is_discarded()) v = value;  // a bare string
   return {key, v};
 }

@@ -165,7 +165,7 @@ TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const
           std::memcpy(lp + ((g * N + start + b) * V + v) * K, zp + b * K, sizeof(float) * K);
         done_images += B;
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        progress.update(++step, 0.0, 0.0, done_images / std::max(secs, 1e-9));
+        progress.update(++step, -1.0, -1.0, done_images / std::max(secs, 1e-9));
       }
   }
   progress.finish();

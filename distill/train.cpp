@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "datasets/label_noise.h"
 #include "distill/progress.h"
 #include "engine/autograd.h"
 #include "engine/npy.h"
@@ -128,6 +129,20 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   if (config.dataset == "synthetic" && config.num_classes > 0) lo.synthetic.num_classes = config.num_classes;
   run.train_set = first_n(data::load_dataset(config.dataset, config.data_dir, "train", lo), config.train_limit);
   run.test_set = first_n(data::load_dataset(config.dataset, config.data_dir, "test", lo), config.test_limit);
+  if (!config.label_noise.empty() && config.label_noise != "none") {
+    // Noisy-label experiments: corrupt the training labels only, never the test set.
+    run.clean_train_labels = run.train_set.labels;
+    run.train_set.labels = data::inject_label_noise(run.clean_train_labels, run.train_set.num_classes(),
+                                                    config.label_noise, config.seed);
+    const double rate = data::label_noise_rate(run.clean_train_labels, run.train_set.labels);
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    save_npy(out_dir + "/noisy_labels.npy", run.train_set.labels);
+    run.extra_record["label_noise"] = {{"spec", config.label_noise}, {"labels_changed", rate},
+                                       {"noisy_labels", out_dir + "/noisy_labels.npy"}};
+    fmt::print("label noise {}: {:.1f}% of the training labels changed (saved to {}/noisy_labels.npy)\n",
+               config.label_noise, 100.0 * rate, out_dir);
+  }
   nn::ModelConfig mc;
   mc.num_classes = config.num_classes > 0 ? config.num_classes : run.train_set.num_classes();
   mc.in_channels = run.train_set.channels();

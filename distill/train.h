@@ -64,6 +64,8 @@ struct Run {
   nn::NamedTensors extra_params;             // trainable helpers (distillers), optimised too
   nn::LabeledModules extra_modules;          // saved in checkpoints beside "model"
   nlohmann::json extra_record;               // more to write into config.json
+  // The true training labels when label noise was injected (config.label_noise); undefined otherwise.
+  Tensor clean_train_labels;
   // When set, chooses each training image's augmentation (the teacher cache's stored views).
   std::function<data::AugParams(int64_t index, Generator& gen)> choose_aug;
 };
@@ -71,7 +73,9 @@ struct Run {
 // Trains for config.epochs, resuming from out_dir/checkpoint.safetensors when `resume`.
 RunSummary run_training(Run& run, bool resume);
 
-// Loads train and test splits as config says (limits applied) and builds config.model.
+// Loads train and test splits as config says (limits applied), injects config.label_noise into
+// the training labels (seeded by config.seed; the noisy labels are saved as
+// out_dir/noisy_labels.npy, the test set stays clean) and builds config.model.
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line);
 
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).

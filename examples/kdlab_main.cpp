@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   kd::cli::register_bench(app);
   kd::cli::register_loss(app);
   kd::cli::register_distill(app);
+  kd::cli::register_wkd_cost(app);
+  kd::cli::register_dgkd_chain(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

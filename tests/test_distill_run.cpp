@@ -3,11 +3,14 @@
 // reused only when its fingerprint matches; every output-family method trains end to end on the
 // synthetic set and lowers its loss, logging each part; --set routing; errors.
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 
 #include "distill/distill_run.h"
+#include "datasets/label_noise.h"
 #include "distill/output/dgkd.h"
+#include "engine/npy.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"
@@ -221,4 +224,60 @@ TEST_CASE("distillation errors name the problem and the fix") {
   c.method_params = nlohmann::json::object();
   c.method = "kd2";
   CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e7"), "", setup), "dkd");
+}
+
+TEST_CASE("label noise: only the training labels change, seeded, saved with the run") {
+  train::TrainConfig c = tiny_config();
+  c.label_noise = "sym:0.5";
+  std::string dir = kdtest::temp_path("noisy");
+  train::Run run = train::prepare_run(c, dir, "test");
+  REQUIRE(run.clean_train_labels.defined());
+  const double changed = data::label_noise_rate(run.clean_train_labels, run.train_set.labels);
+  CHECK(changed > 0.25);  // sym:0.5 over 4 classes changes about 0.5 * 3/4 of the labels
+  CHECK(changed < 0.5);
+  Tensor saved = load_npy(dir + "/noisy_labels.npy");
+  CHECK(max_abs_diff(saved.to(DType::f32), run.train_set.labels.to(DType::f32)) == 0.0);
+  train::Run again = train::prepare_run(c, kdtest::temp_path("noisy2"), "test");
+  CHECK(max_abs_diff(again.train_set.labels.to(DType::f32), run.train_set.labels.to(DType::f32)) == 0.0);
+  train::TrainConfig clean = tiny_config();
+  train::Run plain = train::prepare_run(clean, kdtest::temp_path("clean"), "test");
+  CHECK(max_abs_diff(plain.test_set.labels.to(DType::f32), run.test_set.labels.to(DType::f32)) == 0.0);
+  CHECK_FALSE(plain.clean_train_labels.defined());
+}
+
+static int run_cli(const std::string& args) {
+  return std::system((std::string(KDLAB_BIN) + " " + args + " > /dev/null 2>&1").c_str());
+}
+
+TEST_CASE("kdlab wkd-cost and kdlab dgkd-chain") {
+  const std::string dir = kdtest::temp_path("cli");
+  const std::string common = "--dataset synthetic --threads 1";
+  // a teacher for the synthetic set's default 10 classes
+  const std::string tdir = dir + "_teacher";
+  REQUIRE(run_cli("train --model resnet8 " + common + " --epochs 1 --train-limit 64 --test-limit 32 --out " + tdir) == 0);
+  const std::string tw = tdir + "/model_last.safetensors";
+  SUBCASE("wkd-cost: a symmetric K x K matrix with a zero diagonal, from features or the classifier") {
+    for (std::string source : {"features", "classifier"}) {
+      CAPTURE(source);
+      const std::string out = dir + "_" + source + ".npy";
+      REQUIRE(run_cli("wkd-cost --teacher resnet8 --teacher-weights " + tw + " " + common +
+                      " --per-class 4 --source " + source + " --out " + out) == 0);
+      Tensor D = load_npy(out);  // (K, K)
+      REQUIRE(D.shape() == Shape({10, 10}));
+      CHECK(max_abs_diff(D, D.t()) < 1e-5);
+      for (int64_t i = 0; i < D.size(0); ++i) CHECK(std::abs(D.at({i, i})) < 1e-5);
+    }
+  }
+  SUBCASE("dgkd-chain trains the assistants in order, each guided by all larger guides") {
+    REQUIRE(run_cli("dgkd-chain --teacher resnet8 --teacher-weights " + tw +
+                    " --assistants resnet14,resnet8 --student resnet8 " + common +
+                    " --epochs 1 --train-limit 64 --test-limit 32 --teacher-cache --out " + dir + "_chain") == 0);
+    auto guides_of = [&](const std::string& link) {
+      auto j = nlohmann::json::parse(std::ifstream(dir + "_chain/" + link + "/config.json"));
+      return j["distillation"]["guides"].size();
+    };
+    CHECK(guides_of("1_resnet14") == 1);
+    CHECK(guides_of("2_resnet8") == 2);
+    CHECK(guides_of("student_resnet8") == 3);
+  }
 }
