@@ -129,6 +129,10 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   if (config.dataset == "synthetic" && config.num_classes > 0) lo.synthetic.num_classes = config.num_classes;
   run.train_set = first_n(data::load_dataset(config.dataset, config.data_dir, "train", lo), config.train_limit);
   run.test_set = first_n(data::load_dataset(config.dataset, config.data_dir, "test", lo), config.test_limit);
+  // A random subset (drawn with a fixed seed, so every run of an experiment trains on the same
+  // images; the first-N limit would take whole classes of a class-sorted image folder).
+  if (config.train_subset > 0 && config.train_subset < run.train_set.size())
+    run.train_set = data::random_subset(run.train_set, config.train_subset, /*seed=*/0);
   if (!config.label_noise.empty() && config.label_noise != "none") {
     // Noisy-label experiments: corrupt the training labels only, never the test set.
     run.clean_train_labels = run.train_set.labels;

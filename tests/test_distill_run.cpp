@@ -9,6 +9,7 @@
 
 #include "distill/distill_run.h"
 #include "datasets/label_noise.h"
+#include "distill/output/acd_u.h"
 #include "distill/output/dgkd.h"
 #include "engine/npy.h"
 #include "engine/autograd.h"
@@ -280,4 +281,28 @@ TEST_CASE("kdlab wkd-cost and kdlab dgkd-chain") {
     CHECK(guides_of("2_resnet8") == 2);
     CHECK(guides_of("student_resnet8") == 3);
   }
+}
+
+TEST_CASE("every shipped recipe parses and its method accepts its hyper-parameters") {
+  int checked = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(std::string(KDLAB_SOURCE_DIR) + "/recipes")) {
+    if (entry.path().extension() != ".json") continue;
+    CAPTURE(entry.path().string());
+    train::TrainConfig c;
+    REQUIRE_NOTHROW(train::load_recipe(entry.path().string(), c));
+    CHECK(c.epochs > 0);
+    if (c.method.empty()) continue;
+    distill::Params p = distill::params_from_json(c.method_params);
+    if (c.method == "acd_u") {
+      CHECK_NOTHROW(distill::validate_acd_u_options(distill::acd_u_options(p), c.epochs));
+    } else {
+      p.erase("cost_matrix");  // built by kdlab wkd-cost on the user's data
+      distill::DistillerContext ctx;
+      ctx.num_classes = 100;
+      CHECK_NOTHROW(distill::create_distiller(c.method, p, ctx));
+      for (const std::string& a : c.assistants) CHECK(a.find(':') != std::string::npos);
+    }
+    ++checked;
+  }
+  CHECK(checked >= 20);
 }

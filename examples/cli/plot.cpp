@@ -1,7 +1,14 @@
-// kdlab plot RUN_DIR... [--out curves.png]
+// kdlab plot RUN_DIR... [--out curves.png] [--bars accuracy.png [--metric last|best]]
+//
+// --bars draws one bar per group of runs: runs whose directory names differ only in a trailing
+// "_seedN" form one group (mean ± std over its seeds); any other run is its own bar.
+#include <cmath>
+#include <filesystem>
 #include <fmt/format.h>
+#include <regex>
 
 #include "distill/plot.h"
+#include "engine/error.h"
 #include "examples/cli/cli.h"
 
 namespace kd::cli {
@@ -10,14 +17,44 @@ void register_plot(CLI::App& app) {
   auto* cmd = app.add_subcommand("plot", "Loss and accuracy curves of one or more runs, overlaid, as a PNG");
   struct Opts {
     std::vector<std::string> runs;
-    std::string out = "curves.png";
+    std::string out = "curves.png", bars, metric = "last", title = "test accuracy";
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("runs", o->runs, "run directories (each with metrics.jsonl)")->required();
-  cmd->add_option("--out", o->out, "output PNG")->capture_default_str();
+  cmd->add_option("--out", o->out, "output PNG of the curves")->capture_default_str();
+  cmd->add_option("--bars", o->bars, "also draw a bar chart of the final accuracy (mean ± std over _seedN runs)");
+  cmd->add_option("--metric", o->metric, "last (final epoch) or best (best epoch) accuracy for --bars")
+      ->capture_default_str();
+  cmd->add_option("--title", o->title, "title of the bar chart")->capture_default_str();
   cmd->callback([o] {
     plot::plot_runs(o->runs, o->out);
     fmt::print("wrote {}\n", o->out);
+    if (o->bars.empty()) return;
+    KD_CHECK(o->metric == "last" || o->metric == "best", "--metric must be last or best, got '{}'", o->metric);
+    std::vector<std::string> order;
+    std::map<std::string, std::vector<double>> groups;
+    const std::regex seed_suffix("_seed[0-9]+$");
+    for (const auto& dir : o->runs) {
+      plot::RunMetrics m = plot::read_metrics(dir);
+      KD_CHECK(!m.test_acc.empty(), "{} has no finished epoch", dir);
+      const double acc = o->metric == "last" ? m.test_acc.back() : m.best_acc.back();
+      std::string name = std::filesystem::path(dir).filename().string();
+      if (name.empty()) name = std::filesystem::path(dir).parent_path().filename().string();
+      name = std::regex_replace(name, seed_suffix, "");
+      if (!groups.count(name)) order.push_back(name);
+      groups[name].push_back(100.0 * acc);
+    }
+    std::vector<plot::Bar> bars;
+    for (const auto& name : order) {
+      const auto& v = groups[name];
+      double mean = 0, var = 0;
+      for (double x : v) mean += x / v.size();
+      for (double x : v) var += (x - mean) * (x - mean) / std::max<size_t>(v.size() - 1, 1);
+      const std::string label = v.size() > 1 ? fmt::format("{} (n={})", name, v.size()) : name;
+      bars.push_back({label, mean, std::sqrt(var), std::nullopt});
+    }
+    plot::bar_chart(o->bars, o->title + " (" + o->metric + " epoch)", "top-1 %", bars);
+    fmt::print("wrote {}\n", o->bars);
   });
 }
 
