@@ -125,6 +125,7 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     info.labels = batch.labels;
     info.indices = batch.indices;
     info.epoch = epoch + 1;  // mdistiller counts epochs from 1
+    info.batch_index = batch.batch_index;
     info.total_epochs = total_epochs;
     LossBreakdown lb = dist->loss(student, teacher, info);
     return {lb.total, lb.parts};
@@ -132,7 +133,8 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
 
   // 5. the helpers train and are checkpointed with the student
   run.extra_params = distiller.named_parameters();
-  run.extra_modules.push_back({"distiller", setup.distiller.get()});
+  if (!distiller.state_dict().empty())  // helpers (regressors, projectors) are saved beside "model"
+    run.extra_modules.push_back({"distiller", setup.distiller.get()});
   nlohmann::json params = nlohmann::json::object();
   for (auto& [k, v] : distiller.params()) params[k] = v;
   nlohmann::json guides_json = nlohmann::json::array();

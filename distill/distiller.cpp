@@ -11,6 +11,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "distill/feature/at.h"
+#include "distill/feature/fitnet.h"
+#include "distill/feature/wkd_f.h"
 #include "distill/output/dgkd.h"
 #include "distill/output/dkd.h"
 #include "distill/output/kd.h"
@@ -96,6 +99,12 @@ const std::vector<DistillerEntry>& distiller_registry() {
        make_dgkd_distiller},
       {"wkd_l", "output", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between non-target distributions (Sinkhorn)",
        make_wkd_l_distiller},
+      {"fitnet", "feature", "Romero et al. ICLR 2015: a regressor maps the student's guided layer onto the teacher's hint (MSE)",
+       make_fitnet_distiller},
+      {"at", "feature", "Zagoruyko & Komodakis ICLR 2017: match normalised spatial attention maps at several stages",
+       make_at_distiller},
+      {"wkd_f", "feature", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between per-channel Gaussians of features",
+       make_wkd_f_distiller},
   };
   return table;
 }

@@ -39,6 +39,7 @@ struct BatchInfo {
   Tensor labels;   // (B) int64
   Tensor indices;  // (B) int64, positions in the training set (or undefined)
   int64_t epoch = 1;  // counted from 1, as mdistiller does (warm-up uses epoch / W)
+  int64_t batch_index = -1;  // position of the batch in its epoch during training; -1 outside a run
   int64_t total_epochs = 0;
 };
 

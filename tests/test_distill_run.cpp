@@ -3,6 +3,7 @@
 // reused only when its fingerprint matches; every output-family method trains end to end on the
 // synthetic set and lowers its loss, logging each part; --set routing; errors.
 #include <filesystem>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -305,4 +306,50 @@ TEST_CASE("every shipped recipe parses and its method accepts its hyper-paramete
     ++checked;
   }
   CHECK(checked >= 20);
+}
+
+static std::vector<float> weights_of(const std::string& path) {
+  std::vector<float> all;
+  for (auto& [n, t] : nn::load_safetensors(path).tensors)
+    if (t.dtype() == DType::f32) {
+      auto v = to_float_vector(t);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  return all;
+}
+
+TEST_CASE("a distillation run resumed mid-epoch ends with the uninterrupted run's weights") {
+  // DGKD with the teacher cache: the guide drops and the cached views must replay exactly.
+  train::TrainConfig c = tiny_config();
+  c.method = "dgkd";
+  c.teacher = "resnet14";
+  c.teacher_weights = teacher_weights();
+  c.assistants = {"resnet14:" + teacher_weights()};
+  c.teacher_cache = true;
+  c.teacher_cache_views = 3;
+  c.method_params = {{"drop_num", 1}, {"T", 4}, {"lambda", 0.9}};
+  const std::string full = kdtest::temp_path("dgkd_full"), part = kdtest::temp_path("dgkd_part");
+  {
+    distill::DistillSetup setup;
+    train::Run run = distill::prepare_distill_run(c, full, "test", setup);
+    train::run_training(run, false);
+  }
+  {
+    distill::DistillSetup setup;
+    train::Run run = distill::prepare_distill_run(c, part, "test", setup);
+    int steps = 0;
+    train::LossFn inner = run.loss;
+    run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+      if (++steps == 6) std::raise(SIGINT);  // 4 steps per epoch: epoch 2, second step
+      return inner(o, b, e);
+    };
+    CHECK(train::run_training(run, false).interrupted);
+  }
+  {
+    distill::DistillSetup setup;
+    train::Run run = distill::prepare_distill_run(c, part, "test", setup);
+    CHECK_FALSE(setup.cache->built_now());  // the run directory's cache is reused
+    train::run_training(run, true);
+  }
+  CHECK(weights_of(part + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
 }

@@ -62,11 +62,13 @@ std::vector<bool> dgkd_draw_kept(size_t n_guides, int64_t drop_num, Generator& g
 
 class DgkdDistiller : public Distiller {
  public:
-  DgkdDistiller(const DgkdOptions& opt, uint64_t seed) : opt_(opt), gen_(seed) {}
+  DgkdDistiller(const DgkdOptions& opt, uint64_t seed) : opt_(opt), seed_(seed), gen_(seed) {}
   std::string name() const override { return "dgkd"; }
   std::string type_name() const override { return "DGKD"; }
-  // Draws the kept guides from the distiller's generator, then computes dgkd_loss with
-  // teacher.logits followed by assistant_logits.
+  // Draws the kept guides, then computes dgkd_loss with teacher.logits followed by
+  // assistant_logits. In a training run (batch.batch_index >= 0) the draw comes from a generator
+  // seeded by (seed, epoch, batch index), so a resumed run drops the same guides as an
+  // uninterrupted one; otherwise (the loss inspector) from the distiller's running generator.
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
   Params params() const override;
   const DgkdOptions& options() const { return opt_; }
@@ -79,6 +81,7 @@ class DgkdDistiller : public Distiller {
 
  private:
   DgkdOptions opt_;
+  uint64_t seed_;
   Generator gen_;
   std::vector<bool> last_kept_;
 };

@@ -1,0 +1,129 @@
+// fitnet.cpp: FitNets (Romero et al. 2015), mdistiller semantics plus the paper's two-stage
+// schedule. The equations are in fitnet.h.
+#include "distill/feature/fitnet.h"
+
+#include "engine/ops.h"
+
+namespace kd::distill {
+
+int64_t fitnet_stage(const FitNetOptions& opt, int64_t epoch) {
+  if (opt.stages == 1) return 1;
+  return epoch <= opt.hint_epochs ? 1 : 2;
+}
+
+static void check_options(const FitNetOptions& o) {
+  KD_CHECK(o.stages == 1 || o.stages == 2,
+           "fitnet: stages={} is not a schedule; stages=1 is mdistiller's CE + hint loss, stages=2 the paper's hint "
+           "training followed by KD",
+           o.stages);
+  KD_CHECK(o.stages == 1 || o.hint_epochs >= 1,
+           "fitnet: stages=2 needs the length of the hint stage: give hint_epochs=N (N >= 1 epochs of hint training "
+           "before KD)");
+  KD_CHECK(o.stages == 2 || o.hint_epochs == 0,
+           "fitnet: hint_epochs={} is only used with stages=2; add stages=2 or remove hint_epochs", o.hint_epochs);
+  KD_CHECK(o.kd.T > 0, "fitnet: the stage-2 temperature T must be > 0, got T={}", o.kd.T);
+}
+
+LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, const Tensor& ft_in, const Tensor& labels,
+                          ConvReg& regressor, const FitNetOptions& opt, int64_t epoch, const ExplainFn& explain) {
+  check_options(opt);
+  check_logits_labels("fitnet", zs, zt, labels);
+  KD_CHECK(epoch >= 1, "fitnet: epoch {} given; epochs are counted from 1", epoch);
+  const int64_t stage = fitnet_stage(opt, epoch);
+  show_step(explain, "stage", scalar_tensor((double)stage));
+
+  LossBreakdown out;
+  if (stage == 2) {  // the paper's second stage: KD on the whole student (features not read)
+    KD_CHECK(zt.defined(), "fitnet: stage 2 of the two-stage schedule distils the teacher's logits; none given");
+    LossBreakdown kd = kd_loss(zs, zt, labels, opt.kd, explain);
+    out.total = kd.total;
+    out.parts = {{"ce", kd.parts[0].second}, {"hint", scalar_tensor(0.0)}, {"kd", kd.parts[1].second}};
+    return out;
+  }
+
+  KD_CHECK(fs.defined() && ft_in.defined() && fs.dim() == 4 && ft_in.dim() == 4,
+           "fitnet: the guided (student) and hint (teacher) features must be (B, C, H, W) maps");
+  KD_CHECK(fs.size(0) == zs.size(0) && ft_in.size(0) == zs.size(0),
+           "fitnet: the student feature {} and teacher feature {} must have the batch size of the logits ({})",
+           shape_str(fs.shape()), shape_str(ft_in.shape()), zs.size(0));
+  const Tensor ft = ft_in.detach();  // the hint is a constant of the loss
+  Tensor regressed = regressor.forward(fs);  // (B, Ct, Ht, Wt) = r(v_g)
+  show_step(explain, "regressed", regressed);
+  show_step(explain, "hint_target", ft);
+  KD_CHECK(regressed.shape() == ft.shape(),
+           "fitnet: the regressor ({}) maps the student feature {} to {}, but the teacher's hint is {}; the regressor "
+           "was sized for other feature shapes (build the distiller from a sample batch of the same input size)",
+           regressor.kind(), shape_str(fs.shape()), shape_str(regressed.shape()), shape_str(ft.shape()));
+  Tensor l_hint = mse_loss(regressed, ft);  // () mean over B * Ct * Ht * Wt
+  show_step(explain, "L_hint", l_hint);
+  Tensor hint_part = mul(l_hint, opt.feat_weight);
+
+  if (opt.stages == 2) {  // the paper's first stage: the hint alone
+    out.total = hint_part;
+    out.parts = {{"ce", scalar_tensor(0.0)}, {"hint", hint_part}, {"kd", scalar_tensor(0.0)}};
+    show_step(explain, "loss", out.total);
+    return out;
+  }
+  Tensor ce = cross_entropy(zs, labels);  // ()
+  show_step(explain, "ce", ce);
+  Tensor ce_part = mul(ce, opt.ce_weight);
+  out.total = add(ce_part, hint_part);
+  out.parts = {{"ce", ce_part}, {"hint", hint_part}};
+  show_step(explain, "loss", out.total);
+  return out;
+}
+
+FitNetDistiller::FitNetDistiller(const FitNetOptions& opt, const Shape& s_shape, const Shape& t_shape, uint64_t seed)
+    : opt_(opt) {
+  check_options(opt_);
+  Generator gen(seed);
+  conv_reg_ = register_module("conv_reg", std::make_shared<ConvReg>(s_shape, t_shape, gen, true, "fitnet"));
+}
+
+LossBreakdown FitNetDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher,
+                                    const BatchInfo& batch) {
+  Tensor fs, ft;
+  if (fitnet_stage(opt_, batch.epoch) == 1) {  // the KD stage reads logits only
+    fs = feature_tap(student, opt_.hint_layer, "fitnet", "student");
+    ft = feature_tap(teacher, opt_.teacher_layer, "fitnet", "teacher");
+  }
+  return fitnet_loss(student.logits, teacher.logits, fs, ft, batch.labels, *conv_reg_, opt_, batch.epoch, explain);
+}
+
+Params FitNetDistiller::params() const {
+  Params p = {{"hint_layer", opt_.hint_layer},
+              {"teacher_layer", opt_.teacher_layer},
+              {"ce_weight", format_number(opt_.ce_weight)},
+              {"feat_weight", format_number(opt_.feat_weight)},
+              {"stages", std::to_string(opt_.stages)}};
+  if (opt_.stages == 2) {
+    p["hint_epochs"] = std::to_string(opt_.hint_epochs);
+    p["T"] = format_number(opt_.kd.T);
+    p["kd_ce_weight"] = format_number(opt_.kd.ce_weight);
+    p["kd_weight"] = format_number(opt_.kd.kd_weight);
+  }
+  return p;
+}
+
+std::shared_ptr<Distiller> make_fitnet_distiller(const Params& params, const DistillerContext& ctx) {
+  ParamReader r("fitnet", params);
+  FitNetOptions o;
+  o.hint_layer = r.text("hint_layer", o.hint_layer);
+  o.teacher_layer = r.text("teacher_layer", o.hint_layer);
+  o.ce_weight = r.number("ce_weight", o.ce_weight);
+  o.feat_weight = r.number("feat_weight", o.feat_weight);
+  o.stages = r.integer("stages", o.stages);
+  o.hint_epochs = r.integer("hint_epochs", o.hint_epochs);
+  o.kd.T = r.number("T", o.kd.T);
+  o.kd.ce_weight = r.number("kd_ce_weight", o.kd.ce_weight);
+  o.kd.kd_weight = r.number("kd_weight", o.kd.kd_weight);
+  r.finish();
+  check_tap_name(o.hint_layer, "fitnet");
+  check_tap_name(o.teacher_layer, "fitnet");
+  check_options(o);
+  const Shape s = sample_tap_shape(ctx.student_sample, o.hint_layer, "fitnet", "student");
+  const Shape t = sample_tap_shape(ctx.teacher_sample, o.teacher_layer, "fitnet", "teacher");
+  return std::make_shared<FitNetDistiller>(o, s, t, ctx.seed);
+}
+
+}  // namespace kd::distill

@@ -1,0 +1,85 @@
+// fitnet.h: FitNets, hints for thin deep nets.
+//
+// Paper: A. Romero, N. Ballas, S. E. Kahou, A. Chassang, C. Gatta, Y. Bengio, "FitNets: Hints for
+//        Thin Deep Nets", ICLR 2015 (arXiv 1412.6550). Reference code: mdistiller
+//        (megvii-research/mdistiller), mdistiller/distillers/FitNet.py and _common.py (ConvReg).
+//
+// A "hint" is the output of a teacher's hidden layer (hint layer, u_h); the student's "guided"
+// layer v_g is trained to predict it through a small trainable regressor r (needed because the
+// student's map is thinner, and may be of another size):
+//     L_hint = mean over (B, C, H, W) of (r(v_g) - u_h)^2                  (mean squared error)
+// Single-stage form (mdistiller / RepDistiller, where the published CIFAR numbers come from):
+//     L = w_ce * CE(zs, y) + w_feat * L_hint                 (w_ce = 1, w_feat = 100, layer f2)
+// Two-stage form (the paper): stage 1, epochs 1..N, trains the student's layers up to the guided
+// layer and the regressor on the hint alone; stage 2 trains the whole student with KD:
+//     epoch <= N:  L = w_feat * L_hint
+//     epoch >  N:  L = kd_ce_weight * CE(zs, y) + kd_weight * T^2 * (1/B) sum_b KL(pt_b || ps_b)
+// In stage 1 only the layers below the guided layer receive gradients (the rest of the student
+// is untouched: the optimizer skips parameters without a gradient, weight decay included).
+//
+// Official-code semantics reproduced (FitNet.py, ConvReg):
+//   - hint layer 2 for both networks (cfg FITNET.HINT_LAYER = 2): feats[2] = f2, after the
+//     stage's ReLU; the teacher feature is a constant (torch.no_grad);
+//   - the regressor: conv 3x3 stride 2 if the student map is twice the teacher's, transposed conv
+//     4x4 stride 2 if half, else a valid conv of kernel 1 + Hs - Ht; then BatchNorm2d and ReLU
+//     (ConvReg with use_relu = True), trained with the student (get_learnable_parameters);
+//   - F.mse_loss with the default 'mean' reduction; CE_WEIGHT 1, FEAT_WEIGHT 100.
+// The paper's stage-2 KD anneals its weight from 4 to 1; here stage 2 is plain KD (distill/output/
+// kd.h) with the mdistiller KD defaults, each weight a parameter.
+//
+// Parameters (--set): hint_layer (f2; the tap of both networks), teacher_layer (= hint_layer),
+// ce_weight (1), feat_weight (100), stages (1 or 2), hint_epochs (N, stages=2 only), T (4),
+// kd_ce_weight (0.1), kd_weight (0.9) (the last three are stage 2's).
+// Loss parts: single stage "ce" = w_ce * CE, "hint" = w_feat * L_hint; two stages "ce", "hint",
+// "kd", the inactive ones 0.
+// Helper: the regressor "conv_reg" (ConvReg), trained and checkpointed with the student.
+#pragma once
+#include "distill/distiller.h"
+#include "distill/feature/common.h"
+#include "distill/output/kd.h"
+
+namespace kd::distill {
+
+struct FitNetOptions {
+  std::string hint_layer = "f2";     // the student's guided layer
+  std::string teacher_layer = "f2";  // the teacher's hint layer
+  double ce_weight = 1.0;
+  double feat_weight = 100.0;
+  int64_t stages = 1;       // 1: CE + hint (mdistiller); 2: hint epochs, then KD (the paper)
+  int64_t hint_epochs = 0;  // stage 1 length when stages = 2
+  KdOptions kd{4.0, 0.1, 0.9};  // stage 2: T, kd_ce_weight, kd_weight
+};
+
+// The stage of `epoch` (counted from 1): 1 = hint training, 2 = KD; always 1 for single stage.
+int64_t fitnet_stage(const FitNetOptions& opt, int64_t epoch);
+
+// zs (B, K) student logits, zt (B, K) teacher logits (read in stage 2 of the two-stage form
+// only; may be undefined otherwise), fs (B, Cs, Hs, Ws) the student's guided map, ft
+// (B, Ct, Ht, Wt) the teacher's hint map (detached here), labels (B) int64, regressor mapping fs
+// onto ft's shape. Intermediates shown: stage, regressed, hint_target, L_hint, ce, (stage 2:
+// the KD steps), loss.
+LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, const Tensor& ft, const Tensor& labels,
+                          ConvReg& regressor, const FitNetOptions& opt, int64_t epoch, const ExplainFn& explain = {});
+
+class FitNetDistiller : public Distiller {
+ public:
+  // s_shape, t_shape: (B, C, H, W) of the student's and teacher's taps; the regressor's weights
+  // are drawn from `seed`.
+  FitNetDistiller(const FitNetOptions& opt, const Shape& s_shape, const Shape& t_shape, uint64_t seed);
+  std::string name() const override { return "fitnet"; }
+  std::string type_name() const override { return "FitNet"; }
+  TeacherNeeds needs() const override { return {.feats = true}; }
+  LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  Params params() const override;
+  const FitNetOptions& options() const { return opt_; }
+  ConvReg& regressor() { return *conv_reg_; }
+
+ private:
+  FitNetOptions opt_;
+  std::shared_ptr<ConvReg> conv_reg_;
+};
+
+// Reads the parameters; sizes the regressor from ctx.student_sample / ctx.teacher_sample.
+std::shared_ptr<Distiller> make_fitnet_distiller(const Params& params, const DistillerContext& ctx);
+
+}  // namespace kd::distill
