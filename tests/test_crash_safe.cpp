@@ -1,0 +1,127 @@
+// Crash safety of training (issue #11): a real `kdlab train` run killed with SIGKILL at random
+// moments, then resumed each time, ends with exactly the weights of an uninterrupted run
+// (single-threaded, fixed seed); every checkpoint left behind is complete and loadable; an
+// unwritable run directory is a clear error.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "nn/safetensors.h"
+#include "test_util.h"
+
+extern char** environ;
+
+using namespace kd;
+namespace fs = std::filesystem;
+
+static const std::vector<std::string> kTrainArgs{
+    "train", "--model", "resnet8", "--dataset", "synthetic", "--train-limit", "192", "--test-limit", "64",
+    "--epochs", "4", "--batch-size", "32", "--threads", "1", "--seed", "5", "--set", "log_every=1000"};
+
+// Starts kdlab with args + --out dir [+ --resume]; returns the child's pid.
+static pid_t start(const std::string& dir, bool resume) {
+  std::vector<std::string> args{KDLAB_BIN};
+  args.insert(args.end(), kTrainArgs.begin(), kTrainArgs.end());
+  args.push_back("--out");
+  args.push_back(dir);
+  if (resume) args.push_back("--resume");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+// Waits up to `ms` for the child; true (and its exit status) when it ended by itself.
+static bool wait_for(pid_t pid, int ms, int& status) {
+  for (int waited = 0; waited < ms; waited += 10) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+static std::vector<float> weights_of(const std::string& path) {
+  std::vector<float> all;
+  for (auto& [n, t] : nn::load_safetensors(path).tensors)
+    if (t.dtype() == DType::f32) {
+      auto v = to_float_vector(t);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  return all;
+}
+
+TEST_CASE("SIGKILL at random moments, then --resume: the weights of an uninterrupted run") {
+  const std::string full = kdtest::temp_path("full"), killed = kdtest::temp_path("killed");
+  int status = 0;
+  pid_t pid = start(full, false);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  // How long a whole run takes here, to spread the kills over it.
+  std::mt19937 rng(12345);
+  int kills = 0, finished = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  pid = start(full + "_timing", false);
+  REQUIRE(wait_for(pid, 600000, status));
+  const int run_ms = (int)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  for (int attempt = 0; attempt < 40 && !finished; ++attempt) {
+    const bool resume = fs::exists(killed + "/checkpoint.safetensors");
+    pid = start(killed, resume);
+    const int delay = std::uniform_int_distribution<int>(run_ms / 10, run_ms / 2)(rng);
+    if (kills < 6 && !wait_for(pid, delay, status)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ++kills;
+      // whatever the moment, the checkpoint on disk is complete (written to .tmp, then renamed)
+      if (fs::exists(killed + "/checkpoint.safetensors")) CHECK_NOTHROW(nn::load_safetensors(killed + "/checkpoint.safetensors"));
+      continue;
+    }
+    if (kills >= 6) REQUIRE(wait_for(pid, 600000, status));
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    finished = 1;
+  }
+  REQUIRE(finished);
+  CHECK(kills >= 3);
+  CHECK(weights_of(killed + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
+  // metrics.jsonl ends with one line per epoch, as the uninterrupted run's
+  auto count = [](const std::string& p) {
+    std::ifstream f(p);
+    std::string l;
+    int n = 0;
+    while (std::getline(f, l)) n += !l.empty();
+    return n;
+  };
+  CHECK(count(killed + "/metrics.jsonl") == 4);
+}
+
+TEST_CASE("an unwritable run directory is a clear error, not a crash") {
+  const std::string file = kdtest::temp_path("a_file");
+  std::ofstream(file) << "not a directory";
+  const std::string cmd = std::string(KDLAB_BIN) +
+                          " train --model resnet8 --dataset synthetic --train-limit 32 --test-limit 16 --epochs 1 --out " +
+                          file + "/run 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  const int rc = pclose(p);
+  CHECK(rc != 0);
+  CHECK(out.find("cannot create the run directory") != std::string::npos);
+}
