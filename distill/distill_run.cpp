@@ -94,11 +94,10 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     KD_CHECK(distiller.needs().logits_only(),
              "{} reads the teacher's features, which the teacher cache does not store; run without teacher_cache",
              cfg.method);
-    const std::string path = cfg.teacher_cache_path.empty() ? out_dir + "/teacher_cache.safetensors" : cfg.teacher_cache_path;
-    fs::create_directories(fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path());
+    const std::string dir = cfg.teacher_cache_dir.empty() ? out_dir + "/teacher_cache" : cfg.teacher_cache_dir;
     const int64_t views = cfg.augment ? cfg.teacher_cache_views : 1;
     setup.cache = std::make_shared<TeacherCache>(
-        TeacherCache::build_or_load(setup.guides, run.train_set, tc, views, /*seed=*/0, path));
+        TeacherCache::build_or_load(setup.guides, run.train_set, tc, views, /*seed=*/0, dir));
     std::shared_ptr<TeacherCache> cache = setup.cache;
     run.choose_aug = [cache](int64_t index, Generator& gen) { return cache->choose(index, gen); };
   }

@@ -20,7 +20,7 @@ static void for_each_field(TrainConfig& c, F&& f) {
   f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch); f("label_noise", c.label_noise);
   f("method", c.method); f("method_params", c.method_params); f("teacher", c.teacher);
   f("teacher_weights", c.teacher_weights); f("assistants", c.assistants); f("teacher_cache", c.teacher_cache);
-  f("teacher_cache_views", c.teacher_cache_views); f("teacher_cache_path", c.teacher_cache_path);
+  f("teacher_cache_views", c.teacher_cache_views); f("teacher_cache_dir", c.teacher_cache_dir);
 }
 
 nlohmann::json TrainConfig::to_json() const {

@@ -52,7 +52,7 @@ struct TrainConfig {
   std::vector<std::string> assistants;  // DGKD guides "model:weights.safetensors", largest first
   bool teacher_cache = false;      // precompute teacher logits over fixed augmented views (logits-only methods)
   int64_t teacher_cache_views = 8; // augmented views per training image in the cache
-  std::string teacher_cache_path;  // "" = RUN_DIR/teacher_cache.safetensors; share it between runs
+  std::string teacher_cache_dir;   // "" = RUN_DIR/teacher_cache; share one folder between runs
 
   nlohmann::json to_json() const;
 };

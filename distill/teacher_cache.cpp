@@ -8,6 +8,7 @@
 
 #include "distill/progress.h"
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "nn/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -67,15 +68,13 @@ uint64_t fnv1a_file(const std::string& path) {
   return h;
 }
 
-static std::string fingerprint(const std::vector<Guide>& guides, const data::Dataset& train,
-                               const data::TransformConfig& tc, int64_t views, uint64_t seed) {
+static std::string fingerprint(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc,
+                               int64_t views, uint64_t seed) {
   uint64_t h = 14695981039346656037ull;
   auto mix_text = [&](const std::string& s) { h = fnv1a(s.data(), s.size(), h); };
-  for (const Guide& g : guides) {
-    mix_text(g.model);
-    const uint64_t w = fnv1a_file(g.weights);
-    h = fnv1a(&w, sizeof w, h);
-  }
+  mix_text(guide.model);
+  const uint64_t w = fnv1a_file(guide.weights);
+  h = fnv1a(&w, sizeof w, h);
   Tensor images = train.images.contiguous(), labels = train.labels.contiguous();
   h = fnv1a(images.data<uint8_t>(), (size_t)images.numel(), h);
   h = fnv1a(labels.data<int64_t>(), (size_t)labels.numel() * sizeof(int64_t), h);
@@ -84,101 +83,130 @@ static std::string fingerprint(const std::vector<Guide>& guides, const data::Dat
   return fmt::format("{:016x}", h);
 }
 
-// ------------------------------------------------------------------ build / load
+// The file of a guide's cache: DIR/<model>-<fingerprint>.safetensors. Every setting gets its
+// own file, so caches of different teachers, data or settings live side by side and none is
+// ever overwritten by another; runs with the same teacher and data share one.
+static std::string guide_file(const std::string& dir, const Guide& guide, const std::string& fp) {
+  if (dir.empty()) return "";
+  return (fs::path(dir) / fmt::format("{}-{}.safetensors", guide.model, fp)).string();
+}
 
-TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
-                                         const data::TransformConfig& tc, int64_t V, uint64_t seed,
-                                         const std::string& path, int64_t batch_size) {
-  KD_CHECK(!guides.empty(), "teacher cache: no teacher to cache");
-  KD_CHECK(V >= 1, "teacher_cache_views must be >= 1, got {}", V);
-  KD_CHECK(tc.strong_ops == 0 && tc.cutout_size == 0,
-           "the teacher cache stores crop + flip views only; turn off strong augmentation or the cache");
-  const std::string fp = fingerprint(guides, train, tc, V, seed);
-  const int64_t N = train.size(), C = train.channels(), H = train.height(), W = train.width();
-  const int64_t G = (int64_t)guides.size();
-  TeacherCache cache;
-
-  if (!path.empty() && fs::exists(path)) {
-    nn::SafetensorsFile f = nn::load_safetensors(path);
-    auto it = f.metadata.find("fingerprint");
-    if (it != f.metadata.end() && it->second == fp) {
-      auto m = nn::to_map(f.tensors);
-      KD_CHECK(m.count("views") && m.count("logits"), "teacher cache '{}' lacks its 'views' or 'logits'; delete it",
-               path);
-      cache.views_ = m.at("views");
-      cache.logits_ = m.at("logits");
-      KD_CHECK(cache.views_.shape() == Shape({N, V, 4}) && cache.logits_.dim() == 4 && cache.logits_.size(0) == G &&
-                   cache.logits_.size(1) == N && cache.logits_.size(2) == V,
-               "teacher cache '{}' has the wrong shapes ({} and {}); delete it", path, shape_str(cache.views_.shape()),
-               shape_str(cache.logits_.shape()));
-      fmt::print("teacher cache: loaded {} ({} views per image)\n", path, V);
-      return cache;
-    }
-    fmt::print("teacher cache: {} was made for other teachers, data or settings; rebuilding it\n", path);
-  }
-
-  auto t0 = std::chrono::steady_clock::now();
-  // 1. the views: drawn in image order, V per image, from one seeded generator
-  cache.views_ = empty({N, V, 4}, DType::i64);  // (N, V, 4)
-  int64_t* vp = cache.views_.data<int64_t>();
+// The V views of every image: drawn in image order, V per image, from one seeded generator.
+static Tensor draw_views(const data::Dataset& train, const data::TransformConfig& tc, int64_t V, uint64_t seed) {
+  const int64_t N = train.size();
+  Tensor views = empty({N, V, 4}, DType::i64);  // (N, V, 4)
+  int64_t* vp = views.data<int64_t>();
   Generator gen(seed);
   for (int64_t i = 0; i < N; ++i)
     for (int64_t v = 0; v < V; ++v) {
-      data::AugParams a = data::draw_aug_params(tc, H, W, gen);
+      data::AugParams a = data::draw_aug_params(tc, train.height(), train.width(), gen);
       int64_t* row = vp + (i * V + v) * 4;
       row[0] = a.pad;
       row[1] = a.crop_top;
       row[2] = a.crop_left;
       row[3] = a.flipped ? 1 : 0;
     }
+  return views;
+}
 
-  // 2. every guide's logits on every view, in batches of images of one view
-  NoGradGuard no_grad;
-  int64_t K = 0;
-  {
-    Tensor probe = empty({1, C, H, W});
-    data::apply_transform(train.images.data<uint8_t>(), C, H, W, data::AugParams{}, tc, probe.data<float>());
-    K = guides[0].net->forward(probe).logits.size(1);
+// ------------------------------------------------------------------ build / load
+
+// One guide's logits (N, V, K) on the views: loaded from `file` when its fingerprint matches,
+// else computed (eval mode, no gradient, batches of images of one view) and saved there.
+static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc,
+                           const Tensor& views, uint64_t seed, const std::string& dir, int64_t batch_size,
+                           bool& built) {
+  const int64_t N = train.size(), C = train.channels(), H = train.height(), W = train.width(), V = views.size(1);
+  const std::string fp = fingerprint(guide, train, tc, V, seed);
+  const std::string file = guide_file(dir, guide, fp);
+  if (!file.empty() && fs::exists(file)) {
+    nn::SafetensorsFile f = nn::load_safetensors(file);
+    auto it = f.metadata.find("fingerprint");
+    if (it != f.metadata.end() && it->second == fp) {
+      auto m = nn::to_map(f.tensors);
+      KD_CHECK(m.count("views") && m.count("logits"), "teacher cache '{}' lacks its 'views' or 'logits'; delete it",
+               file);
+      Tensor logits = m.at("logits");
+      KD_CHECK(m.at("views").shape() == views.shape() && logits.dim() == 3 && logits.size(0) == N &&
+                   logits.size(1) == V,
+               "teacher cache '{}' has the wrong shapes ({}); delete it", file, shape_str(logits.shape()));
+      KD_CHECK(max(abs(sub(m.at("views").to(DType::f32), views.to(DType::f32)))).item() == 0.0,
+               "teacher cache '{}' holds other views than these; delete it", file);
+      fmt::print("teacher cache: loaded {} ({} from {}, {} views per image)\n", file, guide.model, guide.weights, V);
+      return logits;
+    }
+    fmt::print("teacher cache: {} does not hold what its name says (a corrupt or renamed file); rebuilding it\n", file);
   }
-  cache.logits_ = empty({G, N, V, K});  // (G, N, V, K)
-  float* lp = cache.logits_.data<float>();
+  NoGradGuard no_grad;
+  guide.net->eval();
+  auto t0 = std::chrono::steady_clock::now();
   const Tensor images = train.images.contiguous();  // (N, C, H, W) uint8
   const uint8_t* src = images.data<uint8_t>();
+  const int64_t* vp = views.data<int64_t>();
   const int64_t per = C * H * W;
+  Tensor logits;  // (N, V, K)
   const int64_t batches_per_view = (N + batch_size - 1) / batch_size;
-  train::Progress progress(V * batches_per_view * G, "teacher cache", 50);
+  train::Progress progress(V * batches_per_view, "teacher cache (" + guide.model + ")", 50);
   int64_t step = 0, done_images = 0;
-  for (int64_t g = 0; g < G; ++g) {
-    guides[g].net->eval();
-    for (int64_t v = 0; v < V; ++v)
-      for (int64_t start = 0; start < N; start += batch_size) {
-        const int64_t B = std::min(batch_size, N - start);
-        Tensor x = empty({B, C, H, W});  // (B, C, H, W)
-        for (int64_t b = 0; b < B; ++b)
-          data::apply_transform(src + (start + b) * per, C, H, W, cache.view(start + b, v), tc,
-                                x.data<float>() + b * per);
-        Tensor z = guides[g].net->forward(x).logits.contiguous();  // (B, K)
-        KD_CHECK(z.size(1) == K, "teacher cache: guide {} ({}) has {} classes but the teacher has {}", g,
-                 guides[g].model, z.size(1), K);
-        const float* zp = z.data<float>();
-        for (int64_t b = 0; b < B; ++b)
-          std::memcpy(lp + ((g * N + start + b) * V + v) * K, zp + b * K, sizeof(float) * K);
-        done_images += B;
-        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        progress.update(++step, -1.0, -1.0, done_images / std::max(secs, 1e-9));
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t start = 0; start < N; start += batch_size) {
+      const int64_t B = std::min(batch_size, N - start);
+      Tensor x = empty({B, C, H, W});  // (B, C, H, W): view v of images start..start+B
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t* row = vp + ((start + b) * V + v) * 4;
+        data::AugParams a;
+        a.pad = (int)row[0];
+        a.crop_top = (int)row[1];
+        a.crop_left = (int)row[2];
+        a.flipped = row[3] != 0;
+        data::apply_transform(src + (start + b) * per, C, H, W, a, tc, x.data<float>() + b * per);
       }
-  }
+      Tensor z = guide.net->forward(x).logits.contiguous();  // (B, K)
+      if (!logits.defined()) logits = empty({N, V, z.size(1)});
+      const int64_t K = logits.size(2);
+      KD_CHECK(z.size(1) == K, "teacher cache: {} gives {} classes, expected {}", guide.model, z.size(1), K);
+      for (int64_t b = 0; b < B; ++b)
+        std::memcpy(logits.data<float>() + ((start + b) * V + v) * K, z.data<float>() + b * K, sizeof(float) * K);
+      done_images += B;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      progress.update(++step, -1.0, -1.0, done_images / std::max(secs, 1e-9));
+    }
   progress.finish();
-  cache.built_now_ = true;
-  cache.build_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!path.empty()) {
-    std::map<std::string, std::string> meta{{"fingerprint", fp}, {"views", std::to_string(V)},
-                                            {"seed", std::to_string(seed)}};
-    for (int64_t g = 0; g < G; ++g) meta["guide" + std::to_string(g)] = guides[g].model + ":" + guides[g].weights;
-    nn::save_safetensors(path, {{"views", cache.views_}, {"logits", cache.logits_}}, meta);
+  built = true;
+  if (!file.empty()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    KD_CHECK(!ec, "cannot create the teacher cache directory '{}': {}", dir, ec.message());
+    nn::save_safetensors(file, {{"views", views}, {"logits", logits}},
+                         {{"fingerprint", fp}, {"views", std::to_string(V)}, {"seed", std::to_string(seed)},
+                          {"guide", guide.model + ":" + guide.weights}});
   }
-  fmt::print("teacher cache: {} views x {} images x {} guide(s) in {:.1f} s{}\n", V, N, G, cache.build_seconds_,
-             path.empty() ? "" : ", saved to " + path);
+  fmt::print("teacher cache: {} views x {} images of {} in {:.1f} s{}\n", V, N, guide.model,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+             file.empty() ? "" : ", saved to " + file);
+  return logits;
+}
+
+TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
+                                         const data::TransformConfig& tc, int64_t V, uint64_t seed,
+                                         const std::string& dir, int64_t batch_size) {
+  KD_CHECK(!guides.empty(), "teacher cache: no teacher to cache");
+  KD_CHECK(V >= 1, "teacher_cache_views must be >= 1, got {}", V);
+  KD_CHECK(tc.strong_ops == 0 && tc.cutout_size == 0,
+           "the teacher cache stores crop + flip views only; turn off strong augmentation or the cache");
+  auto t0 = std::chrono::steady_clock::now();
+  TeacherCache cache;
+  cache.views_ = draw_views(train, tc, V, seed);  // (N, V, 4)
+  std::vector<Tensor> per_guide;
+  for (int64_t g = 0; g < (int64_t)guides.size(); ++g) {
+    bool built = false;
+    per_guide.push_back(guide_logits(guides[g], train, tc, cache.views_, seed, dir, batch_size, built));  // (N, V, K)
+    cache.built_now_ = cache.built_now_ || built;
+    KD_CHECK(per_guide.back().size(2) == per_guide[0].size(2), "teacher cache: {} has {} classes but the teacher has {}",
+             guides[g].model, per_guide.back().size(2), per_guide[0].size(2));
+  }
+  cache.logits_ = stack(per_guide, 0).contiguous();  // (G, N, V, K)
+  cache.build_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return cache;
 }
 

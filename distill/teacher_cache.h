@@ -20,10 +20,12 @@
 //
 // Guides: the teacher (g = 0) and, for DGKD, the assistants (g = 1, 2, ...).
 //
-// The file (safetensors) holds "views" (N, V, 4) int64 [pad, top, left, flip] and "logits"
-// (G, N, V, K) float32, with a fingerprint of everything they depend on (the guides' weight
-// files and names, the training images and labels, the transform, V and the seed). A cache whose
-// fingerprint differs is rebuilt, never silently reused; it is written atomically.
+// One file (safetensors) per guide, DIR/<model>-<fingerprint>.safetensors, holds "views" (N, V, 4)
+// int64 [pad, top, left, flip] and "logits" (N, V, K) float32. The fingerprint is a hash of
+// everything they depend on (the guide's weight file and name, the training images and labels,
+// the transform, V and the seed), so a cache is found again by every run with the same teacher
+// and data, is never used for anything else, and is never overwritten by another; files are
+// written atomically.
 #pragma once
 #include <memory>
 #include <string>
@@ -50,11 +52,11 @@ Guide load_guide_spec(const std::string& spec, int64_t num_classes, const data::
 
 class TeacherCache {
  public:
-  // Loads `path` when its fingerprint matches; otherwise computes the views and logits (a
-  // progress bar; V forward passes of every guide over the training set) and saves them there.
+  // Loads each guide's file from `dir` when it exists; otherwise computes its logits (a progress
+  // bar; V forward passes over the training set) and saves them there. dir "": nothing saved.
   static TeacherCache build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
                                     const data::TransformConfig& transform, int64_t views, uint64_t seed,
-                                    const std::string& path, int64_t batch_size = 256);
+                                    const std::string& dir, int64_t batch_size = 256);
 
   int64_t num_views() const { return views_.size(1); }
   int64_t num_guides() const { return logits_.size(0); }

@@ -25,7 +25,7 @@ else
 fi
 COMMON=(--epochs 5 --batch-size 64 --lr 0.05 --set train_subset=12000 --test-limit 2000 --threads "$(nproc)")
 TEACHER=(--teacher resnet14 --teacher-weights "$OUT/teacher_resnet14/model_last.safetensors"
-         --teacher-cache --cache-views 4 --cache-path "$OUT/teacher_cache.safetensors")
+         --teacher-cache --cache-views 4 --cache-dir "$OUT/teacher_cache")
 quiet() { grep -E "^(epoch [0-9]+/[0-9]+:|done|teacher )" || true; }
 
 echo "== teacher resnet14";    "$KDLAB" train --model resnet14 "${DATA[@]}" "${COMMON[@]}" --seed 0 --out "$OUT/teacher_resnet14" | quiet

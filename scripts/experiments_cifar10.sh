@@ -15,7 +15,7 @@ KDLAB=${KDLAB:-build/kdlab}
 DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
 TEACHER=${TEACHER:-../shared/teachers/cifar10_resnet56.safetensors}
 THREADS=${THREADS:-2}
-CACHE=runs/cache/c10_resnet56_v8.safetensors
+CACHE=runs/cache
 COMMON=(--recipe recipes/cifar10_laptop.json --dataset imagefolder --data-dir "$DATA" --threads "$THREADS")
 DIST=(--teacher resnet56 --teacher-weights "$TEACHER")
 mkdir -p runs/cache
@@ -36,26 +36,26 @@ stage() {
     baseline0) run baseline_seed0 train "${COMMON[@]}" --seed 0 ;;
     baseline1) run baseline_seed1 train "${COMMON[@]}" --seed 1 ;;
     kd0|kd1) run kd_seed${1#kd} distill "${COMMON[@]}" "${DIST[@]}" --method kd --set T=4 --set ce_weight=0.1 \
-               --set kd_weight=0.9 --teacher-cache --cache-path $CACHE --seed ${1#kd} ;;
+               --set kd_weight=0.9 --teacher-cache --cache-dir $CACHE --seed ${1#kd} ;;
     kd0_nocache) run kd_seed0_nocache distill "${COMMON[@]}" "${DIST[@]}" --method kd --set T=4 --set ce_weight=0.1 \
                --set kd_weight=0.9 --seed 0 ;;
     dkd0|dkd1) run dkd_seed${1#dkd} distill "${COMMON[@]}" "${DIST[@]}" --method dkd --set alpha=1 --set beta=2 \
-               --set T=4 --set warmup=2 --teacher-cache --cache-path $CACHE --seed ${1#dkd} ;;
+               --set T=4 --set warmup=2 --teacher-cache --cache-dir $CACHE --seed ${1#dkd} ;;
     wkdcost) [[ -f runs/cache/c10_resnet56_cka.npy ]] || "$KDLAB" wkd-cost --teacher resnet56 --teacher-weights "$TEACHER" \
                --dataset imagefolder --data-dir "$DATA" --source features --threads "$THREADS" \
                --out runs/cache/c10_resnet56_cka.npy ;;
     wkdl0|wkdl1) run wkdl_seed${1#wkdl} distill "${COMMON[@]}" "${DIST[@]}" --method wkd_l --set tau=4 --set gamma=100 \
                --set decay_epoch=10 --set cost_matrix=runs/cache/c10_resnet56_cka.npy --teacher-cache \
-               --cache-path $CACHE --seed ${1#wkdl} ;;
+               --cache-dir $CACHE --seed ${1#wkdl} ;;
     assistant) run assistant_resnet20 distill "${COMMON[@]}" "${DIST[@]}" --student resnet20 --method kd --set T=4 \
-               --set ce_weight=0.1 --set kd_weight=0.9 --teacher-cache --cache-path $CACHE --seed 0 ;;
+               --set ce_weight=0.1 --set kd_weight=0.9 --teacher-cache --cache-dir $CACHE --seed 0 ;;
     dgkd0|dgkd1) run dgkd_seed${1#dgkd} distill "${COMMON[@]}" "${DIST[@]}" --method dgkd --set T=4 --set lambda=0.9 \
                --set drop_num=1 --assistant resnet20:runs/c10_assistant_resnet20/model_last.safetensors \
-               --teacher-cache --cache-path runs/cache/c10_resnet56_resnet20_v8.safetensors --seed ${1#dgkd} ;;
+               --teacher-cache --cache-dir $CACHE --seed ${1#dgkd} ;;
     timing)  # seconds per epoch of KD with and without the cache: 2 epochs each on a quiet machine
       for c in cache nocache; do
         rm -rf runs/c10_timing_$c
-        flag=(--teacher-cache --cache-path $CACHE); [[ $c == nocache ]] && flag=()
+        flag=(--teacher-cache --cache-dir $CACHE); [[ $c == nocache ]] && flag=()
         "$KDLAB" distill "${COMMON[@]}" "${DIST[@]}" --method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9 \
           --epochs 2 "${flag[@]}" --out runs/c10_timing_$c 2>&1 | grep -E "^(epoch [0-9]+/[0-9]+:|done)"
       done ;;

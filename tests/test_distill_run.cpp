@@ -67,7 +67,7 @@ TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the stu
   train::Run run = train::prepare_run(c, kdtest::temp_path("cache_run"), "test");
   std::vector<distill::Guide> guides{distill::load_guide("resnet14", teacher_weights(), 4, run.train_set)};
   const data::TransformConfig tc = data::train_transform(run.train_set);
-  const std::string path = kdtest::temp_path("cache.safetensors");
+  const std::string path = kdtest::temp_path("cache_dir");
   auto cache = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path);
   CHECK(cache.built_now());
   CHECK(cache.num_views() == 3);
@@ -107,7 +107,7 @@ TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the stu
     REQUIRE(l2.next(b));
     CHECK_THROWS_WITH_SUBSTR(cache.logits(0, b), "not augmented from the cache");
   }
-  SUBCASE("the file is reused when everything matches, rebuilt when anything differs") {
+  SUBCASE("a file is reused when everything matches; other settings get their own file, none overwritten") {
     auto again = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path);
     CHECK_FALSE(again.built_now());
     data::Batch b;
@@ -122,6 +122,11 @@ TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the stu
     other.labels.data<int64_t>()[0] = (other.labels.data<int64_t>()[0] + 1) % 4;
     auto relabelled = distill::TeacherCache::build_or_load(guides, other, tc, 2, 0, path);
     CHECK(relabelled.built_now());
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(path)) files += e.path().extension() == ".safetensors";
+    CHECK(files == 3);
+    auto first_again = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path);
+    CHECK_FALSE(first_again.built_now());  // the first one is still there
   }
 }
 

@@ -19,40 +19,161 @@ double wkd_f_weight(double weight, int64_t epoch, int64_t decay_epoch, int64_t t
   return 0.5 * weight * (1.0 + std::cos(progress * std::numbers::pi));
 }
 
-ChannelGaussians channel_gaussians(const Tensor& f, int64_t g, double eps) {
-  KD_CHECK(f.defined() && f.dim() == 4, "wkd_f: channel statistics are taken of (B, C, H, W) maps, got {}",
-           f.defined() ? shape_str(f.shape()) : std::string("an undefined tensor"));
+std::vector<std::array<int64_t, 4>> grid_cells(int64_t H, int64_t W, int64_t g) {
   KD_CHECK(g >= 1, "wkd_f: the spatial grid must be >= 1 (1 = statistics over the whole map), got grid={}", g);
-  const int64_t H = f.size(2), W = f.size(3);
   KD_CHECK(g <= H && g <= W, "wkd_f: a {}x{} grid does not fit a {}x{} map; use grid <= {}", g, g, H, W,
            std::min(H, W));
-  if (g == 1) {
-    KD_CHECK(H * W >= 2, "wkd_f: a 1x1 map has no unbiased variance; distil a larger feature map");
-    Tensor mu = mean(f, {2, 3}, /*keepdim=*/true);                                   // (B, C, 1, 1)
-    Tensor sigma = sqrt(add(var(f, {2, 3}, /*unbiased=*/true, /*keepdim=*/true), eps));  // (B, C, 1, 1)
-    return {mu, sigma};
-  }
   // PyTorch's adaptive-pooling cells: rows floor(i H / g) .. ceil((i + 1) H / g) (exclusive)
   auto start = [](int64_t i, int64_t out, int64_t in) { return (i * in) / out; };
   auto end = [](int64_t i, int64_t out, int64_t in) { return ((i + 1) * in + out - 1) / out; };
-  std::vector<Tensor> mu_rows, sigma_rows;
-  for (int64_t i = 0; i < g; ++i) {
-    const int64_t h0 = start(i, g, H), h1 = end(i, g, H);
-    std::vector<Tensor> mu_cells, sigma_cells;
+  std::vector<std::array<int64_t, 4>> cells;
+  for (int64_t i = 0; i < g; ++i)
     for (int64_t j = 0; j < g; ++j) {
-      const int64_t w0 = start(j, g, W), w1 = end(j, g, W);
-      KD_CHECK((h1 - h0) * (w1 - w0) >= 2,
+      std::array<int64_t, 4> c{start(i, g, H), end(i, g, H), start(j, g, W), end(j, g, W)};
+      KD_CHECK((c[1] - c[0]) * (c[3] - c[2]) >= 2,
                "wkd_f: grid={} cuts the {}x{} map into cells of one position, which have no unbiased variance (the "
                "official code gives NaN); use a smaller grid",
                g, H, W);
-      Tensor cell = f.slice(2, h0, h1).slice(3, w0, w1);                                  // (B, C, h, w)
-      mu_cells.push_back(mean(cell, {2, 3}));                                              // (B, C)
-      sigma_cells.push_back(sqrt(add(var(cell, {2, 3}, /*unbiased=*/true), eps)));        // (B, C)
+      cells.push_back(c);
     }
-    mu_rows.push_back(stack(mu_cells, 2));        // (B, C, g)
-    sigma_rows.push_back(stack(sigma_cells, 2));  // (B, C, g)
+  return cells;
+}
+
+ChannelGaussians channel_gaussians(const Tensor& f, int64_t g, double eps) {
+  KD_CHECK(f.defined() && f.dim() == 4, "wkd_f: channel statistics are taken of (B, C, H, W) maps, got {}",
+           f.defined() ? shape_str(f.shape()) : std::string("an undefined tensor"));
+  const int64_t B = f.size(0), C = f.size(1);
+  std::vector<Tensor> mus, sigmas;
+  for (const auto& [h0, h1, w0, w1] : grid_cells(f.size(2), f.size(3), g)) {
+    Tensor cell = f.slice(2, h0, h1).slice(3, w0, w1);                             // (B, C, h, w)
+    mus.push_back(mean(cell, {2, 3}));                                              // (B, C)
+    sigmas.push_back(sqrt(add(var(cell, {2, 3}, /*unbiased=*/true), eps)));        // (B, C)
   }
-  return {stack(mu_rows, 2), stack(sigma_rows, 2)};  // (B, C, g, g) each
+  // cells in row-major order -> (B, C, g, g)
+  return {stack(mus, 2).reshape({B, C, g, g}), stack(sigmas, 2).reshape({B, C, g, g})};
+}
+
+// ------------------------------------------------------------------------------- full covariance
+
+void symmetric_eigen(const std::vector<double>& A, int64_t n, std::vector<double>& w, std::vector<double>& V) {
+  std::vector<double> a((size_t)(n * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) a[i * n + j] = 0.5 * (A[i * n + j] + A[j * n + i]);
+  V.assign((size_t)(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) V[i * n + i] = 1.0;
+  double scale = 0;
+  for (double x : a) scale += x * x;
+  // Cyclic Jacobi: each rotation J (angle phi in the (p, q) plane) zeroes a_pq in J^T A J, with
+  // cot(2 phi) = (a_qq - a_pp) / (2 a_pq); the off-diagonal mass shrinks quadratically per sweep.
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0;
+    for (int64_t p = 0; p < n; ++p)
+      for (int64_t q = p + 1; q < n; ++q) off += a[p * n + q] * a[p * n + q];
+    if (off <= 1e-30 * scale || off == 0) break;
+    for (int64_t p = 0; p < n; ++p)
+      for (int64_t q = p + 1; q < n; ++q) {
+        const double apq = a[p * n + q];
+        if (apq == 0) continue;
+        const double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1.0));
+        const double c = 1.0 / std::sqrt(t * t + 1.0), s = t * c;
+        for (int64_t k = 0; k < n; ++k) {  // columns p, q of A J
+          const double akp = a[k * n + p], akq = a[k * n + q];
+          a[k * n + p] = c * akp - s * akq;
+          a[k * n + q] = s * akp + c * akq;
+        }
+        for (int64_t k = 0; k < n; ++k) {  // rows p, q of J^T (A J)
+          const double apk = a[p * n + k], aqk = a[q * n + k];
+          a[p * n + k] = c * apk - s * aqk;
+          a[q * n + k] = s * apk + c * aqk;
+        }
+        for (int64_t k = 0; k < n; ++k) {  // V <- V J
+          const double vkp = V[k * n + p], vkq = V[k * n + q];
+          V[k * n + p] = c * vkp - s * vkq;
+          V[k * n + q] = s * vkp + c * vkq;
+        }
+      }
+  }
+  // sort ascending, permuting V's columns with the eigenvalues
+  std::vector<int64_t> order((size_t)n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return a[x * n + x] < a[y * n + y]; });
+  std::vector<double> Vs((size_t)(n * n));
+  w.resize((size_t)n);
+  for (int64_t j = 0; j < n; ++j) {
+    w[j] = a[order[j] * n + order[j]];
+    for (int64_t i = 0; i < n; ++i) Vs[i * n + j] = V[i * n + order[j]];
+  }
+  V = std::move(Vs);
+}
+
+namespace {
+
+// f(M) = V diag(f(w)) V^T for each (n, n) matrix of M (B, n, n), float32 out; also sum f(w).
+Tensor spectral_map(const Tensor& M, const std::function<double(double)>& f, std::vector<double>* traces = nullptr) {
+  KD_CHECK(M.dim() == 3 && M.size(1) == M.size(2), "wkd_f: expected square matrices (B, n, n), got {}",
+           shape_str(M.shape()));
+  const int64_t B = M.size(0), n = M.size(1);
+  std::vector<float> in = to_float_vector(M.contiguous());
+  std::vector<float> out((size_t)(B * n * n));
+  if (traces) traces->assign((size_t)B, 0.0);
+  std::vector<double> A((size_t)(n * n)), w, V;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < n * n; ++i) A[i] = in[b * n * n + i];
+    symmetric_eigen(A, n, w, V);
+    std::vector<double> fw((size_t)n);
+    for (int64_t k = 0; k < n; ++k) fw[k] = f(w[k]);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < n; ++k) acc += V[i * n + k] * fw[k] * V[j * n + k];
+        out[b * n * n + i * n + j] = (float)acc;
+      }
+    if (traces)
+      for (int64_t k = 0; k < n; ++k) (*traces)[b] += std::sqrt(std::max(w[k], 0.0));
+  }
+  return from_vector(out, {B, n, n});
+}
+
+}  // namespace
+
+Tensor sqrtm_constant(const Tensor& M) {
+  return spectral_map(M.detach(), [](double x) { return std::sqrt(std::max(x, 0.0)); });
+}
+
+Tensor trace_sqrtm(const Tensor& M) {
+  // value: sum_k sqrt(w_k); gradient: V diag(1 / (2 sqrt(w_k))) V^T = M^-1/2 / 2
+  std::vector<double> traces;
+  Tensor half_inv_sqrt =
+      spectral_map(M.detach(), [](double x) { return 0.5 / std::sqrt(std::max(x, 1e-20)); }, &traces);  // (B, n, n)
+  const int64_t B = M.size(0);
+  std::vector<float> tv(traces.begin(), traces.end());
+  Tensor out = from_vector(tv, {B});  // (B)
+  return record(out, "trace_sqrtm", {M}, {half_inv_sqrt}, [B](const Node& node, const Tensor& g) {
+    return std::vector<Tensor>{mul(node.saved[0], g.reshape({B, 1, 1}))};
+  });
+}
+
+FullGaussians full_gaussians(const Tensor& f, double eps) {
+  KD_CHECK(f.defined() && f.dim() == 4, "wkd_f: Gaussians are fitted to (B, C, H, W) maps, got {}",
+           f.defined() ? shape_str(f.shape()) : std::string("an undefined tensor"));
+  const int64_t B = f.size(0), C = f.size(1), N = f.size(2) * f.size(3);
+  KD_CHECK(N >= 2, "wkd_f: a map of one position has no covariance; distil a larger feature map");
+  Tensor X = f.reshape({B, C, N});                                      // (B, C, N)
+  Tensor mu = mean(X, {2}, /*keepdim=*/true);                           // (B, C, 1)
+  Tensor Xc = sub(X, mu);                                               // (B, C, N) centred
+  Tensor cov = div(bmm(Xc, Xc.transpose(1, 2)), (double)(N - 1));       // (B, C, C) unbiased
+  cov = add(cov, mul(eye_like(C), eps));                                // + eps I
+  return {mu.reshape({B, C}), cov};
+}
+
+Tensor bures_term(const Tensor& cov_s, const Tensor& cov_t_in) {
+  const Tensor cov_t = cov_t_in.detach();
+  Tensor st = sqrtm_constant(cov_t);                                    // (B, C, C) Sigma_t^1/2
+  Tensor inner = bmm(bmm(st, cov_s), st);                               // (B, C, C)
+  Tensor tr_s = sum(mul(cov_s, eye_like(cov_s.size(1))), {1, 2});      // (B) tr Sigma_s
+  Tensor tr_t = sum(mul(cov_t, eye_like(cov_t.size(1))), {1, 2});      // (B)
+  return sub(add(tr_s, tr_t), mul(trace_sqrtm(inner), 2.0));            // (B)
 }
 
 LossBreakdown wkd_f_loss(const Tensor& zs, const Tensor& fs, const Tensor& ft_in, const Tensor& labels, ConvReg& projector,

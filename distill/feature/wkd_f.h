@@ -28,15 +28,25 @@
 //     after COSINE_DECAY_EPOCH with kwargs['epoch'] counted from 1; CE_WEIGHT 1;
 //   - resnet32x4 -> resnet8x4: w = 0.08, gamma = 4, grid 1, E_d = 150 of 240;
 //     wrn_40_2 -> ShuffleV1: w = 0.3, gamma = 3, grid 4.
-// Not offered: the "bottleneck" projector of WKD's ImageNet configs, and the full-covariance
-// Gaussian W2 (Bures term), which the official code does not have either. A grid cell of a
-// single position has no unbiased variance (PyTorch gives NaN); that is rejected with an error.
+// Full covariance (cov=full, an option the official code does not have): the channels of a
+// cell are one C-dimensional Gaussian with covariance Sigma = X X^T / (N - 1) + eps I (X the
+// centred (C, N) map of N positions), and the covariance term becomes the Bures distance
+//     L_cov = sum_{b,cells} [ tr Sigma_s + tr Sigma_t - 2 tr (Sigma_t^1/2 Sigma_s Sigma_t^1/2)^1/2 ] / (g^2 B),
+// which equals the diagonal sum of (sigma_s - sigma_t)^2 when both covariances are diagonal. The
+// matrix square roots come from a symmetric eigen-decomposition by Jacobi rotations written here
+// (in double precision); the gradient of tr M^1/2 is M^-1/2 / 2. It costs O(C^3) per sample
+// and cell.
+// Not offered: the "bottleneck" projector of WKD's ImageNet configs. A grid cell of a single
+// position has no unbiased variance (PyTorch gives NaN); that is rejected with an error.
 //
 // Parameters (--set): hint_layer (f3; the tap of both networks), teacher_layer (= hint_layer),
-// weight (0.08), gamma (4), decay_epoch (150), grid (1), eps (1e-5), ce_weight (1).
+// weight (0.08), gamma (4), decay_epoch (150), grid (1), eps (1e-5), ce_weight (1),
+// cov (diag, or full for the Bures term).
 // Loss parts: "ce" = w_ce * CE, "mean" = w(e) * gamma * L_mean, "cov" = w(e) * L_cov.
 // Helper: the projector "conv_reg" (ConvReg), trained and checkpointed with the student.
 #pragma once
+#include <array>
+
 #include "distill/distiller.h"
 #include "distill/feature/common.h"
 
@@ -51,6 +61,7 @@ struct WkdFOptions {
   int64_t grid = 1;          // SPATIAL_GRID
   double eps = 1e-5;
   double ce_weight = 1.0;
+  bool full_covariance = false;  // cov=full: the Bures term instead of the diagonal one
 };
 
 // w(e): `weight` to decay_epoch, then cosine to 0 at total_epochs (WKD.forward_train).
@@ -62,6 +73,31 @@ struct ChannelGaussians {
   Tensor mean, std;
 };
 ChannelGaussians channel_gaussians(const Tensor& f, int64_t grid, double eps);
+
+// The cells of the g x g grid over an H x W map, PyTorch's adaptive-pooling boundaries:
+// {h0, h1, w0, w1} with rows h0..h1-1 and columns w0..w1-1. Errors for cells of one position.
+std::vector<std::array<int64_t, 4>> grid_cells(int64_t H, int64_t W, int64_t grid);
+
+// The symmetric eigen-decomposition A = V diag(w) V^T of an n x n matrix (row-major, read as
+// (A + A^T) / 2) by cyclic Jacobi rotations in double precision: w ascending, V's columns the
+// eigenvectors (row-major n x n).
+void symmetric_eigen(const std::vector<double>& A, int64_t n, std::vector<double>& w, std::vector<double>& V);
+
+// tr(M_b^1/2) for each symmetric positive semi-definite M (B, n, n) -> (B), differentiable:
+// d tr(M^1/2) / dM = M^-1/2 / 2 (eigenvalues floored at 1e-20 there).
+Tensor trace_sqrtm(const Tensor& M);
+// M^1/2 of each symmetric PSD M (B, n, n), not differentiable (for the teacher's side).
+Tensor sqrtm_constant(const Tensor& M);
+
+// Full-covariance Gaussian of each cell-free map f (B, C, H, W): mean (B, C) and
+// Sigma = X X^T / (N - 1) + eps I (B, C, C), X the centred (B, C, H*W) map.
+struct FullGaussians {
+  Tensor mean, cov;
+};
+FullGaussians full_gaussians(const Tensor& f, double eps);
+// The Bures term per sample: tr Ss + tr St - 2 tr (St^1/2 Ss St^1/2)^1/2, Ss (B, C, C)
+// differentiable, St (B, C, C) a constant -> (B).
+Tensor bures_term(const Tensor& cov_s, const Tensor& cov_t);
 
 // zs (B, K), fs (B, Cs, Hs, Ws) the student's map (projected here), ft (B, Ct, Ht, Wt) the
 // teacher's (detached here), labels (B). Intermediates shown: projected, mu_s, sigma_s, mu_t,

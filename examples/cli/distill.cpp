@@ -12,7 +12,7 @@ namespace kd::cli {
 void register_distill(CLI::App& app) {
   auto* cmd = app.add_subcommand("distill", "Train a student from a teacher with a distillation method");
   struct Opts {
-    std::string recipe, out, student, teacher, teacher_weights, method, dataset, data_dir, schedule, cache_path,
+    std::string recipe, out, student, teacher, teacher_weights, method, dataset, data_dir, schedule, cache_dir,
         label_noise;
     std::vector<std::string> sets, assistants;
     int64_t epochs = 0, batch = 0, threads = 0, seed = -1, train_limit = -1, test_limit = -1, cache_views = 0;
@@ -41,7 +41,7 @@ void register_distill(CLI::App& app) {
   cmd->add_flag("--teacher-cache", o->cache, "precompute the teacher's logits over fixed augmented views");
   cmd->add_flag("--no-teacher-cache", o->no_cache, "run the teacher every step even if the recipe caches it");
   cmd->add_option("--cache-views", o->cache_views, "augmented views per image in the teacher cache (default 8)");
-  cmd->add_option("--cache-path", o->cache_path, "teacher cache file (default RUN_DIR/teacher_cache.safetensors)");
+  cmd->add_option("--cache-dir", o->cache_dir, "folder of teacher cache files, shared between runs (default RUN_DIR/teacher_cache)");
   cmd->add_option("--label-noise", o->label_noise, "sym:R or asym:R: corrupt that fraction of the training labels");
   cmd->add_option("--set", o->sets,
                   "a recipe key or a method hyper-parameter: --set T=4 --set epochs=30 (repeatable)");
@@ -75,7 +75,7 @@ void register_distill(CLI::App& app) {
     if (o->cache) cfg.teacher_cache = true;
     if (o->no_cache) cfg.teacher_cache = false;
     if (o->cache_views > 0) cfg.teacher_cache_views = o->cache_views;
-    if (!o->cache_path.empty()) cfg.teacher_cache_path = o->cache_path;
+    if (!o->cache_dir.empty()) cfg.teacher_cache_dir = o->cache_dir;
     if (!o->label_noise.empty()) cfg.label_noise = o->label_noise;
     for (const auto& s : o->sets) train::apply_distill_override(s, cfg);
     train::set_threads(cfg.threads);
