@@ -1,0 +1,81 @@
+// kdlab analyze's measures (distill/analysis.h) against an independent float64 PyTorch reference
+// (tests/reference/gen_analysis.py), their invariants, the image transforms of the invariance
+// test, and the command end to end on the synthetic set.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "distill/analysis.h"
+#include "distill/train.h"
+#include "engine/ops.h"
+#include "test_util.h"
+
+using namespace kd;
+using V = std::vector<Tensor>;
+using json = nlohmann::json;
+
+TEST_CASE("analysis measures match the reference") {
+  kdtest::GoldenTable table = {
+      {"agreement", [](const V& x, const json&) { return V{scalar_tensor(analysis::top1_agreement(x[0], x[1]))}; }},
+      {"kl", [](const V& x, const json&) { return V{scalar_tensor(analysis::mean_kl(x[0], x[1]))}; }},
+      {"js", [](const V& x, const json&) { return V{scalar_tensor(analysis::mean_js(x[0], x[1]))}; }},
+      {"ece", [](const V& x, const json&) { return V{scalar_tensor(analysis::expected_calibration_error(x[0], x[1], 15))}; }},
+      {"linear_cka", [](const V& x, const json&) { return V{scalar_tensor(analysis::linear_cka(x[0], x[1]))}; }},
+      {"debiased_cka", [](const V& x, const json&) { return V{scalar_tensor(analysis::debiased_linear_cka(x[0], x[1]))}; }},
+  };
+  CHECK(kdtest::run_golden_file("analysis.json", table) == 18);
+}
+
+TEST_CASE("analysis invariants") {
+  Generator g(3);
+  Tensor a = randn({64, 10}, g), b = randn({64, 10}, g);
+  CHECK(analysis::top1_agreement(a, a) == 1.0);
+  CHECK(analysis::mean_kl(a, a) == doctest::Approx(0.0).epsilon(1e-12));
+  CHECK(analysis::mean_js(a, a) == doctest::Approx(0.0).epsilon(1e-12));
+  const double js = analysis::mean_js(a, b);
+  CHECK(js > 0);
+  CHECK(js <= std::log(2.0));
+  CHECK(analysis::mean_js(a, b) == doctest::Approx(analysis::mean_js(b, a)));
+  CHECK(analysis::linear_cka(a, a) == doctest::Approx(1.0));
+  CHECK(analysis::linear_cka(a, mul(a, 3.0)) == doctest::Approx(1.0));  // scale invariant
+  CHECK(analysis::debiased_linear_cka(a, a) == doctest::Approx(1.0));
+  CHECK_THROWS_WITH_SUBSTR(analysis::top1_agreement(a, randn({3, 10}, g)), "same N");
+}
+
+TEST_CASE("the invariance transforms and kdlab analyze end to end") {
+  data::SyntheticOptions so;
+  so.size = 48;
+  so.num_classes = 4;
+  data::Dataset ds = data::make_synthetic(so, "test");
+  auto model = nn::create_model("resnet8", {4, 3, 32, 1});
+  analysis::Outputs plain = analysis::predict(*model, ds, 16);
+  CHECK(plain.logits.shape() == Shape({48, 4}));
+  CHECK(plain.pooled.shape() == Shape({48, 64}));
+  analysis::Outputs again = analysis::predict(*model, ds, 16);
+  CHECK(analysis::top1_agreement(plain.logits, again.logits) == 1.0);  // deterministic, eval mode
+  for (std::string t : {"hflip", "shift", "noise"}) {
+    analysis::Outputs moved = analysis::predict(*model, ds, 16, t);
+    CHECK(max(abs(sub(moved.logits, plain.logits))).item() > 0);  // the images did change
+  }
+  CHECK_THROWS_WITH_SUBSTR(analysis::predict(*model, ds, 16, "rotate"), "unknown transform");
+  analysis::Cost c = analysis::measure_cost(*model, 3, 32, 2);
+  CHECK(c.parameters == model->num_parameters());
+  CHECK(c.macs_per_image > 0);
+  CHECK(c.images_per_s > 0);
+
+  // the command: a teacher and a student trained briefly, report files written
+  const std::string dir = kdtest::temp_path("analyze");
+  const std::string bin = KDLAB_BIN;
+  auto sh = [&](const std::string& args) { return std::system((bin + " " + args + " > /dev/null 2>&1").c_str()); };
+  REQUIRE(sh("train --model resnet14 --dataset synthetic --epochs 1 --train-limit 64 --test-limit 32 --threads 1 --out " + dir + "/t") == 0);
+  REQUIRE(sh("train --model resnet8 --dataset synthetic --epochs 1 --train-limit 64 --test-limit 32 --threads 1 --out " + dir + "/s") == 0);
+  REQUIRE(sh("analyze --teacher resnet14:" + dir + "/t/model_last.safetensors --student resnet8:" + dir +
+             "/s/model_last.safetensors --dataset synthetic --limit 64 --cka-samples 32 --threads 1 --out " + dir + "/a") == 0);
+  auto j = json::parse(std::ifstream(dir + "/a/analysis.json"));
+  CHECK(j["images"] == 64);
+  REQUIRE(j["students"].size() == 1);
+  const double agree = j["students"][0]["vs_teacher"]["top1_agreement"].get<double>();
+  CHECK(agree >= 0.0);
+  CHECK(agree <= 1.0);
+  CHECK(std::filesystem::exists(dir + "/a/report.md"));
+}
