@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "distill/output/acd_u.h"
 #include "distill/output/common.h"
 #include "distill/output/dgkd.h"
 #include "distill/output/wkd_cost.h"
@@ -148,6 +149,43 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
                                                               {"built_now", setup.cache->built_now()},
                                                               {"build_seconds", setup.cache->build_seconds()}};
   return run;
+}
+
+train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir, const std::string& command_line,
+                             bool resume) {
+  train::set_threads(cfg.threads);
+  if (cfg.method == "baseline") cfg.method.clear();
+  if (cfg.method.empty()) {  // plain cross-entropy training
+    train::Run run = train::prepare_run(cfg, out_dir, command_line);
+    fmt::print("{}\n{}\nmodel {} ({} parameters), cross-entropy, {} epochs, batch {}, run directory {}\n",
+               run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.epochs,
+               cfg.batch_size, out_dir);
+    return train::run_training(run, resume);
+  }
+  if (cfg.method == "acd_u") {  // two networks co-teaching: its own loop (distill/output/acd_u.h)
+    KD_CHECK(!cfg.teacher.empty(),
+             "acd_u needs its second network: --teacher MODEL [--teacher-weights W] (pretrained or not)");
+    KD_CHECK(!resume, "acd_u runs keep no checkpoint and cannot be resumed; start the run again");
+    AcdUOptions opt = acd_u_options(params_from_json(cfg.method_params));
+    train::Run run = train::prepare_run(cfg, out_dir, command_line);
+    const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
+    auto second = nn::create_model(cfg.teacher, {K, run.train_set.channels(), run.train_set.height(), cfg.seed + 1});
+    if (!cfg.teacher_weights.empty()) {  // pretrained, but trained further (run_acd_u freezes what it freezes)
+      second = load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set).net;
+      for (auto& [name, p] : second->named_parameters()) p.requires_grad_(true);
+      second->train();
+    }
+    fmt::print("{}\n{}\nacd_u: network 1 {} ({} parameters), network 2 {}{}, {} epochs, run directory {}\n",
+               run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
+               cfg.teacher_weights.empty() ? " (from scratch)" : " from " + cfg.teacher_weights, cfg.epochs, out_dir);
+    return run_acd_u(run, second, opt, run.clean_train_labels);
+  }
+  DistillSetup setup;
+  train::Run run = prepare_distill_run(cfg, out_dir, command_line, setup);
+  fmt::print("{}\n{}\nstudent {} ({} parameters) <- teacher {} by {}, {} epochs, batch {}, run directory {}\n",
+             run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
+             cfg.method, cfg.epochs, cfg.batch_size, out_dir);
+  return train::run_training(run, resume);
 }
 
 }  // namespace kd::distill

@@ -34,6 +34,12 @@ struct DistillSetup {
 train::Run prepare_distill_run(const train::TrainConfig& config, const std::string& out_dir,
                                const std::string& command_line, DistillSetup& setup);
 
+// Runs whatever config describes into out_dir: plain training when config.method is "" or
+// "baseline", ACD-U's two-network loop for "acd_u", otherwise a distillation run. Prints the
+// data sets and models first. (kdlab distill and kdlab sweep.)
+train::RunSummary run_method(train::TrainConfig config, const std::string& out_dir, const std::string& command_line,
+                             bool resume);
+
 // JSON object of hyper-parameters ({"T": 4, "converged": true}) -> Params ("T" -> "4").
 Params params_from_json(const nlohmann::json& j);
 

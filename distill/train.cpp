@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 
 #include "datasets/label_noise.h"
@@ -147,6 +148,21 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
     fmt::print("label noise {}: {:.1f}% of the training labels changed (saved to {}/noisy_labels.npy)\n",
                config.label_noise, 100.0 * rate, out_dir);
   }
+  if (config.val_split > 0) {
+    // A validation split for choosing hyper-parameters and checkpoints, so that the test set is
+    // only used for the final report. Drawn with a fixed seed: every run of a sweep holds out the
+    // same images.
+    KD_CHECK(config.val_split < run.train_set.size(), "val_split={} leaves no training images (the training set has {})",
+             config.val_split, run.train_set.size());
+    std::vector<int64_t> order(run.train_set.size());
+    std::iota(order.begin(), order.end(), 0);
+    Generator gen(1);
+    for (int64_t i = 0; i < config.val_split; ++i) std::swap(order[i], order[gen.randint(i, (int64_t)order.size())]);
+    run.val_set = data::subset(run.train_set, std::vector<int64_t>(order.begin(), order.begin() + config.val_split));
+    std::vector<int64_t> rest(order.begin() + config.val_split, order.end());
+    std::sort(rest.begin(), rest.end());
+    run.train_set = data::subset(run.train_set, rest);
+  }
   nn::ModelConfig mc;
   mc.num_classes = config.num_classes > 0 ? config.num_classes : run.train_set.num_classes();
   mc.in_channels = run.train_set.channels();
@@ -226,6 +242,7 @@ RunSummary run_training(Run& run, bool resume) {
   int64_t start_epoch = 0, skip_batches = 0;
   double best_acc = -1;
   int64_t best_epoch = 0;
+  double best_val_acc = -1, val_selected_test_acc = 0;  // with a validation split
   nlohmann::json partial = nlohmann::json::object();  // sums of the interrupted epoch
   if (resume) {
     KD_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '{}' (start without --resume)", ckpt_path);
@@ -234,6 +251,8 @@ RunSummary run_training(Run& run, bool resume) {
     skip_batches = ck.scalars.value("batch_in_epoch", (int64_t)0);
     best_acc = ck.scalars.value("best_accuracy", -1.0);
     best_epoch = ck.scalars.value("best_epoch", (int64_t)0);
+    best_val_acc = ck.scalars.value("best_val_accuracy", -1.0);
+    val_selected_test_acc = ck.scalars.value("val_selected_test_accuracy", 0.0);
     partial = ck.scalars.value("partial", nlohmann::json::object());
     truncate_metrics(metrics_path, start_epoch);
     fmt::print("resuming from {} at epoch {} batch {}\n", ckpt_path, start_epoch + 1, skip_batches);
@@ -249,6 +268,7 @@ RunSummary run_training(Run& run, bool resume) {
                            {"cpu_isa", cpu_isa_available()},
                            {"train_set", run.train_set.summary()},
                            {"test_set", run.test_set.summary()},
+                           {"val_set", run.val_set.size() > 0 ? run.val_set.summary() : std::string("none")},
                            {"num_classes", num_classes},
                            {"parameters", model.num_parameters()},
                            {"schedule", schedule.describe()}};
@@ -261,7 +281,8 @@ RunSummary run_training(Run& run, bool resume) {
     info.step = optimizer->steps_taken();
     info.schedule = schedule.to_json();
     info.scalars = {{"best_accuracy", best_acc}, {"best_epoch", best_epoch}, {"batch_in_epoch", batch_in_epoch},
-                    {"partial", sums}};
+                    {"partial", sums}, {"best_val_accuracy", best_val_acc},
+                    {"val_selected_test_accuracy", val_selected_test_acc}};
     nn::save_training_checkpoint(ckpt_path, modules, optimizer.get(), info);
   };
 
@@ -351,6 +372,17 @@ RunSummary run_training(Run& run, bool resume) {
                            {"time_s", train_seconds},
                            {"images_per_s", seen / train_seconds}};
     for (auto& [n, v] : part_sums) line["loss_" + n] = v / seen;
+    if (run.val_set.size() > 0) {
+      // the checkpoint a validation split would choose: the epoch of the best validation accuracy
+      EvalResult val = evaluate(model, run.val_set, std::max<int64_t>(cfg.batch_size, 256));
+      if (val.accuracy > best_val_acc) {
+        best_val_acc = val.accuracy;
+        val_selected_test_acc = ev.accuracy;
+      }
+      line["val_loss"] = val.loss;
+      line["val_acc"] = val.accuracy;
+      line["val_selected_test_acc"] = val_selected_test_acc;
+    }
     std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
     fmt::print("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} (best {:.4f} @ {}) | {:.1f}s, "
                "{:.0f} img/s\n",

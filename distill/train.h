@@ -60,6 +60,7 @@ struct Run {
   std::string command_line;                  // recorded in config.json
   std::shared_ptr<nn::Classifier> model;
   data::Dataset train_set, test_set;
+  data::Dataset val_set;                     // held out of the training set (config.val_split); may be empty
   LossFn loss = cross_entropy_loss;
   nn::NamedTensors extra_params;             // trainable helpers (distillers), optimised too
   nn::LabeledModules extra_modules;          // saved in checkpoints beside "model"
@@ -75,7 +76,8 @@ RunSummary run_training(Run& run, bool resume);
 
 // Loads train and test splits as config says (limits applied), injects config.label_noise into
 // the training labels (seeded by config.seed; the noisy labels are saved as
-// out_dir/noisy_labels.npy, the test set stays clean) and builds config.model.
+// out_dir/noisy_labels.npy, the test set stays clean), holds out config.val_split training
+// images as the validation split (a fixed seed, the same for every run) and builds config.model.
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line);
 
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).

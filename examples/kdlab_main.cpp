@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   kd::cli::register_wkd_cost(app);
   kd::cli::register_dgkd_chain(app);
   kd::cli::register_analyze(app);
+  kd::cli::register_sweep(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -17,6 +17,7 @@ void register_distill(CLI::App& app);
 void register_wkd_cost(CLI::App& app);
 void register_dgkd_chain(CLI::App& app);
 void register_analyze(CLI::App& app);
+void register_sweep(CLI::App& app);
 
 // The command line as typed, for run records.
 std::string command_line();

@@ -78,34 +78,7 @@ void register_distill(CLI::App& app) {
     if (!o->cache_dir.empty()) cfg.teacher_cache_dir = o->cache_dir;
     if (!o->label_noise.empty()) cfg.label_noise = o->label_noise;
     for (const auto& s : o->sets) train::apply_distill_override(s, cfg);
-    train::set_threads(cfg.threads);
-    if (cfg.method == "acd_u") {  // two networks co-teaching: its own loop (distill/output/acd_u.h)
-      KD_CHECK(!cfg.teacher.empty(),
-               "acd_u needs its second network: --teacher MODEL [--teacher-weights W] (pretrained or not)");
-      distill::AcdUOptions opt = distill::acd_u_options(distill::params_from_json(cfg.method_params));
-      train::Run run = train::prepare_run(cfg, o->out, command_line());
-      const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
-      auto second = nn::create_model(cfg.teacher, {K, run.train_set.channels(), run.train_set.height(), cfg.seed + 1});
-      if (!cfg.teacher_weights.empty()) {  // pretrained, but trained further (run_acd_u freezes what it freezes)
-        second = distill::load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set).net;
-        for (auto& [name, p] : second->named_parameters()) p.requires_grad_(true);
-        second->train();
-      }
-      KD_CHECK(!o->resume, "acd_u runs keep no checkpoint and cannot be resumed; start the run again");
-      fmt::print("{}\n{}\nacd_u: network 1 {} ({} parameters), network 2 {}{}, {} epochs, run directory {}\n",
-                 run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
-                 cfg.teacher_weights.empty() ? " (from scratch)" : " from " + cfg.teacher_weights, cfg.epochs, o->out);
-      train::RunSummary s = distill::run_acd_u(run, second, opt, run.clean_train_labels);
-      fmt::print("done: network 1 last test accuracy {:.4f}, best {:.4f} (epoch {}), {:.1f} s/epoch\n", s.last_accuracy,
-                 s.best_accuracy, s.best_epoch, s.seconds_per_epoch);
-      return;
-    }
-    distill::DistillSetup setup;
-    train::Run run = distill::prepare_distill_run(cfg, o->out, command_line(), setup);
-    fmt::print("{}\n{}\nstudent {} ({} parameters) <- teacher {} by {}, {} epochs, batch {}, run directory {}\n",
-               run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
-               cfg.method, cfg.epochs, cfg.batch_size, o->out);
-    train::RunSummary s = train::run_training(run, o->resume);
+    train::RunSummary s = distill::run_method(cfg, o->out, command_line(), o->resume);
     if (!s.interrupted)
       fmt::print("done: last test accuracy {:.4f}, best {:.4f} (epoch {}), {:.1f} s/epoch\n", s.last_accuracy,
                  s.best_accuracy, s.best_epoch, s.seconds_per_epoch);
