@@ -4,10 +4,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 
 #include "datasets/loader.h"
 #include "distill/output/wkd_cost.h"
 #include "engine/autograd.h"
+#include "distill/distill_run.h"
+#include "distill/plot.h"
 #include "engine/ops.h"
 
 namespace kd::analysis {
@@ -185,6 +188,331 @@ double debiased_linear_cka(const Tensor& X, const Tensor& Y) {
   auto K = gram(X.detach()), L = gram(Y.detach());
   const double kl = hsic_unbiased(K, L, n), kk = hsic_unbiased(K, K, n), ll = hsic_unbiased(L, L, n);
   return kk > 0 && ll > 0 ? kl / std::sqrt(kk * ll) : 0.0;
+}
+
+// ------------------------------------------------------------------ more similarity measures
+
+// HSIC with centring: tr(K H L H) for n x n Gram matrices (biased estimator; CKA normalises it).
+static double hsic_centred(const std::vector<double>& K, const std::vector<double>& L, int64_t n) {
+  // centre K: Kc = H K H, then tr(Kc L) = sum_ij Kc_ij L_ij (L symmetric)
+  auto centre = [n](std::vector<double> M) {
+    std::vector<double> row(n, 0), col(n, 0);
+    double all = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) row[i] += M[i * n + j] / n, col[j] += M[i * n + j] / n, all += M[i * n + j] / (n * n);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) M[i * n + j] += all - row[i] - col[j];
+    return M;
+  };
+  auto Kc = centre(K);
+  double t = 0;
+  for (int64_t i = 0; i < n * n; ++i) t += Kc[i] * L[i];
+  return t;
+}
+
+static std::vector<double> gram_linear(const Tensor& X) {
+  const int64_t n = X.size(0);
+  Tensor G = matmul(X.detach().contiguous(), X.detach().contiguous().t()).contiguous();  // (n, n)
+  return std::vector<double>(G.data<float>(), G.data<float>() + n * n);
+}
+
+static double cka_from_grams(const std::vector<double>& K, const std::vector<double>& L, int64_t n) {
+  const double kl = hsic_centred(K, L, n), kk = hsic_centred(K, K, n), ll = hsic_centred(L, L, n);
+  return kk > 0 && ll > 0 ? kl / std::sqrt(kk * ll) : 0.0;
+}
+
+double linear_cka_gram(const Tensor& X, const Tensor& Y) {
+  KD_CHECK(X.dim() == 2 && Y.dim() == 2 && X.size(0) == Y.size(0), "linear_cka_gram: need (n, p) and (n, q), got {} and {}",
+           shape_str(X.shape()), shape_str(Y.shape()));
+  return cka_from_grams(gram_linear(X), gram_linear(Y), X.size(0));
+}
+
+double rbf_cka(const Tensor& X, const Tensor& Y, double sigma_frac) {
+  KD_CHECK(X.dim() == 2 && Y.dim() == 2 && X.size(0) == Y.size(0) && X.size(0) >= 2,
+           "rbf_cka: need (n, p) and (n, q) with the same n >= 2, got {} and {}", shape_str(X.shape()), shape_str(Y.shape()));
+  const int64_t n = X.size(0);
+  auto rbf = [&](const Tensor& A) {
+    std::vector<double> G = gram_linear(A), D(n * n), d;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        D[i * n + j] = std::max(0.0, G[i * n + i] + G[j * n + j] - 2 * G[i * n + j]);  // ||a_i - a_j||^2
+        if (i < j) d.push_back(std::sqrt(D[i * n + j]));
+      }
+    std::nth_element(d.begin(), d.begin() + d.size() / 2, d.end());
+    const double sigma = sigma_frac * std::max(d[d.size() / 2], 1e-12);  // σ = frac · median distance
+    for (auto& v : D) v = std::exp(-v / (2 * sigma * sigma));
+    return D;
+  };
+  return cka_from_grams(rbf(X), rbf(Y), n);
+}
+
+std::vector<std::pair<std::string, Tensor>> feature_taps(nn::Classifier& model, const data::Dataset& dataset, int64_t n) {
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard ng;
+  n = std::min(n, dataset.size());
+  data::LoaderOptions lo;
+  lo.batch_size = 128;
+  lo.shuffle = false;
+  lo.transform = data::eval_transform(dataset);
+  std::vector<int64_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  data::DataLoader loader(data::subset(dataset, idx), lo);
+  loader.start_epoch(0);
+  std::vector<std::vector<Tensor>> parts;
+  std::vector<std::string> names;
+  data::Batch b;
+  while (loader.next(b)) {
+    nn::ModelOutput out = model.forward(b.images);
+    std::vector<Tensor> taps = out.feats;
+    if (out.pooled.defined()) taps.push_back(out.pooled);
+    if (names.empty()) {
+      for (size_t i = 0; i < out.feats.size(); ++i) names.push_back("f" + std::to_string(i));
+      if (out.pooled.defined()) names.push_back("pooled");
+      parts.resize(taps.size());
+    }
+    for (size_t i = 0; i < taps.size(); ++i) parts[i].push_back(taps[i].reshape({taps[i].size(0), -1}).contiguous());
+  }
+  model.train(was_training);
+  std::vector<std::pair<std::string, Tensor>> result;
+  for (size_t i = 0; i < names.size(); ++i) result.push_back({names[i], cat(parts[i], 0)});  // (n, C*H*W)
+  return result;
+}
+
+Tensor layer_cka_matrix(const std::vector<std::pair<std::string, Tensor>>& t,
+                        const std::vector<std::pair<std::string, Tensor>>& s) {
+  Tensor m = empty({(int64_t)t.size(), (int64_t)s.size()});  // (Lt, Ls)
+  std::vector<std::vector<double>> gt, gs;
+  for (auto& [n, x] : t) gt.push_back(gram_linear(x));
+  for (auto& [n, x] : s) gs.push_back(gram_linear(x));
+  const int64_t n = t.empty() ? 0 : t[0].second.size(0);
+  for (size_t i = 0; i < t.size(); ++i)
+    for (size_t j = 0; j < s.size(); ++j) m.data<float>()[i * s.size() + j] = (float)cka_from_grams(gt[i], gs[j], n);
+  return m;
+}
+
+// A colour from white (0) to dark blue (1).
+static plot::Color heat(double v) {
+  v = std::clamp(v, 0.0, 1.0);
+  return {(uint8_t)(255 - 225 * v), (uint8_t)(255 - 180 * v), (uint8_t)(255 - 80 * v)};
+}
+
+void heatmap_png(const std::string& path, const Tensor& m, const std::vector<std::string>& rows,
+                 const std::vector<std::string>& cols, const std::string& title) {
+  const int cell = 56, left = 150, top = 60;
+  const int R = (int)m.size(0), C = (int)m.size(1);
+  plot::Canvas cv(left + C * cell + 20, top + R * cell + 40);
+  cv.text(10, 10, title, plot::kBlack, 2);
+  for (int i = 0; i < R; ++i) {
+    cv.text(10, top + i * cell + cell / 2 - 6, rows[i], plot::kBlack, 1);
+    for (int j = 0; j < C; ++j) {
+      const double v = m.at({i, j});
+      cv.fill_rect(left + j * cell, top + i * cell, cell - 2, cell - 2, heat(v));
+      cv.text(left + j * cell + 10, top + i * cell + cell / 2 - 6, fmt::format("{:.2f}", v), v > 0.6 ? plot::kWhite : plot::kBlack);
+    }
+  }
+  for (int j = 0; j < C; ++j) cv.text(left + j * cell + 6, top + R * cell + 8, cols[j], plot::kBlack, 1);
+  cv.save_png(path);
+}
+
+// ------------------------------------------------------------------ localisation
+
+Tensor class_activation_maps(nn::Classifier& model, const data::Dataset& dataset, int64_t n) {
+  const int64_t K = dataset.num_classes();
+  Tensor w = distill::classifier_weight(model, K).contiguous();  // (K, C)
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard ng;
+  n = std::min(n, dataset.size());
+  std::vector<int64_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  data::Dataset ds = data::subset(dataset, idx);
+  data::LoaderOptions lo;
+  lo.batch_size = 128;
+  lo.shuffle = false;
+  lo.transform = data::eval_transform(ds);
+  data::DataLoader loader(ds, lo);
+  loader.start_epoch(0);
+  std::vector<Tensor> maps;
+  data::Batch b;
+  while (loader.next(b)) {
+    nn::ModelOutput out = model.forward(b.images);
+    Tensor f = out.feats.back().contiguous();  // (B, C, H, W): the map the classifier pools
+    KD_CHECK(f.dim() == 4 && f.size(1) == w.size(1), "CAM: the last feature map {} does not feed a classifier of {} inputs",
+             shape_str(f.shape()), w.size(1));
+    const int64_t B = f.size(0), C = f.size(1), HW = f.size(2) * f.size(3);
+    Tensor cam = empty({B, f.size(2), f.size(3)});  // (B, H, W)
+    for (int64_t i = 0; i < B; ++i) {
+      const float* wy = w.data<float>() + b.labels.data<int64_t>()[i] * C;  // w_{y,:}
+      float* out_map = cam.data<float>() + i * HW;
+      for (int64_t p = 0; p < HW; ++p) {
+        double v = 0;  // CAM_y(p) = sum_c w_{y,c} f_c(p)
+        for (int64_t c = 0; c < C; ++c) v += wy[c] * f.data<float>()[(i * C + c) * HW + p];
+        out_map[p] = (float)v;
+      }
+      auto [lo_it, hi_it] = std::minmax_element(out_map, out_map + HW);
+      const float lo_v = *lo_it, span = std::max(*hi_it - lo_v, 1e-12f);
+      for (int64_t p = 0; p < HW; ++p) out_map[p] = (out_map[p] - lo_v) / span;  // to [0, 1]
+    }
+    maps.push_back(cam);
+  }
+  model.train(was_training);
+  return cat(maps, 0);
+}
+
+// Map i of a (n, H, W) stack at size (h, w) by nearest neighbour.
+static std::vector<double> resized(const Tensor& m, int64_t i, int64_t h, int64_t w) {
+  const int64_t H = m.size(1), W = m.size(2);
+  std::vector<double> out(h * w);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) out[y * w + x] = m.data<float>()[(i * H + y * H / h) * W + x * W / w];
+  return out;
+}
+
+double cam_correlation(const Tensor& a, const Tensor& b) {
+  KD_CHECK(a.size(0) == b.size(0), "cam_correlation: {} and {} maps", a.size(0), b.size(0));
+  const int64_t h = std::max(a.size(1), b.size(1)), w = std::max(a.size(2), b.size(2)), n = a.size(0);
+  Tensor ac = a.contiguous(), bc = b.contiguous();
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    auto x = resized(ac, i, h, w), y = resized(bc, i, h, w);
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (size_t p = 0; p < x.size(); ++p) mx += x[p] / x.size(), my += y[p] / y.size();
+    for (size_t p = 0; p < x.size(); ++p)
+      sxy += (x[p] - mx) * (y[p] - my), sxx += (x[p] - mx) * (x[p] - mx), syy += (y[p] - my) * (y[p] - my);
+    total += sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0.0;
+  }
+  return n ? total / n : 0.0;
+}
+
+double cam_top_iou(const Tensor& a, const Tensor& b, double frac) {
+  KD_CHECK(a.size(0) == b.size(0) && frac > 0 && frac <= 1, "cam_top_iou: {} and {} maps, frac {}", a.size(0), b.size(0), frac);
+  const int64_t h = std::max(a.size(1), b.size(1)), w = std::max(a.size(2), b.size(2)), n = a.size(0);
+  const int64_t k = std::max<int64_t>(1, (int64_t)std::llround(frac * h * w));
+  Tensor ac = a.contiguous(), bc = b.contiguous();
+  auto top = [&](const std::vector<double>& m) {  // indices of the k largest values
+    std::vector<int64_t> idx(m.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(), [&](int64_t p, int64_t q) { return m[p] > m[q]; });
+    std::vector<char> in(m.size(), 0);
+    for (int64_t j = 0; j < k; ++j) in[idx[j]] = 1;
+    return in;
+  };
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    auto x = top(resized(ac, i, h, w)), y = top(resized(bc, i, h, w));
+    double inter = 0, uni = 0;
+    for (size_t p = 0; p < x.size(); ++p) inter += x[p] && y[p], uni += x[p] || y[p];
+    total += uni > 0 ? inter / uni : 0.0;
+  }
+  return n ? total / n : 0.0;
+}
+
+void cam_grid_png(const std::string& path, const data::Dataset& dataset, const Tensor& tc, const Tensor& sc, int64_t count) {
+  count = std::min({count, tc.size(0), sc.size(0), dataset.size()});
+  const int64_t C = dataset.channels(), H = dataset.height(), W = dataset.width();
+  const int scale = std::max<int>(1, 96 / (int)H), cw = (int)W * scale, ch = (int)H * scale, pad = 6, top = 30;
+  plot::Canvas cv(3 * (cw + pad) + pad, top + (int)count * (ch + pad) + pad);
+  cv.text(pad, 8, "image | teacher CAM | student CAM (true class)", plot::kBlack, 1);
+  const uint8_t* img = dataset.images.contiguous().data<uint8_t>();
+  for (int64_t i = 0; i < count; ++i)
+    for (int col = 0; col < 3; ++col) {
+      const int x0 = pad + col * (cw + pad), y0 = top + (int)i * (ch + pad);
+      for (int y = 0; y < ch; ++y)
+        for (int x = 0; x < cw; ++x) {
+          const int64_t py = y / scale, px = x / scale;
+          auto chan = [&](int64_t c) { return img[((i * C + std::min(c, C - 1)) * H + py) * W + px]; };
+          plot::Color c{chan(0), chan(1), chan(2)};
+          if (col > 0) {  // overlay the map: red where it is high
+            const Tensor& m = col == 1 ? tc : sc;
+            const double v = m.at({i, py * m.size(1) / H, px * m.size(2) / W});
+            c = {(uint8_t)(c.r * (1 - 0.6 * v) + 255 * 0.6 * v), (uint8_t)(c.g * (1 - 0.6 * v)), (uint8_t)(c.b * (1 - 0.6 * v))};
+          }
+          cv.set(x0 + x, y0 + y, c);
+        }
+    }
+  cv.save_png(path);
+}
+
+// ------------------------------------------------------------------ adversarial transfer
+
+Transfer adversarial_transfer(nn::Classifier& teacher, nn::Classifier& student, const data::Dataset& dataset,
+                              int64_t n, double eps, int steps, uint64_t seed) {
+  KD_CHECK(eps > 0 && steps >= 1, "adversarial transfer needs eps > 0 and steps >= 1, got eps={} steps={}", eps, steps);
+  n = std::min(n, dataset.size());
+  std::vector<int64_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  data::Dataset ds = data::subset(dataset, idx);
+  const data::TransformConfig tc = data::eval_transform(ds);
+  const int64_t C = ds.channels();
+  teacher.eval();
+  student.eval();
+  Generator gen(seed);
+  int64_t t_right = 0, t_fooled = 0, s_right = 0, s_fooled = 0, same = 0;
+  data::LoaderOptions lo;
+  lo.batch_size = 64;
+  lo.shuffle = false;
+  lo.transform = tc;
+  data::DataLoader loader(ds, lo);
+  loader.start_epoch(0);
+  data::Batch b;
+  while (loader.next(b)) {
+    Tensor x0 = b.images.contiguous();  // (B, C, H, W), normalised
+    const int64_t B = x0.size(0), HW = x0.size(2) * x0.size(3);
+    // per channel: eps and the valid range in normalised units
+    std::vector<float> e(C), lo_v(C), hi_v(C);
+    for (int64_t c = 0; c < C; ++c) {
+      e[c] = (float)(eps / tc.std[c]);
+      lo_v[c] = -tc.mean[c] / tc.std[c];
+      hi_v[c] = (1 - tc.mean[c]) / tc.std[c];
+    }
+    auto project = [&](Tensor& x) {  // onto the eps-ball around x0 and the valid range
+      for (int64_t i = 0; i < B * C * HW; ++i) {
+        const int64_t c = (i / HW) % C;
+        float v = std::clamp(x.data<float>()[i], x0.data<float>()[i] - e[c], x0.data<float>()[i] + e[c]);
+        x.data<float>()[i] = std::clamp(v, lo_v[c], hi_v[c]);
+      }
+    };
+    Tensor x = x0.clone();
+    if (steps > 1) {  // PGD's random start
+      for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += e[(i / HW) % C] * (2 * gen.uniform() - 1);
+      project(x);
+    }
+    const double step = steps == 1 ? 1.0 : 2.5 / steps;  // in units of eps
+    for (int s = 0; s < steps; ++s) {
+      Tensor xv = x.detach().clone().requires_grad_();
+      Tensor loss = cross_entropy(teacher.forward(xv).logits, b.labels);
+      loss.backward();
+      Tensor g = xv.grad().contiguous();
+      for (int64_t i = 0; i < x.numel(); ++i) {  // x <- x + step * eps * sign(grad)
+        const float gi = g.data<float>()[i];
+        x.data<float>()[i] += (float)step * e[(i / HW) % C] * (gi > 0 ? 1.f : gi < 0 ? -1.f : 0.f);
+      }
+      project(x);
+    }
+    NoGradGuard ng;
+    Tensor t_clean = argmax(teacher.forward(x0).logits, 1), t_adv = argmax(teacher.forward(x).logits, 1);
+    Tensor s_clean = argmax(student.forward(x0).logits, 1), s_adv = argmax(student.forward(x).logits, 1);
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t y = b.labels.data<int64_t>()[i];
+      if (t_clean.data<int64_t>()[i] == y) {
+        ++t_right;
+        t_fooled += t_adv.data<int64_t>()[i] != y;
+      }
+      if (s_clean.data<int64_t>()[i] == y) {
+        ++s_right;
+        if (s_adv.data<int64_t>()[i] != y) {
+          ++s_fooled;
+          same += s_adv.data<int64_t>()[i] == t_adv.data<int64_t>()[i];
+        }
+      }
+    }
+  }
+  Transfer r;
+  r.teacher_fooled = t_right ? (double)t_fooled / t_right : 0.0;
+  r.student_fooling_rate = s_right ? (double)s_fooled / s_right : 0.0;
+  r.same_wrong_label = s_fooled ? (double)same / s_fooled : 0.0;
+  return r;
 }
 
 // ------------------------------------------------------------------ cost

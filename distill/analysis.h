@@ -9,6 +9,13 @@
 //   ECE            Σ_b (n_b / N) |acc_b − conf_b| over 15 equal-width confidence bins (each model)
 //   CKA            linear CKA between the pooled features of teacher and student (Kornblith 2019),
 //                  and its debiased form (unbiased HSIC, Nguyen et al. 2021)
+//   RBF CKA        CKA with Gaussian kernels, bandwidth σ = frac · median pairwise distance
+//   layer CKA      linear CKA between every teacher tap and every student tap (a heat map)
+//   localisation   class activation maps (CAM = Σ_c w_{y,c} f_c over the last feature map) of
+//                  both models for the true class: Pearson correlation and top-20% IoU
+//   adversarial    FGSM / PGD images crafted on the teacher (ε in pixel units, L∞); the
+//                  student's fooling rate (correct on clean, wrong on adversarial) and how often
+//                  a fooled student picks the teacher's adversarial label
 //   invariance     agreement of a model with itself on flipped / shifted / noisy images
 //   cost           parameters, MACs, latency (batch 1) and throughput (batch 128)
 //
@@ -38,6 +45,42 @@ double mean_js(const Tensor& a_logits, const Tensor& b_logits);               //
 double expected_calibration_error(const Tensor& logits, const Tensor& labels, int bins = 15);
 double linear_cka(const Tensor& X, const Tensor& Y);           // (n, p), (n, q): in [0, 1]
 double debiased_linear_cka(const Tensor& X, const Tensor& Y);  // unbiased HSIC estimator
+
+double rbf_cka(const Tensor& X, const Tensor& Y, double sigma_frac = 1.0);  // (n, p), (n, q)
+// Linear CKA through n x n Gram matrices, for wide features (flattened feature maps).
+double linear_cka_gram(const Tensor& X, const Tensor& Y);
+
+// The feature taps (f0..fn, pooled) of the first n images, flattened to (n, C*H*W) each.
+std::vector<std::pair<std::string, Tensor>> feature_taps(nn::Classifier& model, const data::Dataset& dataset, int64_t n);
+// (Lt, Ls) linear CKA between every teacher tap and every student tap.
+Tensor layer_cka_matrix(const std::vector<std::pair<std::string, Tensor>>& teacher,
+                        const std::vector<std::pair<std::string, Tensor>>& student);
+// A heat map PNG of a matrix in [0, 1] with row / column labels and the value in each cell.
+void heatmap_png(const std::string& path, const Tensor& m, const std::vector<std::string>& rows,
+                 const std::vector<std::string>& cols, const std::string& title);
+
+// Class activation maps of the true class for the first n images: (n, H, W), each map min-max
+// scaled to [0, 1]. Uses the last feature map and the model's linear classifier (K rows).
+Tensor class_activation_maps(nn::Classifier& model, const data::Dataset& dataset, int64_t n);
+// Mean over images of the Pearson correlation of two (n, H, W) map stacks (resized to the larger
+// size by nearest neighbour when they differ), and the mean IoU of their top `frac` pixels.
+double cam_correlation(const Tensor& a, const Tensor& b);
+double cam_top_iou(const Tensor& a, const Tensor& b, double frac = 0.2);
+// A PNG grid: for each of the first `count` images, the image, the teacher's CAM overlaid, the
+// student's CAM overlaid.
+void cam_grid_png(const std::string& path, const data::Dataset& dataset, const Tensor& teacher_cams,
+                  const Tensor& student_cams, int64_t count = 8);
+
+struct Transfer {
+  double teacher_fooled = 0;        // teacher wrong on its own adversarial images (of those it got right)
+  double student_fooling_rate = 0;  // student wrong on them (of those it got right on clean images)
+  double same_wrong_label = 0;      // of the fooled student images, share with the teacher's adversarial label
+};
+// Adversarial images crafted on the teacher from the first n images: steps = 1 is FGSM (step ε),
+// steps > 1 PGD with step 2.5 ε / steps from a random start, projected on the ε-ball and the
+// valid pixel range. eps is in pixel units (8/255 = 0.0314).
+Transfer adversarial_transfer(nn::Classifier& teacher, nn::Classifier& student, const data::Dataset& dataset,
+                              int64_t n, double eps, int steps, uint64_t seed = 0);
 
 struct Cost {
   int64_t parameters = 0, macs_per_image = 0;

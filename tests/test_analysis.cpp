@@ -22,8 +22,9 @@ TEST_CASE("analysis measures match the reference") {
       {"ece", [](const V& x, const json&) { return V{scalar_tensor(analysis::expected_calibration_error(x[0], x[1], 15))}; }},
       {"linear_cka", [](const V& x, const json&) { return V{scalar_tensor(analysis::linear_cka(x[0], x[1]))}; }},
       {"debiased_cka", [](const V& x, const json&) { return V{scalar_tensor(analysis::debiased_linear_cka(x[0], x[1]))}; }},
+      {"rbf_cka", [](const V& x, const json&) { return V{scalar_tensor(analysis::rbf_cka(x[0], x[1]))}; }},
   };
-  CHECK(kdtest::run_golden_file("analysis.json", table) == 18);
+  CHECK(kdtest::run_golden_file("analysis.json", table) == 21);
 }
 
 TEST_CASE("analysis invariants") {
@@ -40,6 +41,24 @@ TEST_CASE("analysis invariants") {
   CHECK(analysis::linear_cka(a, mul(a, 3.0)) == doctest::Approx(1.0));  // scale invariant
   CHECK(analysis::debiased_linear_cka(a, a) == doctest::Approx(1.0));
   CHECK_THROWS_WITH_SUBSTR(analysis::top1_agreement(a, randn({3, 10}, g)), "same N");
+  // the Gram form of linear CKA equals the feature-space form
+  Tensor X = randn({30, 7}, g), Y = randn({30, 5}, g);
+  CHECK(analysis::linear_cka_gram(X, Y) == doctest::Approx(analysis::linear_cka(X, Y)).epsilon(1e-4));
+  CHECK(analysis::rbf_cka(X, X) == doctest::Approx(1.0));
+  // CAM agreement: a stack with itself, with its negative, disjoint top regions
+  Tensor m = rand({4, 6, 6}, g);
+  CHECK(analysis::cam_correlation(m, m) == doctest::Approx(1.0));
+  CHECK(analysis::cam_correlation(m, neg(m)) == doctest::Approx(-1.0));
+  CHECK(analysis::cam_top_iou(m, m, 0.2) == doctest::Approx(1.0));
+  Tensor left = zeros({1, 2, 4}), right = zeros({1, 2, 4});
+  for (int64_t y = 0; y < 2; ++y) left.data<float>()[y * 4 + 0] = 1, right.data<float>()[y * 4 + 3] = 1;
+  CHECK(analysis::cam_top_iou(left, right, 0.25) == doctest::Approx(0.0));
+  CHECK(analysis::cam_top_iou(left, left, 0.25) == doctest::Approx(1.0));
+  // a coarser map is compared at the finer size
+  Tensor coarse = zeros({1, 1, 2}), fine = zeros({1, 2, 4});
+  coarse.data<float>()[0] = 1;
+  for (int64_t y = 0; y < 2; ++y) fine.data<float>()[y * 4 + 0] = fine.data<float>()[y * 4 + 1] = 1;
+  CHECK(analysis::cam_correlation(coarse, fine) == doctest::Approx(1.0));
 }
 
 TEST_CASE("the invariance transforms and kdlab analyze end to end") {
@@ -58,6 +77,28 @@ TEST_CASE("the invariance transforms and kdlab analyze end to end") {
     CHECK(max(abs(sub(moved.logits, plain.logits))).item() > 0);  // the images did change
   }
   CHECK_THROWS_WITH_SUBSTR(analysis::predict(*model, ds, 16, "rotate"), "unknown transform");
+  // CAMs: one min-max scaled map per image; a model agrees with itself
+  Tensor cams = analysis::class_activation_maps(*model, ds, 10);
+  CHECK(cams.shape() == Shape({10, 8, 8}));
+  CHECK(max(cams).item() == doctest::Approx(1.0));
+  CHECK(analysis::cam_correlation(cams, cams) == doctest::Approx(1.0));
+  // layer CKA: (taps x taps), the diagonal of a model with itself is 1
+  auto taps = analysis::feature_taps(*model, ds, 24);
+  Tensor lm = analysis::layer_cka_matrix(taps, taps);
+  REQUIRE(lm.size(0) == (int64_t)taps.size());
+  for (int64_t i = 0; i < lm.size(0); ++i) CHECK(lm.at({i, i}) == doctest::Approx(1.0).epsilon(1e-3));
+  // adversarial images crafted on the model fool the model itself more as eps grows
+  auto other = nn::create_model("resnet8", {4, 3, 32, 2});
+  analysis::Transfer small = analysis::adversarial_transfer(*model, *other, ds, 48, 1e-4, 1);
+  analysis::Transfer large = analysis::adversarial_transfer(*model, *other, ds, 48, 0.3, 5);
+  CHECK(small.teacher_fooled <= large.teacher_fooled);
+  for (double v : {large.teacher_fooled, large.student_fooling_rate, large.same_wrong_label}) {
+    CHECK(v >= 0.0);
+    CHECK(v <= 1.0);
+  }
+  analysis::Transfer self = analysis::adversarial_transfer(*model, *model, ds, 48, 0.3, 5);
+  CHECK(self.student_fooling_rate == doctest::Approx(self.teacher_fooled));  // the same network
+  if (self.student_fooling_rate > 0) CHECK(self.same_wrong_label == doctest::Approx(1.0));
   analysis::Cost c = analysis::measure_cost(*model, 3, 32, 2);
   CHECK(c.parameters == model->num_parameters());
   CHECK(c.macs_per_image > 0);
@@ -70,7 +111,8 @@ TEST_CASE("the invariance transforms and kdlab analyze end to end") {
   REQUIRE(sh("train --model resnet14 --dataset synthetic --epochs 1 --train-limit 64 --test-limit 32 --threads 1 --out " + dir + "/t") == 0);
   REQUIRE(sh("train --model resnet8 --dataset synthetic --epochs 1 --train-limit 64 --test-limit 32 --threads 1 --out " + dir + "/s") == 0);
   REQUIRE(sh("analyze --teacher resnet14:" + dir + "/t/model_last.safetensors --student resnet8:" + dir +
-             "/s/model_last.safetensors --dataset synthetic --limit 64 --cka-samples 32 --threads 1 --out " + dir + "/a") == 0);
+             "/s/model_last.safetensors --dataset synthetic --limit 64 --cka-samples 32 --layer-samples 16 --cam-samples 16 "
+             "--adv-samples 16 --pgd-steps 2 --threads 1 --out " + dir + "/a") == 0);
   auto j = json::parse(std::ifstream(dir + "/a/analysis.json"));
   CHECK(j["images"] == 64);
   REQUIRE(j["students"].size() == 1);
@@ -78,4 +120,8 @@ TEST_CASE("the invariance transforms and kdlab analyze end to end") {
   CHECK(agree >= 0.0);
   CHECK(agree <= 1.0);
   CHECK(std::filesystem::exists(dir + "/a/report.md"));
+  CHECK(std::filesystem::exists(dir + "/a/layer_cka_student1.png"));
+  CHECK(std::filesystem::exists(dir + "/a/cams_student1.png"));
+  CHECK(j["students"][0]["adversarial"]["pgd"]["steps"] == 2);
+  CHECK(j["students"][0]["localisation"].contains("cam_top20_iou"));
 }

@@ -25,7 +25,9 @@ void register_analyze(CLI::App& app) {
   struct Opts {
     std::string teacher, dataset, data_dir, split = "test", out;
     std::vector<std::string> students;
-    int64_t limit = 0, threads = 0, cka_samples = 2000;
+    int64_t limit = 0, threads = 0, cka_samples = 2000, layer_samples = 500, cam_samples = 500, adv_samples = 500;
+    double eps = 8.0 / 255.0;
+    int pgd_steps = 10;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--teacher", o->teacher, "MODEL:WEIGHTS of the teacher")->required();
@@ -36,7 +38,12 @@ void register_analyze(CLI::App& app) {
   cmd->add_option("--limit", o->limit, "use the first N images");
   cmd->add_option("--cka-samples", o->cka_samples, "images for the debiased CKA (n x n Gram matrices)")
       ->capture_default_str();
-  cmd->add_option("--out", o->out, "folder for analysis.json and report.md");
+  cmd->add_option("--layer-samples", o->layer_samples, "images for the layer-by-layer CKA heat map")->capture_default_str();
+  cmd->add_option("--cam-samples", o->cam_samples, "images for the CAM agreement")->capture_default_str();
+  cmd->add_option("--adv-samples", o->adv_samples, "images for the adversarial transfer (0: skip)")->capture_default_str();
+  cmd->add_option("--eps", o->eps, "L-inf radius of FGSM / PGD in pixel units")->capture_default_str();
+  cmd->add_option("--pgd-steps", o->pgd_steps, "PGD iterations")->capture_default_str();
+  cmd->add_option("--out", o->out, "folder for analysis.json, report.md and the PNGs");
   cmd->add_option("--threads", o->threads, "threads for the kernels");
   cmd->callback([o] {
     train::set_threads(o->threads);
@@ -71,8 +78,43 @@ void register_analyze(CLI::App& app) {
     nlohmann::json report = {{"dataset", o->dataset}, {"split", o->split}, {"images", ds.size()}, {"teacher", t_json}};
     report["students"] = nlohmann::json::array();
     const int64_t n_cka = std::min<int64_t>(o->cka_samples, ds.size());
+    const std::string out_dir = o->out.empty() ? std::string(".") : o->out;
+    if (!o->out.empty()) std::filesystem::create_directories(o->out);
+    auto t_taps = analysis::feature_taps(*teacher.net, ds, o->layer_samples);
+    Tensor t_cams = analysis::class_activation_maps(*teacher.net, ds, o->cam_samples);
+    int64_t index = 0;
     for (auto& s : students) {
       auto [s_out, s_json] = describe(s);
+      ++index;
+      fmt::print("student {} ({}): similarity, localisation, adversarial transfer ...\n", index, s.model);
+      auto s_taps = analysis::feature_taps(*s.net, ds, o->layer_samples);
+      Tensor layer = analysis::layer_cka_matrix(t_taps, s_taps);  // (Lt, Ls)
+      std::vector<std::string> rn, cn;
+      for (auto& [n, x] : t_taps) rn.push_back("teacher " + n);
+      for (auto& [n, x] : s_taps) cn.push_back(n);
+      const std::string heat = fmt::format("{}/layer_cka_student{}.png", out_dir, index);
+      if (!o->out.empty())
+        analysis::heatmap_png(heat, layer, rn, cn, fmt::format("linear CKA: {} vs {}", teacher.model, s.model));
+      Tensor s_cams = analysis::class_activation_maps(*s.net, ds, o->cam_samples);
+      const std::string grid = fmt::format("{}/cams_student{}.png", out_dir, index);
+      if (!o->out.empty()) analysis::cam_grid_png(grid, ds, t_cams, s_cams, 8);
+      nlohmann::json layer_json = nlohmann::json::array();
+      for (int64_t i = 0; i < layer.size(0); ++i) {
+        nlohmann::json row = nlohmann::json::array();
+        for (int64_t j = 0; j < layer.size(1); ++j) row.push_back(layer.at({i, j}));
+        layer_json.push_back(row);
+      }
+      s_json["layer_cka"] = {{"teacher_taps", rn}, {"student_taps", cn}, {"matrix", layer_json}};
+      s_json["localisation"] = {{"cam_correlation", analysis::cam_correlation(t_cams, s_cams)},
+                                {"cam_top20_iou", analysis::cam_top_iou(t_cams, s_cams, 0.2)}};
+      if (o->adv_samples > 0) {
+        for (auto [name, steps] : {std::pair<std::string, int>{"fgsm", 1}, {"pgd", o->pgd_steps}}) {
+          analysis::Transfer tr = analysis::adversarial_transfer(*teacher.net, *s.net, ds, o->adv_samples, o->eps, steps);
+          s_json["adversarial"][name] = {{"eps", o->eps}, {"steps", steps}, {"teacher_fooled", tr.teacher_fooled},
+                                         {"student_fooling_rate", tr.student_fooling_rate},
+                                         {"same_wrong_label", tr.same_wrong_label}};
+        }
+      }
       s_json["vs_teacher"] = {
           {"top1_agreement", analysis::top1_agreement(t_out.logits, s_out.logits)},
           {"kl_teacher_student", analysis::mean_kl(t_out.logits, s_out.logits)},
@@ -80,6 +122,7 @@ void register_analyze(CLI::App& app) {
           {"linear_cka_pooled", analysis::linear_cka(t_out.pooled, s_out.pooled)},
           {"debiased_cka_pooled", analysis::debiased_linear_cka(t_out.pooled.slice(0, 0, n_cka),
                                                                 s_out.pooled.slice(0, 0, n_cka))},
+          {"rbf_cka_pooled", analysis::rbf_cka(t_out.pooled.slice(0, 0, n_cka), s_out.pooled.slice(0, 0, n_cka))},
           {"compression_params", (double)t_json["cost"]["parameters"].get<int64_t>() /
                                      std::max<int64_t>(1, s_json["cost"]["parameters"].get<int64_t>())},
           {"compression_macs", (double)t_json["cost"]["macs_per_image"].get<int64_t>() /
@@ -102,16 +145,38 @@ void register_analyze(CLI::App& app) {
     };
     row(t_json);
     for (auto& s : report["students"]) row(s);
-    md += "\n| student | top-1 agreement % | KL(t‖s) | JS | linear CKA (pooled) | debiased CKA (pooled, first " +
-          std::to_string(n_cka) + ") | compression (params / MACs) |\n|---|---|---|---|---|---|---|\n";
+    md += "\n| student | top-1 agreement % | KL(t‖s) | JS | linear CKA (pooled) | debiased CKA | RBF CKA | CAM corr. | CAM "
+          "top-20% IoU | compression (params / MACs) |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for (auto& s : report["students"]) {
       const auto& v = s["vs_teacher"];
-      md += fmt::format("| {} ({}) | {:.2f} | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.1f}x / {:.1f}x |\n",
+      md += fmt::format("| {} ({}) | {:.2f} | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.3f} | {:.3f} | {:.1f}x / {:.1f}x |\n",
                         s["model"].get<std::string>(), s["weights"].get<std::string>(),
                         100 * v["top1_agreement"].get<double>(), v["kl_teacher_student"].get<double>(),
                         v["js"].get<double>(), v["linear_cka_pooled"].get<double>(),
-                        v["debiased_cka_pooled"].get<double>(), v["compression_params"].get<double>(),
-                        v["compression_macs"].get<double>());
+                        v["debiased_cka_pooled"].get<double>(), v["rbf_cka_pooled"].get<double>(),
+                        s["localisation"]["cam_correlation"].get<double>(), s["localisation"]["cam_top20_iou"].get<double>(),
+                        v["compression_params"].get<double>(), v["compression_macs"].get<double>());
+    }
+    if (o->adv_samples > 0) {
+      md += fmt::format("\nAdversarial transfer: images crafted on the teacher (first {} images, L-inf eps {:.4f} in pixel "
+                        "units; PGD {} steps). Fooling rate: wrong on the adversarial image among the images the model "
+                        "got right; same label: fooled students that chose the teacher's adversarial label.\n\n"
+                        "| student | FGSM: teacher fooled % | FGSM: student fooled % | FGSM: same label % | PGD: teacher "
+                        "fooled % | PGD: student fooled % | PGD: same label % |\n|---|---|---|---|---|---|---|\n",
+                        std::min<int64_t>(o->adv_samples, ds.size()), o->eps, o->pgd_steps);
+      for (auto& s : report["students"]) {
+        const auto& a = s["adversarial"];
+        md += fmt::format("| {} ({}) | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} |\n", s["model"].get<std::string>(),
+                          s["weights"].get<std::string>(), 100 * a["fgsm"]["teacher_fooled"].get<double>(),
+                          100 * a["fgsm"]["student_fooling_rate"].get<double>(), 100 * a["fgsm"]["same_wrong_label"].get<double>(),
+                          100 * a["pgd"]["teacher_fooled"].get<double>(), 100 * a["pgd"]["student_fooling_rate"].get<double>(),
+                          100 * a["pgd"]["same_wrong_label"].get<double>());
+      }
+    }
+    if (!o->out.empty()) {
+      md += "\n";
+      for (size_t i = 1; i <= students.size(); ++i)
+        md += fmt::format("![layer CKA, student {0}](layer_cka_student{0}.png) ![CAMs, student {0}](cams_student{0}.png)\n", i);
     }
     fmt::print("\n{}", md);
     if (!o->out.empty()) {

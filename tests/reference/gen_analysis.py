@@ -64,6 +64,22 @@ def debiased_cka(X, Y):
     return (hsic_u(K, L) / (hsic_u(K, K) * hsic_u(L, L)).sqrt()).float()
 
 
+def rbf_cka(X, Y, frac=1.0):
+    def gram(A):
+        A = A.double()
+        D = torch.cdist(A, A) ** 2
+        d = torch.cdist(A, A)
+        iu = torch.triu_indices(A.shape[0], A.shape[0], 1)
+        med = d[iu[0], iu[1]].sort().values[(iu.shape[1]) // 2]  # the upper median, as the C++ side
+        sigma = frac * med
+        return torch.exp(-D / (2 * sigma * sigma))
+    n = X.shape[0]
+    H = torch.eye(n, dtype=D) - 1.0 / n
+    K, L = gram(X), gram(Y)
+    hsic = lambda A, B: torch.trace(A @ H @ B @ H)
+    return (hsic(K, L) / (hsic(K, K) * hsic(L, L)).sqrt()).float()
+
+
 cases = []
 for i, (n, k) in enumerate([(6, 3), (40, 10), (200, 100)]):
     a, b = torch.randn(n, k) * 3, torch.randn(n, k) * 3
@@ -77,5 +93,6 @@ for i, (n, p, q) in enumerate([(8, 3, 5), (50, 16, 8), (120, 64, 32)]):
     X = torch.randn(n, p)
     Y = torch.cat([X[:, : min(p, q)] @ torch.randn(min(p, q), min(p, q)), torch.randn(n, q - min(p, q))], 1)
     cases.append(case(f"linear_cka_{i}", "linear_cka", linear_cka, [X, Y], grad=False, rtol=1e-4))
+    cases.append(case(f"rbf_cka_{i}", "rbf_cka", rbf_cka, [X, Y], grad=False, rtol=1e-3, atol=1e-4))
     cases.append(case(f"debiased_cka_{i}", "debiased_cka", debiased_cka, [X, Y], grad=False, rtol=1e-3, atol=1e-4))
 write("analysis.json", cases)
