@@ -16,7 +16,7 @@ static void for_each_field(TrainConfig& c, F&& f) {
   f("epochs", c.epochs); f("batch_size", c.batch_size); f("optimizer", c.optimizer); f("lr", c.lr);
   f("momentum", c.momentum); f("nesterov", c.nesterov); f("weight_decay", c.weight_decay);
   f("no_decay_1d", c.no_decay_1d); f("schedule", c.schedule); f("schedule_per_iteration", c.schedule_per_iteration);
-  f("milestones", c.milestones); f("gamma", c.gamma); f("warmup_epochs", c.warmup_epochs); f("min_lr", c.min_lr);
+  f("milestones", c.milestones); f("lr_gamma", c.lr_gamma); f("warmup_epochs", c.warmup_epochs); f("min_lr", c.min_lr);
   f("augment", c.augment); f("prefetch", c.prefetch); f("seed", c.seed); f("threads", c.threads);
   f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch); f("label_noise", c.label_noise);
   f("method", c.method); f("method_params", c.method_params); f("teacher", c.teacher);
@@ -110,6 +110,16 @@ bool is_setting(const std::string& key) {
 
 void apply_distill_override(const std::string& kv, TrainConfig& config) {
   auto [key, v] = split_override(kv);
+  // "kd.T=4" (or "method.T=4"): explicitly a hyper-parameter of the method
+  if (auto dot = key.find('.'); dot != std::string::npos) {
+    const std::string prefix = key.substr(0, dot);
+    KD_CHECK(prefix == "method" || prefix == config.method || config.method.empty(),
+             "--set {}: '{}' is not this run's method ({}); write --set {}.{} or --set method.{}", kv, prefix,
+             config.method, config.method, key.substr(dot + 1), key.substr(dot + 1));
+    if (!config.method_params.is_object()) config.method_params = nlohmann::json::object();
+    config.method_params[key.substr(dot + 1)] = v;
+    return;
+  }
   if (is_setting(key)) {
     apply_overrides(nlohmann::json{{key, v}}, config, "--set " + kv);
     return;

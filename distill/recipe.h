@@ -33,7 +33,7 @@ struct TrainConfig {
   std::string schedule = "cosine";  // constant | multistep | cosine | warmup | onecycle
   bool schedule_per_iteration = true;
   std::vector<int64_t> milestones;  // multistep, epochs counted from 0
-  double gamma = 0.1;
+  double lr_gamma = 0.1;            // multistep: the LR is multiplied by this at each milestone
   int64_t warmup_epochs = 0;
   double min_lr = 0.0;
   // data

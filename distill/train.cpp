@@ -53,7 +53,7 @@ nn::Schedule make_schedule(const TrainConfig& c) {
   s.per_iteration = c.schedule_per_iteration;
   s.total_epochs = c.epochs;
   s.milestones = c.milestones;
-  s.gamma = c.gamma;
+  s.gamma = c.lr_gamma;
   s.warmup_epochs = c.warmup_epochs;
   s.min_lr = c.min_lr;
   const std::vector<std::string> kinds{"constant", "multistep", "cosine", "warmup", "onecycle"};

@@ -44,7 +44,7 @@ stage() {
     wkdcost) [[ -f runs/cache/c10_resnet56_cka.npy ]] || "$KDLAB" wkd-cost --teacher resnet56 --teacher-weights "$TEACHER" \
                --dataset imagefolder --data-dir "$DATA" --source features --threads "$THREADS" \
                --out runs/cache/c10_resnet56_cka.npy ;;
-    wkdl0|wkdl1) run wkdl_seed${1#wkdl} distill "${COMMON[@]}" "${DIST[@]}" --method wkd_l --set tau=4 --set gamma=100 \
+    wkdl0|wkdl1) run wkdl_seed${1#wkdl} distill "${COMMON[@]}" "${DIST[@]}" --method wkd_l --set tau=4 --set gamma=5 \
                --set decay_epoch=10 --set cost_matrix=runs/cache/c10_resnet56_cka.npy --teacher-cache \
                --cache-dir $CACHE --seed ${1#wkdl} ;;
     assistant) run assistant_resnet20 distill "${COMMON[@]}" "${DIST[@]}" --student resnet20 --method kd --set T=4 \

@@ -204,6 +204,17 @@ TEST_CASE("kdlab distill's --set: recipe keys go to the recipe, the rest to the 
   CHECK(p.at("T") == "4");
   CHECK(p.at("warmup") == "20");
   CHECK_FALSE(c.method_params.contains("epochs"));
+  // a method's own name space: "kd.T" or "method.T"; a hyper-parameter named like no setting
+  c.method = "wkd_l";
+  train::apply_distill_override("gamma=5", c);  // WKD-L's gamma, not the LR decay (lr_gamma)
+  CHECK(c.method_params["gamma"] == 5);
+  train::apply_distill_override("wkd_l.tau=2", c);
+  train::apply_distill_override("method.kappa=3", c);
+  CHECK(c.method_params["tau"] == 2);
+  CHECK(c.method_params["kappa"] == 3);
+  train::apply_distill_override("lr_gamma=0.2", c);
+  CHECK(c.lr_gamma == doctest::Approx(0.2));
+  CHECK_THROWS_WITH_SUBSTR(train::apply_distill_override("dkd.beta=2", c), "not this run's method");
 }
 
 TEST_CASE("distillation errors name the problem and the fix") {
