@@ -369,3 +369,61 @@ TEST_CASE("a distillation run resumed mid-epoch ends with the uninterrupted run'
   }
   CHECK(weights_of(part + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
 }
+
+TEST_CASE("kdlab loss with feature taps: named inputs, helper weights, gradients of every student input") {
+  const std::string dir = kdtest::temp_path("loss_feat");
+  fs::create_directories(dir);
+  Generator g(11);
+  const int64_t B = 3, K = 5;
+  Tensor zs = randn({B, K}, g), zt = randn({B, K}, g), y = from_vector(std::vector<int64_t>{0, 3, 4}, {B});
+  Tensor fs2 = randn({B, 8, 4, 4}, g), ft2 = randn({B, 16, 4, 4}, g);
+  save_npy(dir + "/zs.npy", zs);
+  save_npy(dir + "/zt.npy", zt);
+  save_npy(dir + "/y.npy", y);
+  save_npy(dir + "/fs2.npy", fs2);
+  save_npy(dir + "/ft2.npy", ft2);
+  // the same FitNet distiller in C++: helpers from seed 0, then with changed helper weights
+  nn::ModelOutput s, t;
+  s.logits = zs;
+  t.logits = zt;
+  s.feats = {Tensor(), Tensor(), fs2};
+  t.feats = {Tensor(), Tensor(), ft2};
+  distill::DistillerContext ctx;
+  ctx.num_classes = K;
+  ctx.student_sample = s;
+  ctx.teacher_sample = t;
+  auto d = distill::create_distiller("fitnet", {}, ctx);
+  auto state = d->state_dict();
+  REQUIRE_FALSE(state.empty());
+  {
+    NoGradGuard ng;
+    for (auto& [name, w] : state)
+      if (w.dtype() == DType::f32) w.copy_(mul(w, 0.5));  // different helper weights
+  }
+  nn::save_safetensors(dir + "/helpers.safetensors", state);
+  distill::BatchInfo info;
+  info.labels = y;
+  const double expected = d->loss(s, t, info).total.item();
+
+  const std::string base = std::string(KDLAB_BIN) + " loss fitnet --student-logits " + dir + "/zs.npy --teacher-logits " +
+                           dir + "/zt.npy --labels " + dir + "/y.npy --student-feat f2=" + dir +
+                           "/fs2.npy --teacher-feat f2=" + dir + "/ft2.npy --json";
+  auto json_of = [](const std::string& cmd) {
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    REQUIRE(pclose(p) == 0);
+    return nlohmann::json::parse(out);
+  };
+  auto with_helpers = json_of(base + " --helper-weights " + dir + "/helpers.safetensors --grad-out " + dir + "/g.safetensors");
+  CHECK(with_helpers["loss"].get<double>() == doctest::Approx(expected).epsilon(1e-5));
+  CHECK(with_helpers["parts"].contains("hint"));
+  auto seeded = json_of(base);
+  CHECK(seeded["loss"].get<double>() != doctest::Approx(expected).epsilon(1e-5));
+  auto grads = nn::to_map(nn::load_safetensors(dir + "/g.safetensors").tensors);
+  REQUIRE(grads.count("logits"));
+  REQUIRE(grads.count("f2"));
+  CHECK(grads.at("f2").shape() == fs2.shape());
+  CHECK(max(abs(grads.at("f2"))).item() > 0);  // the hint loss reaches the student's feature
+}

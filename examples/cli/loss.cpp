@@ -1,6 +1,12 @@
 // kdlab loss METHOD --student-logits S.npy --teacher-logits T.npy --labels Y.npy
+//     [--student-feat NAME=FILE.npy ...] [--teacher-feat NAME=FILE.npy ...] [--helper-weights H.safetensors]
 //     [--cost-matrix C.npy] [--assistant-logits A.npy ...] [--set key=value ...] [--epoch E]
-//     [--total-epochs N] [--seed S] [--grad-out G.npy] [--json] [--explain]
+//     [--total-epochs N] [--seed S] [--grad-out G.npy|G.safetensors|DIR] [--json] [--explain]
+//
+// Feature methods read the taps given by name (f0..fN stage outputs, pre1..preN before the
+// stage's last ReLU, pooled); their helpers (regressor, projector) come from --helper-weights or
+// are initialised from --seed. With features, --grad-out writes the gradient of every student
+// input by name ("logits", "f2", ...) as a .safetensors file, or as NAME.npy files in a folder.
 //
 // The loss inspector: one distillation loss on logits saved as .npy, with its named parts, the
 // gradient with respect to the student logits, and (--explain) every intermediate tensor in the
@@ -15,6 +21,7 @@
 #include "distill/output/wkd_l.h"
 #include "engine/npy.h"
 #include "engine/ops.h"
+#include "nn/safetensors.h"
 #include "examples/cli/cli.h"
 
 namespace kd::cli {
@@ -23,7 +30,8 @@ namespace {
 
 struct LossOpts {
   std::string method, student, teacher, labels, cost_matrix, grad_out;
-  std::vector<std::string> assistants, sets;
+  std::vector<std::string> assistants, sets, student_feats, teacher_feats;
+  std::string helper_weights;
   int64_t epoch = 0, total_epochs = 240, seed = 0;
   bool json = false, explain = false, list = false;
 };
@@ -54,6 +62,49 @@ distill::Params parse_sets(const std::vector<std::string>& sets) {
   return p;
 }
 
+// --student-feat f2=FILE.npy ... into a ModelOutput's taps (feats[i] for fi, preact_feats[i] for prei, pooled).
+std::vector<std::string> put_taps(nn::ModelOutput& out, const std::vector<std::string>& specs, const std::string& flag,
+                                  int64_t B) {
+  std::vector<std::string> names;
+  for (const std::string& spec : specs) {
+    const size_t eq = spec.find('=');
+    KD_CHECK(eq != std::string::npos && eq > 0, "kdlab loss: {} {} must look like NAME=FILE.npy (for example f2=fs.npy)",
+             flag, spec);
+    const std::string name = spec.substr(0, eq);
+    Tensor t = load_input(spec.substr(eq + 1), flag);
+    KD_CHECK(t.dtype() == DType::f32 && t.dim() >= 2 && t.size(0) == B,
+             "kdlab loss: {} {}: {} {} must be float32 with B = {} rows first", flag, spec, dtype_name(t.dtype()),
+             shape_str(t.shape()), B);
+    auto index_of = [&](const std::string& prefix) -> int64_t {
+      if (name.rfind(prefix, 0) != 0 || name.size() == prefix.size()) return -1;
+      for (size_t i = prefix.size(); i < name.size(); ++i)
+        if (!std::isdigit((unsigned char)name[i])) return -1;
+      return std::stoll(name.substr(prefix.size()));
+    };
+    t = t.contiguous();
+    if (name == "pooled") {
+      out.pooled = t;
+    } else if (int64_t i = index_of("pre"); i >= 0) {
+      if ((int64_t)out.preact_feats.size() <= i) out.preact_feats.resize(i + 1);
+      out.preact_feats[i] = t;
+    } else if (int64_t j = index_of("f"); j >= 0) {
+      if ((int64_t)out.feats.size() <= j) out.feats.resize(j + 1);
+      out.feats[j] = t;
+    } else {
+      throw Error(fmt::format("kdlab loss: {} {}: '{}' is not a tap; taps are f0..fN, pre1..preN and pooled", flag,
+                              spec, name));
+    }
+    names.push_back(name);
+  }
+  return names;
+}
+
+Tensor& tap_ref(nn::ModelOutput& out, const std::string& name) {
+  if (name == "pooled") return out.pooled;
+  if (name.rfind("pre", 0) == 0) return out.preact_feats[std::stoll(name.substr(3))];
+  return out.feats[std::stoll(name.substr(1))];
+}
+
 void run_loss(const LossOpts& o) {
   if (o.list || o.method.empty()) {
     for (const auto& e : distill::distiller_registry()) fmt::print("{:<10} {:<9} {}\n", e.name, e.family, e.description);
@@ -77,11 +128,28 @@ void run_loss(const LossOpts& o) {
     KD_CHECK(yv[b] >= 0 && yv[b] < K, "kdlab loss: --labels {}: label {} of sample {} is out of range for K = {} classes",
              o.labels, yv[b], b, K);
 
-  // ---- the distiller
+  // ---- feature taps (feature methods)
+  nn::ModelOutput student, teacher;
+  student.logits = zs;
+  teacher.logits = zt;
+  const std::vector<std::string> s_taps = put_taps(student, o.student_feats, "--student-feat", B);
+  put_taps(teacher, o.teacher_feats, "--teacher-feat", B);
+
+  // ---- the distiller (helpers sized from the taps' shapes)
   distill::DistillerContext ctx;
   ctx.num_classes = K;
   ctx.seed = (uint64_t)o.seed;
+  ctx.student_sample = student;
+  ctx.teacher_sample = teacher;
   std::shared_ptr<distill::Distiller> d = distill::create_distiller(o.method, parse_sets(o.sets), ctx);
+  KD_CHECK(!d->needs().feats || !o.student_feats.empty(),
+           "kdlab loss: {} reads feature taps; give them with --student-feat NAME=FILE.npy and --teacher-feat "
+           "NAME=FILE.npy (names f0..fN, pre1..preN, pooled)",
+           o.method);
+  if (!o.helper_weights.empty()) {
+    KD_CHECK(std::filesystem::exists(o.helper_weights), "kdlab loss: --helper-weights {}: no such file", o.helper_weights);
+    d->load_state_dict(nn::load_safetensors(o.helper_weights).tensors, /*strict=*/true);
+  }
 
   auto* wkd = dynamic_cast<distill::WkdLDistiller*>(d.get());
   KD_CHECK(o.cost_matrix.empty() || wkd, "kdlab loss: --cost-matrix is read only by wkd_l, not by {}", o.method);
@@ -125,9 +193,7 @@ void run_loss(const LossOpts& o) {
   }
 
   zs.requires_grad_();
-  nn::ModelOutput student, teacher;
-  student.logits = zs;
-  teacher.logits = zt;
+  for (const auto& name : s_taps) tap_ref(student, name).requires_grad_();
   distill::BatchInfo batch;
   batch.labels = y;
   batch.epoch = epoch;
@@ -135,13 +201,26 @@ void run_loss(const LossOpts& o) {
   distill::LossBreakdown loss = d->loss(student, teacher, batch);
 
   if (!o.grad_out.empty()) {
-    Tensor g;
-    if (loss.total.requires_grad()) {
-      loss.total.backward();
-      g = zs.grad();
+    if (loss.total.requires_grad()) loss.total.backward();
+    auto grad_of = [](const Tensor& t) {  // zeros where the loss does not depend on the input
+      Tensor g = t.grad();
+      return g.defined() ? g.contiguous() : zeros(t.shape());
+    };
+    if (s_taps.empty()) {
+      save_npy(o.grad_out, grad_of(zs));
+    } else {
+      nn::NamedTensors grads{{"logits", grad_of(zs)}};
+      for (const auto& name : s_taps) grads.push_back({name, grad_of(tap_ref(student, name))});
+      if (o.grad_out.size() > 12 && o.grad_out.substr(o.grad_out.size() - 12) == ".safetensors") {
+        nn::save_safetensors(o.grad_out, grads);
+      } else {
+        KD_CHECK(o.grad_out.size() < 4 || o.grad_out.substr(o.grad_out.size() - 4) != ".npy",
+                 "kdlab loss: with student features --grad-out must be a .safetensors file or a folder, not {}",
+                 o.grad_out);
+        std::filesystem::create_directories(o.grad_out);
+        for (auto& [name, g] : grads) save_npy(o.grad_out + "/" + name + ".npy", g);
+      }
     }
-    if (!g.defined()) g = zeros(zs.shape());  // the loss does not depend on the student logits
-    save_npy(o.grad_out, g.contiguous());
   }
 
   if (o.json) {
@@ -158,7 +237,8 @@ void run_loss(const LossOpts& o) {
   fmt::print("method {} (B = {}, K = {}, epoch {};{})\n", o.method, B, K, epoch, setting);
   fmt::print("loss   {:.8g}\n", loss.total.item());
   for (const auto& [name, value] : loss.parts) fmt::print("  {:<16} {:.8g}\n", name, value.item());
-  if (!o.grad_out.empty()) fmt::print("d loss / d student logits written to {}\n", o.grad_out);
+  if (!o.grad_out.empty())
+    fmt::print("d loss / d student {} written to {}\n", s_taps.empty() ? "logits" : "inputs", o.grad_out);
 }
 
 }  // namespace
@@ -171,6 +251,9 @@ void register_loss(CLI::App& app) {
   cmd->add_option("--student-logits", o->student, "student logits, float32 (B, K) .npy");
   cmd->add_option("--teacher-logits", o->teacher, "teacher logits, float32 (B, K) .npy");
   cmd->add_option("--labels", o->labels, "labels, int64 (B) .npy");
+  cmd->add_option("--student-feat", o->student_feats, "a student feature tap NAME=FILE.npy (f0..fN, pre1..preN, pooled); repeatable");
+  cmd->add_option("--teacher-feat", o->teacher_feats, "a teacher feature tap NAME=FILE.npy; repeatable");
+  cmd->add_option("--helper-weights", o->helper_weights, "the method's helper modules (regressor, projector) as .safetensors");
   cmd->add_option("--cost-matrix", o->cost_matrix, "wkd_l: category cost matrix (K, K) before sharpening .npy");
   cmd->add_option("--assistant-logits", o->assistants, "dgkd: an assistant's logits (B, K) .npy; repeatable, largest first");
   cmd->add_option("--set", o->sets, "a hyper-parameter: --set key=value (repeatable; names as in METHODS.md)");
@@ -178,7 +261,8 @@ void register_loss(CLI::App& app) {
   cmd->add_option("--total-epochs", o->total_epochs, "epochs of the run, for schedules that decay (wkd_l)")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of the method's generator (dgkd's guide dropping)")->capture_default_str();
-  cmd->add_option("--grad-out", o->grad_out, "write d loss / d student logits as float32 .npy");
+  cmd->add_option("--grad-out", o->grad_out,
+                  "write d loss / d student logits as float32 .npy (with features: a .safetensors file or a folder)");
   cmd->add_flag("--json", o->json, "print one JSON object {\"method\", \"loss\", \"parts\"} and nothing else on stdout");
   cmd->add_flag("--explain", o->explain, "print every intermediate tensor (name, shape, values) in equation order");
   cmd->add_flag("--list", o->list, "list the methods");
