@@ -2,12 +2,25 @@
 // feature loss. The equations are in wkd_f.h.
 #include "distill/feature/wkd_f.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numbers>
 
+#include "engine/autograd.h"
 #include "engine/ops.h"
 
 namespace kd::distill {
+
+namespace {
+
+Tensor eye_like(int64_t n) {  // (n, n) identity
+  std::vector<float> v((size_t)(n * n), 0.0f);
+  for (int64_t i = 0; i < n; ++i) v[i * n + i] = 1.0f;
+  return from_vector(v, {n, n});
+}
+
+}  // namespace
 
 double wkd_f_weight(double weight, int64_t epoch, int64_t decay_epoch, int64_t total_epochs) {
   if (epoch <= decay_epoch) return weight;
@@ -196,17 +209,38 @@ LossBreakdown wkd_f_loss(const Tensor& zs, const Tensor& fs, const Tensor& ft_in
            "was sized for other feature shapes (build the distiller from a sample batch of the same input size)",
            projector.kind(), shape_str(fs.shape()), shape_str(projected.shape()), shape_str(ft.shape()));
 
-  ChannelGaussians gs = channel_gaussians(projected, opt.grid, opt.eps);  // (B, Ct, g, g) each
-  ChannelGaussians gt = channel_gaussians(ft, opt.grid, opt.eps);
-  show_step(explain, "mu_s", gs.mean);
-  show_step(explain, "sigma_s", gs.std);
-  show_step(explain, "mu_t", gt.mean);
-  show_step(explain, "sigma_t", gt.std);
-
-  // the two terms of W2^2 between diagonal Gaussians, summed over channels and cells
-  const double norm = (double)(opt.grid * opt.grid * B);
-  Tensor l_mean = div(sum(pow(sub(gs.mean, gt.mean), 2.0)), norm);  // ()
-  Tensor l_cov = div(sum(pow(sub(gs.std, gt.std), 2.0)), norm);     // ()
+  const double denom = (double)(opt.grid * opt.grid * B);  // g^2 B
+  Tensor l_mean, l_cov;
+  if (!opt.full_covariance) {
+    ChannelGaussians gs = channel_gaussians(projected, opt.grid, opt.eps);  // (B, Ct, g, g) each
+    ChannelGaussians gt = channel_gaussians(ft, opt.grid, opt.eps);
+    show_step(explain, "mu_s", gs.mean);
+    show_step(explain, "sigma_s", gs.std);
+    show_step(explain, "mu_t", gt.mean);
+    show_step(explain, "sigma_t", gt.std);
+    // the two terms of W2^2 between diagonal Gaussians, summed over channels and cells
+    l_mean = div(sum(pow(sub(gs.mean, gt.mean), 2.0)), denom);  // ()
+    l_cov = div(sum(pow(sub(gs.std, gt.std), 2.0)), denom);     // ()
+  } else {
+    // one C-dimensional Gaussian per cell; the covariance term is the Bures distance
+    std::vector<Tensor> mu_s, cov_s, mu_t, cov_t, mean_terms, bures_terms;
+    for (const auto& [h0, h1, w0, w1] : grid_cells(ft.size(2), ft.size(3), opt.grid)) {
+      FullGaussians a = full_gaussians(projected.slice(2, h0, h1).slice(3, w0, w1), opt.eps);  // (B, C), (B, C, C)
+      FullGaussians b = full_gaussians(ft.slice(2, h0, h1).slice(3, w0, w1), opt.eps);
+      mu_s.push_back(a.mean);
+      cov_s.push_back(a.cov);
+      mu_t.push_back(b.mean);
+      cov_t.push_back(b.cov);
+      mean_terms.push_back(sum(pow(sub(a.mean, b.mean), 2.0)));  // ()
+      bures_terms.push_back(sum(bures_term(a.cov, b.cov)));       // ()
+    }
+    show_step(explain, "mu_s", stack(mu_s, 1));      // (B, cells, C)
+    show_step(explain, "Sigma_s", stack(cov_s, 1));  // (B, cells, C, C)
+    show_step(explain, "mu_t", stack(mu_t, 1));
+    show_step(explain, "Sigma_t", stack(cov_t, 1));
+    l_mean = div(sum(stack(mean_terms, 0)), denom);   // ()
+    l_cov = div(sum(stack(bures_terms, 0)), denom);   // ()
+  }
   show_step(explain, "L_mean", l_mean);
   show_step(explain, "L_cov", l_cov);
 
@@ -245,7 +279,8 @@ Params WkdFDistiller::params() const {
           {"decay_epoch", std::to_string(opt_.decay_epoch)},
           {"grid", std::to_string(opt_.grid)},
           {"eps", format_number(opt_.eps)},
-          {"ce_weight", format_number(opt_.ce_weight)}};
+          {"ce_weight", format_number(opt_.ce_weight)},
+          {"cov", opt_.full_covariance ? "full" : "diag"}};
 }
 
 std::shared_ptr<Distiller> make_wkd_f_distiller(const Params& params, const DistillerContext& ctx) {
@@ -259,7 +294,13 @@ std::shared_ptr<Distiller> make_wkd_f_distiller(const Params& params, const Dist
   o.grid = r.integer("grid", o.grid);
   o.eps = r.number("eps", o.eps);
   o.ce_weight = r.number("ce_weight", o.ce_weight);
+  const std::string cov = r.text("cov", "diag");
   r.finish();
+  KD_CHECK(cov == "diag" || cov == "full",
+           "wkd_f: cov={} is not a covariance model; use cov=diag (the official per-channel Gaussians) or cov=full "
+           "(the Bures term of full covariances)",
+           cov);
+  o.full_covariance = cov == "full";
   check_tap_name(o.hint_layer, "wkd_f");
   check_tap_name(o.teacher_layer, "wkd_f");
   KD_CHECK(o.grid >= 1, "wkd_f: the spatial grid must be >= 1 (1 = statistics over the whole map), got grid={}", o.grid);
