@@ -25,6 +25,14 @@
 #pragma GCC diagnostic ignored "-Wtype-limits"
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+// Hardening (docs/RELIABILITY.md): only the decoders of the file types the loader accepts are
+// compiled (stb picks a decoder from the content, so otherwise a GIF, TGA or PSD renamed .png
+// would reach decoders nobody meant to expose), and no side may exceed kMaxImageSide, so a
+// 60-byte header claiming 16 million x 16 million pixels is refused before any allocation.
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_MAX_DIMENSIONS 8192
 #include <stb/stb_image.h>
 #pragma GCC diagnostic pop
 
@@ -33,6 +41,70 @@ namespace kd::data {
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr int kMaxImageSide = STBI_MAX_DIMENSIONS;
+
+// stb_image (2.27, Debian's libstb 2022-09) trusts the code counts of a JPEG huffman table (DHT
+// segment): sixteen counts whose sum may reach 4080 are written into a table of 256 entries, a
+// heap overflow found by fuzz/fuzz_image.cpp. This walks the JPEG's segments the way stb reads
+// them and refuses any table declaring more than 256 codes before stb sees the file. Non-JPEG
+// files and JPEGs that end early pass through (stb reports those itself).
+void check_jpeg_huffman_tables(const std::vector<uint8_t>& b, const std::string& where) {
+  const size_t n = b.size();
+  if (n < 4 || b[0] != 0xFF || b[1] != 0xD8) return;  // not a JPEG (no SOI marker)
+  auto byte = [&](size_t i) -> int { return i < n ? b[i] : 0; };  // stb reads 0 past the end
+  size_t p = 2;
+  while (p + 4 <= n) {
+    if (b[p] != 0xFF) {  // inside entropy-coded data: skip to the next marker
+      ++p;
+      continue;
+    }
+    const int marker = b[p + 1];
+    if (marker == 0xFF || marker == 0x00 || (marker >= 0xD0 && marker <= 0xD7)) {  // fill, stuffed 0, RSTn
+      ++p;
+      continue;
+    }
+    if (marker == 0xD9) return;  // EOI
+    const size_t length = (size_t)byte(p + 2) << 8 | (size_t)byte(p + 3);
+    if (marker == 0xC4) {  // DHT: tables of 1 class/id byte, 16 code counts, then the symbols
+      int64_t left = (int64_t)length - 2;
+      size_t q = p + 4;
+      while (left > 0 && q < n) {
+        int codes = 0;
+        for (int i = 1; i <= 16; ++i) codes += byte(q + i);
+        KD_CHECK(codes <= 256,
+                 "cannot decode image '{}': a JPEG huffman table declares {} codes, more than the 256 a table holds "
+                 "(the file is corrupt or hostile; replace or delete it)",
+                 where, codes);
+        q += 17 + (size_t)codes;
+        left -= 17 + codes;
+      }
+    }
+    p += 2 + std::max<size_t>(length, 2);
+  }
+}
+
+// stb_image grows its buffer for a PNG's compressed data (IDAT chunks) to the length each chunk
+// header declares before it reads the chunk, so a 90-byte file declaring a 1.6 GB chunk makes it
+// allocate 1.6 GB (found by fuzz/fuzz_image.cpp). This walks the PNG's chunks (8-byte signature,
+// then per chunk: 4-byte big-endian length, 4-byte type, data, 4-byte CRC) and refuses any chunk
+// that claims more bytes than the file has left. Non-PNG files pass through.
+void check_png_chunk_lengths(const std::vector<uint8_t>& b, const std::string& where) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  const size_t n = b.size();
+  if (n < 8 || std::memcmp(b.data(), kSignature, 8) != 0) return;  // not a PNG
+  size_t p = 8;
+  while (p + 8 <= n) {
+    const uint64_t length = (uint64_t)b[p] << 24 | (uint64_t)b[p + 1] << 16 | (uint64_t)b[p + 2] << 8 | b[p + 3];
+    const size_t left = n - (p + 8);  // bytes after this chunk's length and type
+    KD_CHECK(length <= left,
+             "cannot decode image '{}': a PNG chunk at byte {} declares {} bytes but only {} remain in the file "
+             "(the file is truncated or corrupt; replace or delete it)",
+             where, p, length, left);
+    if (std::memcmp(&b[p + 4], "IEND", 4) == 0) return;
+    p += 12 + (size_t)length;
+  }
+}
 
 // One image file, still encoded.
 struct ImageFile {
@@ -198,11 +270,23 @@ Dataset load_image_folder(const std::string& path, const std::string& split) {
     classes = read_archive(path, split, root, files);
   }
 
+  // stb_image takes the length as an int; the JPEG guard above runs on every file before stb.
+  for (const ImageFile& f : files) {
+    KD_CHECK(f.bytes.size() <= (size_t)INT32_MAX, "image '{}' has {} bytes, more than the 2 GiB kdlab decodes",
+             f.where, f.bytes.size());
+    check_jpeg_huffman_tables(f.bytes, f.where);
+    check_png_chunk_lengths(f.bytes, f.where);
+  }
+
   // The first image fixes the size and channel count of the data set.
   int w0 = 0, h0 = 0, c0 = 0;
   KD_CHECK(stbi_info_from_memory(files[0].bytes.data(), (int)files[0].bytes.size(), &w0, &h0, &c0),
            "cannot decode image '{}': {} (expected a JPEG, PNG or BMP file; replace or delete it)", files[0].where,
            stbi_failure_reason());
+  KD_CHECK(w0 > 0 && h0 > 0 && w0 <= kMaxImageSide && h0 <= kMaxImageSide && c0 >= 1 && c0 <= 4,
+           "image '{}' claims {} x {} pixels with {} channel(s); kdlab reads 1 to {} pixels a side and 1 to 4 channels "
+           "(resize the images, or replace the file if it is corrupt)",
+           files[0].where, w0, h0, c0, kMaxImageSide);
   const int64_t n = (int64_t)files.size(), per = (int64_t)w0 * h0 * c0;
   std::vector<uint8_t> pixels((size_t)(n * per));  // (N, C, H, W)
   std::vector<int64_t> labels(n);

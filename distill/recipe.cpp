@@ -76,7 +76,7 @@ void parse_recipe(const std::string& text, TrainConfig& config, const std::strin
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text, json_depth_limit(source));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for numbers like 1e4150
     throw Error(fmt::format("recipe '{}' is not valid JSON: {}", source, e.what()));
   }
   apply_overrides(j, config, source);

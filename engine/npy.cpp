@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace kd {
@@ -210,7 +211,10 @@ Tensor parse_npy(const std::string& bytes, const std::string& source) {
   std::string descr;
   bool fortran = false, have_descr = false, have_order = false, have_shape = false;
   std::vector<int64_t> shape;
+  std::set<std::string> seen;
   for (auto& [key, v] : HeaderParser(header, source).parse_dict()) {
+    KD_CHECK(seen.insert(key).second, "{}: malformed .npy header: the key '{}' appears twice in {}", source, key,
+             header);
     if (key == "descr") {
       KD_CHECK(v.kind == HeaderValue::String, "{}: unsupported .npy dtype (structured or non-string descr) in {}",
                source, header);
@@ -233,12 +237,17 @@ Tensor parse_npy(const std::string& bytes, const std::string& source) {
   KD_CHECK(!fortran, "{}: Fortran-order .npy files are not supported; save a C-order array (np.ascontiguousarray)",
            source);
 
-  // the element count, checked for overflow and sanity before anything is allocated
-  int64_t numel = 1;
+  // the element count, checked for overflow and sanity before anything is allocated. A zero
+  // dimension does not excuse the others: the strides multiply all of them, so the product of the
+  // non-zero dimensions must be sane too (shape (0, 2^62, 2^62) would overflow them).
+  int64_t numel = 1, span = 1;
   for (int64_t d : shape) {
     KD_CHECK(d >= 0, "{}: negative dimension {} in the .npy shape {}", source, d, shape_str(shape));
-    KD_CHECK(d == 0 || numel <= kMaxElements / d,
-             "{}: absurd .npy shape {} (more than 2^40 elements); the file is corrupt", source, shape_str(shape));
+    const int64_t nonzero = d > 0 ? d : 1;
+    KD_CHECK(span <= kMaxElements / nonzero,
+             "{}: absurd .npy shape {} (its dimensions multiply past 2^40); the file is corrupt", source,
+             shape_str(shape));
+    span *= nonzero;
     numel *= d;
   }
   const size_t data_start = header_start + header_len;

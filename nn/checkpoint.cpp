@@ -70,16 +70,62 @@ static json meta_json(const std::map<std::string, std::string>& meta, const std:
                       const std::string& path) {
   auto it = meta.find(key);
   KD_CHECK(it != meta.end(), "{}: the checkpoint metadata has no '{}'", path, key);
+  // The depth limit: a value nested a million deep parses, but printing it (json::dump, in error
+  // messages and run records) recurses and would overflow the stack.
+  constexpr int kMaxDepth = 64;
+  auto limit_depth = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= kMaxDepth)
+      throw Error(fmt::format("{}: checkpoint metadata '{}' nests deeper than {} levels (a corrupt file?)", path, key,
+                              kMaxDepth));
+    return true;
+  };
   try {
-    return json::parse(it->second);
+    return json::parse(it->second, limit_depth);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: checkpoint metadata '{}' is not valid JSON ({})", path, key, e.what()));
   }
 }
 
-TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
-                                            Optimizer* optimizer) {
-  SafetensorsFile file = load_safetensors(path);
+// Checks that `got` (read from a file) has the JSON layout of `want` (what this program writes):
+// the same keys in every object, arrays of the same length, and values of the same kind (any
+// number where a floating-point one is written, an integer where an integer is). The optimizer
+// then reads its state from the file without meeting a missing key or a wrong type. `where` is
+// the JSON pointer of `got`, for the message.
+static void check_same_layout(const json& got, const json& want, const std::string& where, const std::string& path) {
+  auto fail = [&](const std::string& expected) {
+    throw Error(fmt::format("{}: the optimizer state in the checkpoint does not have the layout this optimizer "
+                            "writes: at '{}' it expected {}, got a JSON {} (a corrupt file, or one written by another "
+                            "kdlab version or optimizer configuration)",
+                            path, where.empty() ? "/" : where, expected, got.type_name()));
+  };
+  if (want.is_object()) {
+    if (!got.is_object()) fail("an object");
+    for (const auto& [key, value] : want.items()) {
+      if (!got.contains(key)) fail(fmt::format("an object with the key '{}'", key));
+      check_same_layout(got.at(key), value, where + "/" + key, path);
+    }
+    for (const auto& [key, value] : got.items())
+      if (!want.contains(key)) fail(fmt::format("no key '{}'", key));
+  } else if (want.is_array()) {
+    if (!got.is_array() || got.size() != want.size()) fail(fmt::format("an array of {} values", want.size()));
+    for (size_t i = 0; i < want.size(); ++i) check_same_layout(got[i], want[i], where + "/" + std::to_string(i), path);
+  } else if (want.is_number_integer()) {
+    if (!got.is_number_integer()) fail("an integer");
+  } else if (want.is_number()) {
+    if (!got.is_number()) fail("a number");
+  } else if (want.is_string()) {
+    if (!got.is_string()) fail("a string");
+  } else if (want.is_boolean()) {
+    if (!got.is_boolean()) fail("true or false");
+  } else if (want.type() != got.type()) {
+    fail(fmt::format("a JSON {}", want.type_name()));
+  }
+}
+
+// Loads a checkpoint already read as a safetensors file; `path` names it in messages.
+static TrainingCheckpoint load_checkpoint_file(const SafetensorsFile& file, const std::string& path,
+                                               const LabeledModules& modules, Optimizer* optimizer) {
   const auto& meta = file.metadata;
   auto fmt_it = meta.find("format");
   KD_CHECK(fmt_it != meta.end() && fmt_it->second == kFormat,
@@ -131,6 +177,11 @@ TrainingCheckpoint load_training_checkpoint(const std::string& path, const Label
   if (optimizer) {
     KD_CHECK(meta.count("optim"), "{}: the checkpoint holds no optimizer state", path);
     optim_state.scalars = meta_json(meta, "optim", path);
+    const json& type = optim_state.scalars.is_object() ? optim_state.scalars.value("type", json()) : json();
+    KD_CHECK(!type.is_string() || type == optimizer->type_name(),
+             "{}: the checkpoint's optimizer state was saved by {} but this optimizer is {}", path,
+             type.get<std::string>(), optimizer->type_name());
+    check_same_layout(optim_state.scalars, optimizer->state_dict().scalars, "", path);
     optimizer->load_state_dict(optim_state);  // checks everything before changing anything
   }
   for (const auto& [label, m] : modules) m->load_state_dict(by_label.at(label), true);
@@ -139,10 +190,25 @@ TrainingCheckpoint load_training_checkpoint(const std::string& path, const Label
   out.epoch = meta_int(meta, "epoch", path);
   out.step = meta_int(meta, "step", path);
   out.schedule = meta_json(meta, "schedule", path);
+  KD_CHECK(out.schedule.is_object() || out.schedule.is_null(),
+           "{}: checkpoint metadata 'schedule' must be a JSON object or null, got a JSON {}", path,
+           out.schedule.type_name());
   out.scalars = meta_json(meta, "scalars", path);
+  KD_CHECK(out.scalars.is_object(), "{}: checkpoint metadata 'scalars' must be a JSON object, got a JSON {}", path,
+           out.scalars.type_name());
   for (const auto& [key, value] : meta)
     if (key.rfind("rng.", 0) == 0) out.rng_states[key.substr(4)] = value;
   return out;
+}
+
+TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
+                                            Optimizer* optimizer) {
+  return load_checkpoint_file(load_safetensors(path), path, modules, optimizer);
+}
+
+TrainingCheckpoint parse_training_checkpoint(const std::string& bytes, const std::string& source,
+                                             const LabeledModules& modules, Optimizer* optimizer) {
+  return load_checkpoint_file(parse_safetensors(bytes, source), source, modules, optimizer);
 }
 
 TrainingCheckpoint load_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer) {

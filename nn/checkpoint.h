@@ -52,6 +52,9 @@ void save_training_checkpoint(const std::string& path, Module& model, const Opti
 TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
                                             Optimizer* optimizer);
 TrainingCheckpoint load_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer);
+// The same from a checkpoint file's bytes held in memory; `source` names it in error messages.
+TrainingCheckpoint parse_training_checkpoint(const std::string& bytes, const std::string& source,
+                                             const LabeledModules& modules, Optimizer* optimizer);
 
 // Helpers for the RNG states: {name: gen.state()} and back (every named generator must be
 // present in the checkpoint).

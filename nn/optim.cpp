@@ -207,9 +207,14 @@ void Optimizer::load_state_dict(const OptimizerState& state) {
     KD_CHECK(it != where.end(), "optimizer state: tensor '{}' names no parameter of this optimizer", name);
     auto [gi, i] = it->second;
     const Tensor& p = groups_[gi].params[i];
-    if (kind == "step")
+    if (kind == "step") {
       KD_CHECK(t.numel() == 1, "optimizer state: '{}' must hold one number, got shape {}", name, shape_str(t.shape()));
-    else
+      const double v = t.item();  // a step count: a whole number an int64 holds (not NaN, Inf or 1e300)
+      KD_CHECK(std::isfinite(v) && v >= 0 && v <= 9.0e15 && v == std::floor(v),
+               "optimizer state: '{}' must be a whole, non-negative step count, got {} (the checkpoint is corrupt; "
+               "use an earlier one or start without --resume)",
+               name, v);
+    } else
       KD_CHECK(t.shape() == p.shape(), "optimizer state: '{}' has shape {} but the parameter has shape {}", name,
                shape_str(t.shape()), shape_str(p.shape()));
     items.push_back({gi, i, kind, t});

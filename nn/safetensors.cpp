@@ -93,12 +93,21 @@ struct Entry {
   uint64_t begin = 0, end = 0;  // in the data buffer
 };
 
+// How deep a header's JSON may nest. A valid header nests 3 deep (the header object, a tensor's
+// object, its shape array); the limit stops a hostile one nested a million deep, which parses
+// but would overflow the stack when printed in an error message (json::dump recurses).
+constexpr int kMaxHeaderDepth = 16;
+
 // The header JSON, rejecting duplicate keys at any level. nlohmann::json keeps one of two equal
 // keys silently, so the parse callback tracks the keys of every open object.
 json parse_header_json(std::string_view text, const std::string& source) {
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  auto callback = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
+  auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= kMaxHeaderDepth)
+      throw Error(fmt::format("{}: the safetensors header nests deeper than {} levels; not a safetensors file?",
+                              source, kMaxHeaderDepth));
     if (event == json::parse_event_t::object_start) {
       open_objects.emplace_back();
     } else if (event == json::parse_event_t::object_end) {
@@ -166,14 +175,18 @@ std::vector<Entry> parse_header(std::string_view text, uint64_t buffer_size, con
     }
     e.st = found->st;
 
-    // shape, and its element count without overflow
+    // shape, and its element count without overflow. A zero dimension does not excuse the others:
+    // the strides multiply all of them, so the product of the non-zero ones must fit as well
+    // (shape [0, 2^62, 2^62] holds no element but would overflow them).
     const json& shape = info["shape"];
     KD_CHECK(shape.is_array(), "{}: tensor '{}': shape must be an array, got {}", source, name, shape.dump());
-    uint64_t numel = 1;
+    uint64_t numel = 1, span = 1;
     for (const json& s : shape) {
       uint64_t d = non_negative_integer(s, source, name, "shape");
-      KD_CHECK(!__builtin_mul_overflow(numel, d, &numel) && numel <= (uint64_t)INT64_MAX,
-               "{}: tensor '{}': shape {} has more elements than fit in 64 bits", source, name, shape.dump());
+      KD_CHECK(!__builtin_mul_overflow(span, d > 0 ? d : 1, &span) && span <= (uint64_t)INT64_MAX,
+               "{}: tensor '{}': shape {} has dimensions that multiply past 2^63 (more elements than fit in 64 bits)",
+               source, name, shape.dump());
+      numel *= d;
       e.shape.push_back((int64_t)d);
     }
     uint64_t nbytes = 0;

@@ -8,9 +8,12 @@ BUILD_DIR="${KDLAB_BUILD_DIR:-$KDLAB_ROOT/build}"
 
 # libopenblas-openmp-dev: OpenBLAS's OpenMP build, which shares kdlab's OpenMP threads instead of
 # running a second pool beside them (CMakeLists.txt links it; the system default stays pthread).
+# jupyter-nbconvert and the Python kernel, NumPy, matplotlib: the notebooks (notebooks/), which
+# scripts/test.sh executes.
 PACKAGES=(build-essential cmake ninja-build pkg-config git bc
           libopenblas-dev libopenblas-openmp-dev libdnnl-dev libstb-dev doctest-dev libfmt-dev
-          nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist)
+          nlohmann-json3-dev libcli11-dev zlib1g-dev dataset-fashion-mnist
+          jupyter-nbconvert python3-ipykernel python3-matplotlib python3-numpy python3-nbformat)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,6 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
-  cmake -S "$KDLAB_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  # KDLAB_CMAKE_ARGS: extra options for a fresh build folder (scripts/test.sh --sanitize).
+  cmake -S "$KDLAB_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KDLAB_CMAKE_ARGS:-}
 fi
 cmake --build "$BUILD_DIR" -j "$(nproc)"

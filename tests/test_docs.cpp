@@ -73,9 +73,13 @@ bool looks_like_name(const std::string& token) {
 class RepoIndex {
  public:
   explicit RepoIndex(fs::path root) : root_(std::move(root)) {
-    for (auto it = fs::recursive_directory_iterator(root_); it != fs::recursive_directory_iterator(); ++it) {
+    // Other builds and runs write into the tree while the tests run: a file that vanishes
+    // mid-walk is skipped (error codes, not exceptions).
+    std::error_code ec;
+    auto it = fs::recursive_directory_iterator(root_, fs::directory_options::skip_permission_denied, ec);
+    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       const std::string name = it->path().filename().string();
-      if (it->is_directory()) {
+      if (it->is_directory(ec)) {
         if (name.rfind("build", 0) == 0 || name == ".git" || name == "runs" || name == "__pycache__")
           it.disable_recursion_pending();
         continue;

@@ -39,10 +39,20 @@ int main() {
   assignment::Checker check("Assignment 1: the backward of log_softmax");
 
   // The inputs of the golden values (golden.py).
-  const Tensor x1 = from_vector({0.5f, -1.0f, 2.0f, 0.0f, 1.5f, -0.3f, 0.8f, -2.0f, 1.1f, 0.4f}, {2, 5});
-  const Tensor g1 = from_vector({1.0f, -0.5f, 0.25f, 2.0f, -1.0f, 0.3f, 0.0f, -0.7f, 0.9f, 1.2f}, {2, 5});
-  const Tensor x0 = from_vector({0.2f, -0.4f, 1.0f, 0.7f, 1.3f, 0.1f, -0.6f, 0.0f, -1.1f, 0.9f, 0.3f, 2.0f}, {3, 4});
-  const Tensor g0 = from_vector({0.5f, 1.0f, -1.0f, 0.0f, -0.2f, 0.4f, 0.6f, 1.5f, 1.0f, -0.3f, 0.2f, -0.8f}, {3, 4});
+  const Tensor x1 = from_vector(std::vector<float>{0.5f, -1.0f, 2.0f, 0.0f, 1.5f,  // (2, 5)
+                                                   -0.3f, 0.8f, -2.0f, 1.1f, 0.4f},
+                                {2, 5});
+  const Tensor g1 = from_vector(std::vector<float>{1.0f, -0.5f, 0.25f, 2.0f, -1.0f,  // (2, 5)
+                                                   0.3f, 0.0f, -0.7f, 0.9f, 1.2f},
+                                {2, 5});
+  const Tensor x0 = from_vector(std::vector<float>{0.2f, -0.4f, 1.0f, 0.7f,  // (3, 4)
+                                                   1.3f, 0.1f, -0.6f, 0.0f,
+                                                   -1.1f, 0.9f, 0.3f, 2.0f},
+                                {3, 4});
+  const Tensor g0 = from_vector(std::vector<float>{0.5f, 1.0f, -1.0f, 0.0f,  // (3, 4)
+                                                   -0.2f, 0.4f, 0.6f, 1.5f,
+                                                   1.0f, -0.3f, 0.2f, -0.8f},
+                                {3, 4});
 
   check.part("the gradient has the input's shape (2, 5)", [&] {
     Tensor out = log_softmax(x1, 1);

@@ -30,10 +30,14 @@ int main() {
   assignment::Checker check("Assignment 2: DKD's NCKD term");
 
   // The inputs of the golden values (golden.py): B = 3, K = 5, T = 4.
-  const Tensor zs = from_vector({1.0f, 2.0f, 0.5f, -1.0f, 0.0f, 0.3f, -0.2f, 1.5f, 0.8f, -0.6f,
-                                 2.0f, 0.1f, 0.4f, -0.5f, 1.2f}, {3, 5});
-  const Tensor zt = from_vector({0.5f, 3.0f, 0.0f, -0.5f, 0.2f, 0.0f, 0.4f, 2.5f, 1.0f, -1.0f,
-                                 1.5f, -0.3f, 0.9f, 0.0f, 2.2f}, {3, 5});
+  const Tensor zs = from_vector(std::vector<float>{1.0f, 2.0f, 0.5f, -1.0f, 0.0f,    // (3, 5)
+                                                   0.3f, -0.2f, 1.5f, 0.8f, -0.6f,
+                                                   2.0f, 0.1f, 0.4f, -0.5f, 1.2f},
+                                {3, 5});
+  const Tensor zt = from_vector(std::vector<float>{0.5f, 3.0f, 0.0f, -0.5f, 0.2f,     // (3, 5)
+                                                   0.0f, 0.4f, 2.5f, 1.0f, -1.0f,
+                                                   1.5f, -0.3f, 0.9f, 0.0f, 2.2f},
+                                {3, 5});
   const Tensor y = from_vector(std::vector<int64_t>{1, 2, 4}, {3});
   const double T = 4.0;
 
