@@ -436,6 +436,49 @@ void cam_grid_png(const std::string& path, const data::Dataset& dataset, const T
 
 // ------------------------------------------------------------------ adversarial transfer
 
+Tensor adversarial_images(nn::Classifier& model, const Tensor& images, const Tensor& labels,
+                          const std::vector<float>& mean, const std::vector<float>& std, double eps, int steps,
+                          Generator& gen) {
+  KD_CHECK(eps > 0 && steps >= 1, "adversarial images need eps > 0 and steps >= 1, got eps={} steps={}", eps, steps);
+  KD_CHECK(images.dim() == 4 && (int64_t)mean.size() == images.size(1) && (int64_t)std.size() == images.size(1),
+           "adversarial images need (B, C, H, W) images and one mean and std per channel, got {} with {} means",
+           shape_str(images.shape()), mean.size());
+  Tensor x0 = images.contiguous();  // (B, C, H, W), normalised
+  const int64_t C = x0.size(1), HW = x0.size(2) * x0.size(3);
+  // per channel: eps and the valid range [0, 1] of a pixel, in normalised units
+  std::vector<float> e(C), lo_v(C), hi_v(C);
+  for (int64_t c = 0; c < C; ++c) {
+    e[c] = (float)(eps / std[c]);
+    lo_v[c] = -mean[c] / std[c];
+    hi_v[c] = (1 - mean[c]) / std[c];
+  }
+  auto project = [&](Tensor& x) {  // onto the eps-ball around x0 and the valid range
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const int64_t c = (i / HW) % C;
+      float v = std::clamp(x.data<float>()[i], x0.data<float>()[i] - e[c], x0.data<float>()[i] + e[c]);
+      x.data<float>()[i] = std::clamp(v, lo_v[c], hi_v[c]);
+    }
+  };
+  Tensor x = x0.clone();
+  if (steps > 1) {  // PGD's random start
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += e[(i / HW) % C] * (2 * gen.uniform() - 1);
+    project(x);
+  }
+  const double step = steps == 1 ? 1.0 : 2.5 / steps;  // in units of eps
+  for (int s = 0; s < steps; ++s) {
+    Tensor xv = x.detach().clone().requires_grad_();
+    Tensor loss = cross_entropy(model.forward(xv).logits, labels);
+    loss.backward();
+    Tensor g = xv.grad().contiguous();
+    for (int64_t i = 0; i < x.numel(); ++i) {  // x <- x + step * eps * sign(grad)
+      const float gi = g.data<float>()[i];
+      x.data<float>()[i] += (float)step * e[(i / HW) % C] * (gi > 0 ? 1.f : gi < 0 ? -1.f : 0.f);
+    }
+    project(x);
+  }
+  return x;
+}
+
 Transfer adversarial_transfer(nn::Classifier& teacher, nn::Classifier& student, const data::Dataset& dataset,
                               int64_t n, double eps, int steps, uint64_t seed) {
   KD_CHECK(eps > 0 && steps >= 1, "adversarial transfer needs eps > 0 and steps >= 1, got eps={} steps={}", eps, steps);
@@ -444,7 +487,6 @@ Transfer adversarial_transfer(nn::Classifier& teacher, nn::Classifier& student, 
   std::iota(idx.begin(), idx.end(), 0);
   data::Dataset ds = data::subset(dataset, idx);
   const data::TransformConfig tc = data::eval_transform(ds);
-  const int64_t C = ds.channels();
   teacher.eval();
   student.eval();
   Generator gen(seed);
@@ -458,38 +500,8 @@ Transfer adversarial_transfer(nn::Classifier& teacher, nn::Classifier& student, 
   data::Batch b;
   while (loader.next(b)) {
     Tensor x0 = b.images.contiguous();  // (B, C, H, W), normalised
-    const int64_t B = x0.size(0), HW = x0.size(2) * x0.size(3);
-    // per channel: eps and the valid range in normalised units
-    std::vector<float> e(C), lo_v(C), hi_v(C);
-    for (int64_t c = 0; c < C; ++c) {
-      e[c] = (float)(eps / tc.std[c]);
-      lo_v[c] = -tc.mean[c] / tc.std[c];
-      hi_v[c] = (1 - tc.mean[c]) / tc.std[c];
-    }
-    auto project = [&](Tensor& x) {  // onto the eps-ball around x0 and the valid range
-      for (int64_t i = 0; i < B * C * HW; ++i) {
-        const int64_t c = (i / HW) % C;
-        float v = std::clamp(x.data<float>()[i], x0.data<float>()[i] - e[c], x0.data<float>()[i] + e[c]);
-        x.data<float>()[i] = std::clamp(v, lo_v[c], hi_v[c]);
-      }
-    };
-    Tensor x = x0.clone();
-    if (steps > 1) {  // PGD's random start
-      for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += e[(i / HW) % C] * (2 * gen.uniform() - 1);
-      project(x);
-    }
-    const double step = steps == 1 ? 1.0 : 2.5 / steps;  // in units of eps
-    for (int s = 0; s < steps; ++s) {
-      Tensor xv = x.detach().clone().requires_grad_();
-      Tensor loss = cross_entropy(teacher.forward(xv).logits, b.labels);
-      loss.backward();
-      Tensor g = xv.grad().contiguous();
-      for (int64_t i = 0; i < x.numel(); ++i) {  // x <- x + step * eps * sign(grad)
-        const float gi = g.data<float>()[i];
-        x.data<float>()[i] += (float)step * e[(i / HW) % C] * (gi > 0 ? 1.f : gi < 0 ? -1.f : 0.f);
-      }
-      project(x);
-    }
+    const int64_t B = x0.size(0);
+    Tensor x = adversarial_images(teacher, x0, b.labels, tc.mean, tc.std, eps, steps, gen);
     NoGradGuard ng;
     Tensor t_clean = argmax(teacher.forward(x0).logits, 1), t_adv = argmax(teacher.forward(x).logits, 1);
     Tensor s_clean = argmax(student.forward(x0).logits, 1), s_adv = argmax(student.forward(x).logits, 1);

@@ -79,6 +79,13 @@ struct Transfer {
 // Adversarial images crafted on the teacher from the first n images: steps = 1 is FGSM (step ε),
 // steps > 1 PGD with step 2.5 ε / steps from a random start, projected on the ε-ball and the
 // valid pixel range. eps is in pixel units (8/255 = 0.0314).
+// The adversarial images themselves, for one batch of normalised images (B, C, H, W) with their
+// labels: x0 + eps * sign(grad_x CE(model(x), y)) for FGSM (steps = 1), PGD as above for steps > 1,
+// projected on the eps-ball and on pixels in [0, 1] (mean, std per channel say how the images were
+// normalised; eps is in pixel units and divided by std per channel).
+Tensor adversarial_images(nn::Classifier& model, const Tensor& images, const Tensor& labels,
+                          const std::vector<float>& mean, const std::vector<float>& std, double eps, int steps,
+                          Generator& gen);
 Transfer adversarial_transfer(nn::Classifier& teacher, nn::Classifier& student, const data::Dataset& dataset,
                               int64_t n, double eps, int steps, uint64_t seed = 0);
 

@@ -61,6 +61,48 @@ TEST_CASE("analysis invariants") {
   CHECK(analysis::cam_correlation(coarse, fine) == doctest::Approx(1.0));
 }
 
+// A two-pixel, two-class linear model: z0 = a - 2b, z1 = -a + 2b for the image (a, b).
+struct TwoPixelModel : nn::Classifier {
+  nn::ModelOutput forward(const Tensor& x) override {
+    Tensor w = from_vector(std::vector<float>{1, -1, -2, 2}, {2, 2});  // (pixels, classes)
+    nn::ModelOutput out;
+    out.logits = matmul(x.reshape({x.size(0), 2}), w);  // (B, 2)
+    return out;
+  }
+};
+
+TEST_CASE("FGSM against a hand-computed case") {
+  // For label 0, dCE/dz = (p0 - 1, p1) = (-p1, p1), so dCE/da = -p1 - p1 = -2 p1 < 0 and
+  // dCE/db = 2 p1 + 2 p1 = 4 p1 > 0: FGSM moves a down and b up by eps / std.
+  // Normalisation mean 0.5, std 0.25: eps = 0.1 pixel is 0.4 normalised, and pixels in [0, 1]
+  // are [-2, 2] normalised.
+  TwoPixelModel model;
+  Tensor x = from_vector(std::vector<float>{0.0f, 0.0f,    // pixels (0.5, 0.5)
+                                            0.0f, 1.8f},   // pixels (0.5, 0.95): b would leave [0, 1]
+                         {2, 1, 1, 2});
+  Tensor y = from_vector(std::vector<int64_t>{0, 0}, {2});
+  Generator gen(0);
+  Tensor adv = analysis::adversarial_images(model, x, y, {0.5f}, {0.25f}, 0.1, 1, gen);
+  REQUIRE(adv.shape() == Shape({2, 1, 1, 2}));
+  CHECK(adv.data<float>()[0] == doctest::Approx(-0.4));
+  CHECK(adv.data<float>()[1] == doctest::Approx(0.4));
+  CHECK(adv.data<float>()[2] == doctest::Approx(-0.4));
+  CHECK(adv.data<float>()[3] == doctest::Approx(2.0));  // 1.8 + 0.4 clipped to pixel 1.0
+  // label 1 flips every sign
+  Tensor y1 = from_vector(std::vector<int64_t>{1, 1}, {2});
+  Tensor adv1 = analysis::adversarial_images(model, x, y1, {0.5f}, {0.25f}, 0.1, 1, gen);
+  CHECK(adv1.data<float>()[0] == doctest::Approx(0.4));
+  CHECK(adv1.data<float>()[1] == doctest::Approx(-0.4));
+  CHECK(adv1.data<float>()[3] == doctest::Approx(1.4));
+  // PGD: 10 steps of 0.25 eps from a random start stay in the eps-ball and the pixel range, and
+  // on this linear model end at the same corner as FGSM (every step pushes the same way)
+  Tensor pgd = analysis::adversarial_images(model, x, y, {0.5f}, {0.25f}, 0.1, 10, gen);
+  CHECK(pgd.data<float>()[0] == doctest::Approx(-0.4));
+  CHECK(pgd.data<float>()[1] == doctest::Approx(0.4));
+  CHECK(pgd.data<float>()[3] == doctest::Approx(2.0));
+  CHECK_THROWS_WITH_SUBSTR(analysis::adversarial_images(model, x, y, {0.5f}, {0.25f}, 0.0, 1, gen), "eps > 0");
+}
+
 TEST_CASE("the invariance transforms and kdlab analyze end to end") {
   data::SyntheticOptions so;
   so.size = 48;
