@@ -35,7 +35,7 @@ void register_analyze(CLI::App& app) {
   cmd->add_option("--dataset", o->dataset, "data set")->required();
   cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
   cmd->add_option("--split", o->split, "train or test")->capture_default_str();
-  cmd->add_option("--limit", o->limit, "use the first N images");
+  cmd->add_option("--limit", o->limit, "use a fixed random sample of N images (seed 0; default all, in a fixed random order)");
   cmd->add_option("--cka-samples", o->cka_samples, "images for the debiased CKA (n x n Gram matrices)")
       ->capture_default_str();
   cmd->add_option("--layer-samples", o->layer_samples, "images for the layer-by-layer CKA heat map")->capture_default_str();
@@ -48,11 +48,11 @@ void register_analyze(CLI::App& app) {
   cmd->callback([o] {
     train::set_threads(o->threads);
     data::Dataset ds = data::load_dataset(o->dataset, o->data_dir, o->split);
-    if (o->limit > 0 && o->limit < ds.size()) {
-      std::vector<int64_t> idx(o->limit);
-      for (int64_t i = 0; i < o->limit; ++i) idx[i] = i;
-      ds = data::subset(ds, idx);
-    }
+    // One fixed random order (seed 0) for everything below: image folders and some archives are
+    // sorted by class, so "the first N images" (--limit, and the first --cka-samples,
+    // --cam-samples, ... of them) would otherwise cover only the first classes.
+    const int64_t n = o->limit > 0 ? std::min(o->limit, ds.size()) : ds.size();
+    ds = data::random_subset(ds, n, /*seed=*/0);
     const int64_t K = ds.num_classes();
     distill::Guide teacher = distill::load_guide_spec(o->teacher, K, ds);
     std::vector<distill::Guide> students;
@@ -131,7 +131,7 @@ void register_analyze(CLI::App& app) {
     }
 
     // the markdown report
-    std::string md = fmt::format("# kdlab analyze: {} / {} ({} images)\n\nteacher {} ({})\n\n", o->dataset, o->split,
+    std::string md = fmt::format("# kdlab analyze: {} / {} ({} images in a fixed random order, seed 0)\n\nteacher {} ({})\n\n", o->dataset, o->split,
                                  ds.size(), teacher.model, teacher.weights);
     md += "| model | weights | acc % | ECE % | flip inv. % | shift inv. % | noise inv. % | params | MMACs | ms/image (b=1) | img/s (b=128) |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -158,7 +158,7 @@ void register_analyze(CLI::App& app) {
                         v["compression_params"].get<double>(), v["compression_macs"].get<double>());
     }
     if (o->adv_samples > 0) {
-      md += fmt::format("\nAdversarial transfer: images crafted on the teacher (first {} images, L-inf eps {:.4f} in pixel "
+      md += fmt::format("\nAdversarial transfer: images crafted on the teacher (the first {} images of that order, L-inf eps {:.4f} in pixel "
                         "units; PGD {} steps). Fooling rate: wrong on the adversarial image among the images the model "
                         "got right; same label: fooled students that chose the teacher's adversarial label.\n\n"
                         "| student | FGSM: teacher fooled % | FGSM: student fooled % | FGSM: same label % | PGD: teacher "
