@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "distill/fusion.h"
 #include "distill/output/acd_u.h"
 #include "distill/output/common.h"
 #include "distill/output/dgkd.h"
@@ -42,29 +43,39 @@ Tensor classifier_weight(nn::Classifier& model, int64_t K) {
 train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string& out_dir,
                                const std::string& command_line, DistillSetup& setup) {
   KD_CHECK(!cfg.method.empty(), "no distillation method: give --method (kdlab distill --list shows them)");
-  KD_CHECK(!cfg.teacher.empty(), "no teacher model: give --teacher MODEL (kdlab info --list)");
-  KD_CHECK(!cfg.teacher_weights.empty(),
+  KD_CHECK(!cfg.teacher.empty() || !cfg.teachers.empty(),
+           "no teacher model: give --teacher MODEL (kdlab info --list), or --teacher MODEL:WEIGHTS once per teacher");
+  KD_CHECK(cfg.teacher.empty() || !cfg.teacher_weights.empty(),
            "no teacher weights: give --teacher-weights FILE.safetensors (a run's model_best.safetensors, or PyTorch "
            "weights converted with tools/pth_to_safetensors.py)");
+  KD_CHECK(!cfg.teacher_weights.empty() || cfg.teacher.empty(),
+           "teacher_weights is set but no teacher model; give --teacher MODEL");
   train::Run run = train::prepare_run(cfg, out_dir, command_line);
   const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
 
-  // 1. the guides: teacher, then assistants (largest first), frozen and in eval mode
+  // 1. the guides: the teachers, then assistants (largest first), frozen and in eval mode
   setup.guides.clear();
-  setup.guides.push_back(load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set));
+  if (!cfg.teacher.empty()) setup.guides.push_back(load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set));
+  for (const std::string& t : cfg.teachers) setup.guides.push_back(load_guide_spec(t, K, run.train_set));
+  setup.num_teachers = setup.guides.size();
+  const TeacherCombine combine{cfg.teacher_combine, cfg.teacher_weights_mix};
+  check_teacher_combine(combine, setup.num_teachers);
   for (const std::string& a : cfg.assistants) setup.guides.push_back(load_guide_spec(a, K, run.train_set));
-  KD_CHECK(cfg.assistants.empty() || cfg.method == "dgkd",
-           "assistants are guides of dgkd only; remove --assistant or use --method dgkd");
-  {
-    train::EvalResult ev = train::evaluate(*setup.guides[0].net, run.test_set, 256);
-    setup.teacher_test_accuracy = ev.accuracy;
-    fmt::print("teacher {} ({}): test accuracy {:.2f}%\n", cfg.teacher, cfg.teacher_weights, 100.0 * ev.accuracy);
+  nlohmann::json teacher_accuracies = nlohmann::json::array();
+  for (size_t g = 0; g < setup.num_teachers; ++g) {
+    train::EvalResult ev = train::evaluate(*setup.guides[g].net, run.test_set, 256);
+    if (g == 0) setup.teacher_test_accuracy = ev.accuracy;
+    teacher_accuracies.push_back(ev.accuracy);
+    fmt::print("teacher {} ({}): test accuracy {:.2f}%\n", setup.guides[g].model, setup.guides[g].weights,
+               100.0 * ev.accuracy);
   }
 
   // 2. the method, given sample outputs of both networks (shapes for helper modules)
   DistillerContext ctx;
   ctx.num_classes = K;
   ctx.seed = cfg.seed;
+  ctx.student_model = run.model;            // for methods that read or adapt the networks (CAT-KD)
+  ctx.teacher_model = setup.guides[0].net;  // the first teacher
   {
     NoGradGuard ng;
     Tensor sample = data::normalize_images(run.train_set.images.slice(0, 0, 2), data::eval_transform(run.train_set).mean,
@@ -76,7 +87,17 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   }
   setup.distiller = create_distiller(cfg.method, params_from_json(cfg.method_params), ctx);
   Distiller& distiller = *setup.distiller;
-  if (auto* w = dynamic_cast<WkdLDistiller*>(&distiller); w && !w->cost_matrix().defined()) {
+  // the components with hooks (the method itself, or the methods of a fusion)
+  WkdLDistiller* wkd_l = nullptr;
+  DgkdDistiller* dgkd = nullptr;
+  for_each_component(distiller, [&](Distiller& d) {
+    if (auto* w = dynamic_cast<WkdLDistiller*>(&d)) wkd_l = w;
+    if (auto* g = dynamic_cast<DgkdDistiller*>(&d)) dgkd = g;
+  });
+  KD_CHECK(cfg.assistants.empty() || dgkd, "assistants are guides of dgkd only; remove --assistant or use --method dgkd");
+  KD_CHECK(setup.num_teachers == 1 || !dgkd,
+           "dgkd distils one teacher and its assistants; give one --teacher and the others as --assistant MODEL:WEIGHTS");
+  if (auto* w = wkd_l; w && !w->cost_matrix().defined()) {
     // No cost matrix given: build the classifier-weight (cosine) one from the teacher, as WKD's
     // "fc" variant, and keep it with the run. `kdlab wkd-cost` builds the feature (CKA) one.
     Tensor D = cost_matrix_cosine(classifier_weight(*setup.guides[0].net, K));  // (K, K)
@@ -86,7 +107,6 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     fmt::print("wkd_l: no cost_matrix given; using 1 - cos of the teacher's classifier rows, saved to {}/cost_matrix.npy "
                "(kdlab wkd-cost --source features builds the CKA one)\n", out_dir);
   }
-  auto* dgkd = dynamic_cast<DgkdDistiller*>(&distiller);
 
   // 3. the teacher cache (logits-only methods)
   const data::TransformConfig tc =
@@ -94,7 +114,7 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   if (cfg.teacher_cache) {
     KD_CHECK(distiller.needs().logits_only(),
              "{} reads the teacher's features, which the teacher cache does not store; run without teacher_cache",
-             cfg.method);
+             cfg.method);  // for a fusion: any feature component (needs() is the union)
     const std::string dir = cfg.teacher_cache_dir.empty() ? out_dir + "/teacher_cache" : cfg.teacher_cache_dir;
     const int64_t views = cfg.augment ? cfg.teacher_cache_views : 1;
     setup.cache = std::make_shared<TeacherCache>(
@@ -108,18 +128,24 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   std::vector<Guide> guides = setup.guides;
   std::shared_ptr<Distiller> dist = setup.distiller;
   const int64_t total_epochs = cfg.epochs;
-  run.loss = [cache, guides, dist, dgkd, total_epochs](const nn::ModelOutput& student, const data::Batch& batch,
-                                                      int64_t epoch) -> train::Loss {
+  const size_t M = setup.num_teachers;
+  run.loss = [cache, guides, dist, dgkd, total_epochs, M, combine](const nn::ModelOutput& student,
+                                                                   const data::Batch& batch,
+                                                                   int64_t epoch) -> train::Loss {
     nn::ModelOutput teacher;
-    std::vector<Tensor> assistants;
+    std::vector<Tensor> teacher_logits, assistants;  // each (B, K)
     if (cache) {
-      teacher.logits = cache->logits(0, batch);  // (B, K), the teacher on exactly this view
-      for (int64_t g = 1; g < cache->num_guides(); ++g) assistants.push_back(cache->logits(g, batch));
+      for (size_t g = 0; g < M; ++g) teacher_logits.push_back(cache->logits((int64_t)g, batch));  // on exactly this view
+      for (int64_t g = (int64_t)M; g < cache->num_guides(); ++g) assistants.push_back(cache->logits(g, batch));
     } else {
       NoGradGuard ng;  // the guides are constants of the loss
-      teacher = guides[0].net->forward(batch.images);
-      for (size_t g = 1; g < guides.size(); ++g) assistants.push_back(guides[g].net->forward(batch.images).logits);
+      teacher = guides[0].net->forward(batch.images);  // logits and features of the first teacher
+      teacher_logits.push_back(teacher.logits);
+      for (size_t g = 1; g < M; ++g) teacher_logits.push_back(guides[g].net->forward(batch.images).logits);
+      for (size_t g = M; g < guides.size(); ++g) assistants.push_back(guides[g].net->forward(batch.images).logits);
     }
+    // one teacher: its logits; several: combined per sample (mean, weighted, confidence)
+    teacher.logits = combine_teacher_logits(teacher_logits, batch.labels, combine);  // (B, K)
     if (dgkd) dgkd->assistant_logits = assistants;
     BatchInfo info;
     info.labels = batch.labels;
@@ -144,6 +170,11 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
                                       {"guides", guides_json},
                                       {"teacher_test_accuracy", setup.teacher_test_accuracy},
                                       {"teacher_cache", cfg.teacher_cache}};
+  if (setup.num_teachers > 1)
+    run.extra_record["distillation"]["teachers"] = {{"count", setup.num_teachers},
+                                                    {"combine", combine.rule},
+                                                    {"mix", combine.mix},
+                                                    {"test_accuracies", teacher_accuracies}};
   if (setup.cache)
     run.extra_record["distillation"]["teacher_cache_info"] = {{"views", setup.cache->num_views()},
                                                               {"built_now", setup.cache->built_now()},
@@ -182,8 +213,11 @@ train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir,
   }
   DistillSetup setup;
   train::Run run = prepare_distill_run(cfg, out_dir, command_line, setup);
+  std::string teachers;
+  for (size_t g = 0; g < setup.num_teachers; ++g) teachers += (g ? "+" : "") + setup.guides[g].model;
+  if (setup.num_teachers > 1) teachers += " (" + cfg.teacher_combine + ")";
   fmt::print("{}\n{}\nstudent {} ({} parameters) <- teacher {} by {}, {} epochs, batch {}, run directory {}\n",
-             run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
+             run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), teachers,
              cfg.method, cfg.epochs, cfg.batch_size, out_dir);
   return train::run_training(run, resume);
 }

@@ -1,6 +1,11 @@
 // distill_run.h: a distillation run = a training run (train.h) whose loss comes from a Distiller
 // fed by frozen guides (the teacher and, for DGKD, assistants), possibly through the teacher cache.
 //
+// Several teachers (config.teacher plus config.teachers, or only config.teachers): each runs on
+// the batch (or is read from the cache, one file per teacher) and their logits are combined by
+// config.teacher_combine (distill/fusion.h: mean, weighted, confidence) into the one teacher
+// output the method sees; its features are the first teacher's.
+//
 // One step (DESIGN.md's data flow):
 //   batch -> teacher.forward (eval mode, no gradient)  or  TeacherCache::logits (same augmented view)
 //         -> student.forward (train mode)
@@ -22,10 +27,11 @@
 namespace kd::distill {
 
 struct DistillSetup {
-  std::vector<Guide> guides;               // the teacher first, then the assistants
+  std::vector<Guide> guides;               // the teachers first, then the assistants
+  size_t num_teachers = 1;                 // guides[0 .. num_teachers) are teachers (several: combined)
   std::shared_ptr<Distiller> distiller;
   std::shared_ptr<TeacherCache> cache;     // set when config.teacher_cache
-  double teacher_test_accuracy = -1;       // measured before training
+  double teacher_test_accuracy = -1;       // measured before training (the first teacher)
 };
 
 // prepare_run (data, student) plus the guides, the method (config.method with

@@ -12,12 +12,21 @@
 #include <fmt/ranges.h>
 
 #include "distill/feature/at.h"
+#include "distill/feature/catkd.h"
 #include "distill/feature/fitnet.h"
 #include "distill/feature/wkd_f.h"
+#include "distill/fusion.h"
 #include "distill/output/dgkd.h"
 #include "distill/output/dkd.h"
 #include "distill/output/kd.h"
 #include "distill/output/wkd_l.h"
+#include "distill/relation/cc.h"
+#include "distill/relation/pkt.h"
+#include "distill/relation/relation.h"
+#include "distill/relation/rkd.h"
+#include "distill/relation/sp.h"
+#include "distill/relation/london.h"
+#include "distill/relation/vrm.h"
 
 namespace kd::distill {
 
@@ -105,17 +114,35 @@ const std::vector<DistillerEntry>& distiller_registry() {
        make_at_distiller},
       {"wkd_f", "feature", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between per-channel Gaussians of features",
        make_wkd_f_distiller},
+      {"catkd", "feature", "Guo et al. CVPR 2023: match the teacher's class activation maps, pooled to r x r (MSE)",
+       make_catkd_distiller},
+      {"rkd", "relation", "Park et al. CVPR 2019: match the normalised pairwise distances and triplet angles of pooled features",
+       make_rkd_distiller},
+      {"sp", "relation", "Tung & Mori ICCV 2019: match the row-normalised Gram matrices (sample similarities) of a stage",
+       make_sp_distiller},
+      {"pkt", "relation", "Passalis & Tefas ECCV 2018: KL between cosine-kernel neighbour distributions of pooled features",
+       make_pkt_distiller},
+      {"cc", "relation", "Peng et al. ICCV 2019: correlation congruence (RepDistiller's code: embeddings, neighbour products)",
+       make_cc_distiller},
+      {"relation", "relation", "Yang et al. 2023 survey form: sum_ij d(psi_s, psi_t), psi and d chosen by name (--set psi= d=)",
+       make_relation_distiller},
+      {"london", "relation", "Shang et al. ICCV 2021: match the spectral norms of consecutive stages' transmitting matrices",
+       make_london_distiller},
+      {"vrm", "relation", "Zhang et al. ICCV 2025: match pruned inter-sample/inter-class logit edges of real and virtual views",
+       make_vrm_distiller},
   };
   return table;
 }
 
 std::shared_ptr<Distiller> create_distiller(const std::string& name, const Params& params, const DistillerContext& ctx) {
+  if (is_fusion_name(name)) return make_fusion_distiller(name, params, ctx);  // "dkd+at" (distill/fusion.h)
   std::vector<std::string> names;
   for (const DistillerEntry& e : distiller_registry()) {
     if (e.name == name) return e.create(params, ctx);
     names.push_back(e.name);
   }
-  KD_CHECK(false, "unknown distillation method '{}'; the known methods are: {}", name, fmt::join(names, ", "));
+  KD_CHECK(false, "unknown distillation method '{}'; the known methods are: {} (or several joined by '+', like dkd+at)",
+           name, fmt::join(names, ", "));
   return nullptr;
 }
 

@@ -24,7 +24,10 @@ namespace kd::distill {
 // Which teacher outputs a method reads (logits are always computed).
 struct TeacherNeeds {
   bool feats = false;         // feats / preact_feats / pooled
-  bool logits_only() const { return !feats; }
+  // A second, strongly augmented view of every training image, run through both networks and
+  // given in BatchInfo::student_virtual / teacher_virtual (VRM). The teacher cache cannot serve it.
+  bool virtual_views = false;
+  bool logits_only() const { return !feats && !virtual_views; }
 };
 
 // The loss of one batch: total (0-d, differentiable) and named parts (0-d, for logging). Parts
@@ -41,6 +44,9 @@ struct BatchInfo {
   int64_t epoch = 1;  // counted from 1, as mdistiller does (warm-up uses epoch / W)
   int64_t batch_index = -1;  // position of the batch in its epoch during training; -1 outside a run
   int64_t total_epochs = 0;
+  // The outputs on the virtual views of the same images, in the same order, when the method's
+  // needs() asks for virtual_views (undefined logits otherwise).
+  nn::ModelOutput student_virtual, teacher_virtual;
 };
 
 using Params = std::map<std::string, std::string>;
@@ -84,6 +90,10 @@ struct DistillerContext {
   // The student's and teacher's feature shapes (for methods that build helpers), from one
   // forward pass of each on a sample batch; may be empty for logits-only methods.
   nn::ModelOutput student_sample, teacher_sample;
+  // The networks themselves, for methods that read or adapt their weights (CAT-KD reads both
+  // classifiers and removes the student's classifier bias); null where there are none (kdlab
+  // loss), and such methods then need their inputs given as taps (the `cam` tap).
+  std::shared_ptr<nn::Classifier> student_model, teacher_model;
   int64_t num_classes = 0;
   uint64_t seed = 0;
 };

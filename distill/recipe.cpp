@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 
 #include "engine/error.h"
 
@@ -20,7 +21,8 @@ static void for_each_field(TrainConfig& c, F&& f) {
   f("augment", c.augment); f("prefetch", c.prefetch); f("seed", c.seed); f("threads", c.threads);
   f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch); f("label_noise", c.label_noise);
   f("method", c.method); f("method_params", c.method_params); f("teacher", c.teacher);
-  f("teacher_weights", c.teacher_weights); f("assistants", c.assistants); f("teacher_cache", c.teacher_cache);
+  f("teacher_weights", c.teacher_weights); f("teachers", c.teachers); f("teacher_combine", c.teacher_combine);
+  f("teacher_weights_mix", c.teacher_weights_mix); f("assistants", c.assistants); f("teacher_cache", c.teacher_cache);
   f("teacher_cache_views", c.teacher_cache_views); f("teacher_cache_dir", c.teacher_cache_dir);
 }
 
@@ -29,6 +31,37 @@ nlohmann::json TrainConfig::to_json() const {
   TrainConfig copy = *this;
   for_each_field(copy, [&](const char* key, auto& value) { j[key] = value; });
   return j;
+}
+
+template <typename T>
+struct is_vector : std::false_type {};
+template <typename T>
+struct is_vector<std::vector<T>> : std::true_type {};
+
+// "30,60,90" -> [30, 60, 90] and "a:x,b:y" -> ["a:x", "b:y"] for list settings given as one
+// string (the command line's --set); every other value is returned as it is.
+template <typename V>
+static nlohmann::json list_from_text(const nlohmann::json& v) {
+  if constexpr (is_vector<V>::value) {
+    if (!v.is_string()) return v;
+    nlohmann::json list = nlohmann::json::array();
+    const std::string text = v.get<std::string>();
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t comma = text.find(',', start);
+      if (comma == std::string::npos) comma = text.size();
+      const std::string item = text.substr(start, comma - start);
+      if (!item.empty()) {  // a number or true/false when it reads as one (never a nested list), else text
+        const bool nested = item[0] == '[' || item[0] == '{';
+        nlohmann::json parsed =
+            nested ? nlohmann::json() : nlohmann::json::parse(item, nullptr, /*allow_exceptions=*/false);
+        list.push_back(nested || parsed.is_discarded() || parsed.is_structured() ? nlohmann::json(item) : parsed);
+      }
+      start = comma + 1;
+    }
+    return list;
+  }
+  return v;
 }
 
 void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::string& source) {
@@ -42,7 +75,8 @@ void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::st
       if (it.key() != key) return;
       found = true;
       try {
-        value = it.value().get<std::decay_t<decltype(value)>>();
+        using V = std::decay_t<decltype(value)>;
+        value = list_from_text<V>(it.value()).template get<V>();
       } catch (const nlohmann::json::exception&) {
         throw Error(fmt::format("{}: setting '{}' has the wrong type (got {})", source, key, it.value().dump()));
       }
@@ -113,10 +147,20 @@ void apply_distill_override(const std::string& kv, TrainConfig& config) {
   // "kd.T=4" (or "method.T=4"): explicitly a hyper-parameter of the method
   if (auto dot = key.find('.'); dot != std::string::npos) {
     const std::string prefix = key.substr(0, dot);
+    if (!config.method_params.is_object()) config.method_params = nlohmann::json::object();
+    // a fusion ("dkd+at"): "dkd.beta" stays whole, the fusion routes it to its component
+    if (config.method.find('+') != std::string::npos && prefix != "method") {
+      const std::string plus = "+" + config.method + "+";
+      KD_CHECK(plus.find("+" + prefix + "+") != std::string::npos,
+               "--set {}: '{}' is not a method of this run's fusion ({}); write --set <method>.{} with one of its "
+               "methods",
+               kv, prefix, config.method, key.substr(dot + 1));
+      config.method_params[key] = v;
+      return;
+    }
     KD_CHECK(prefix == "method" || prefix == config.method || config.method.empty(),
              "--set {}: '{}' is not this run's method ({}); write --set {}.{} or --set method.{}", kv, prefix,
              config.method, config.method, key.substr(dot + 1), key.substr(dot + 1));
-    if (!config.method_params.is_object()) config.method_params = nlohmann::json::object();
     config.method_params[key.substr(dot + 1)] = v;
     return;
   }

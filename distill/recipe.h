@@ -46,10 +46,13 @@ struct TrainConfig {
   bool save_every_epoch = true;    // checkpoint.safetensors after every epoch
   std::string label_noise;         // "" | "sym:R" | "asym:R": noise injected into the training labels
   // distillation (kdlab distill; distill/distill_run.h)
-  std::string method;              // "" = plain training; "kd", "dkd", ... (kdlab distill --list)
-  nlohmann::json method_params = nlohmann::json::object();  // the method's hyper-parameters {"T": 4}
+  std::string method;              // "" = plain training; "kd", "dkd", ..., or a fusion "dkd+at" (kdlab distill --list)
+  nlohmann::json method_params = nlohmann::json::object();  // the method's hyper-parameters {"T": 4}; fusion {"dkd.beta": 2}
   std::string teacher;             // teacher model name
   std::string teacher_weights;     // its .safetensors
+  std::vector<std::string> teachers;  // more teachers "model:weights.safetensors" (after teacher, when set)
+  std::string teacher_combine = "mean";     // several teachers: mean | weighted | confidence (distill/fusion.h)
+  std::vector<double> teacher_weights_mix;  // teacher_combine=weighted: one weight per teacher
   std::vector<std::string> assistants;  // DGKD guides "model:weights.safetensors", largest first
   bool teacher_cache = false;      // precompute teacher logits over fixed augmented views (logits-only methods)
   int64_t teacher_cache_views = 8; // augmented views per training image in the cache
@@ -62,7 +65,9 @@ struct TrainConfig {
 void load_recipe(const std::string& path, TrainConfig& config);
 // The same from a recipe's text; `source` names it in error messages.
 void parse_recipe(const std::string& text, TrainConfig& config, const std::string& source);
-// Applies one JSON object of overrides; unknown keys are an error naming the known ones.
+// Applies one JSON object of overrides; unknown keys are an error naming the known ones. A list
+// setting (milestones, assistants, teachers, teacher_weights_mix) also takes a comma-separated
+// string: "30,60,90".
 void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::string& source);
 // "key=value" from the command line: the value is parsed as JSON when it parses, else as a string.
 void apply_override_string(const std::string& kv, TrainConfig& config);
@@ -70,7 +75,9 @@ void apply_override_string(const std::string& kv, TrainConfig& config);
 bool is_setting(const std::string& key);
 // kdlab distill's --set: "key=value" overrides the recipe when key is one of its settings and is
 // otherwise a hyper-parameter of the method (method_params), which the method checks itself, so a
-// typo still fails with the list of the method's keys.
+// typo still fails with the list of the method's keys. "kd.T=4" or "method.T=4" name the method
+// explicitly; for a fusion ("dkd+at") "dkd.beta=2" is kept whole ("dkd.beta") for the fusion to
+// route to its component (distill/fusion.h).
 void apply_distill_override(const std::string& kv, TrainConfig& config);
 
 }  // namespace kd::train

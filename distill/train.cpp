@@ -46,6 +46,35 @@ Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, in
   return {ce, {{"ce", ce}}};
 }
 
+data::Batch make_virtual_batch(const data::Dataset& dataset, const data::Batch& batch,
+                               const data::TransformConfig& transform, uint64_t seed) {
+  KD_CHECK(batch.indices.defined() && batch.indices.numel() == batch.size(),
+           "virtual views: the batch has no image indices to augment again");
+  const int64_t B = batch.size(), C = dataset.channels(), H = dataset.height(), W = dataset.width();
+  data::validate_transform(transform, C, H, W);
+  // one stream per (seed, epoch, batch): resumable, and apart from the loader's own draws
+  Generator gen(seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)batch.epoch << 32) ^ (uint64_t)batch.batch_index ^
+                0x5649525455414cull);
+  const Tensor images = dataset.images.contiguous();  // (N, C, H, W) uint8
+  const uint8_t* src = images.data<uint8_t>();
+  data::Batch out;
+  out.images = empty({B, C, H, W});
+  float* dst = out.images.data<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t index = (int64_t)batch.indices.at({b});
+    KD_CHECK(index >= 0 && index < dataset.size(), "virtual views: image index {} is outside the data set of {}",
+             index, dataset.size());
+    data::AugParams p = data::draw_aug_params(transform, H, W, gen);
+    data::apply_transform(src + index * C * H * W, C, H, W, p, transform, dst + b * C * H * W);
+    out.aug.push_back(p);
+  }
+  out.labels = batch.labels;
+  out.indices = batch.indices;
+  out.epoch = batch.epoch;
+  out.batch_index = batch.batch_index;
+  return out;
+}
+
 nn::Schedule make_schedule(const TrainConfig& c) {
   nn::Schedule s;
   s.kind = c.schedule;
@@ -317,7 +346,14 @@ RunSummary run_training(Run& run, bool resume) {
       lr = schedule.lr(epoch, k, steps_per_epoch);
       optimizer->scale_lr(lr / cfg.lr);
       nn::ModelOutput out = model.forward(batch.images);
-      Loss loss = run.loss(out, batch, epoch);
+      Loss loss;
+      if (run.virtual_loss) {  // virtual views: the same images strongly augmented, through the model too
+        data::Batch virtual_batch = make_virtual_batch(run.train_set, batch, run.virtual_transform, cfg.seed);
+        nn::ModelOutput virtual_out = model.forward(virtual_batch.images);
+        loss = run.virtual_loss(out, batch, virtual_out, virtual_batch, epoch);
+      } else {
+        loss = run.loss(out, batch, epoch);
+      }
       const double loss_value = loss.total.item();
       if (!std::isfinite(loss_value)) {
         std::string bad;

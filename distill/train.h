@@ -35,6 +35,17 @@ struct Loss {
 // Computes the loss of one batch from the model's output; epoch counts from 0.
 using LossFn = std::function<Loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch)>;
 Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch);
+// The loss of a batch together with its virtual views (Run::virtual_transform): `virtual_out` is
+// the model's output on `virtual_batch`, the same images in the same order, strongly augmented.
+using VirtualLossFn = std::function<Loss(const nn::ModelOutput& out, const data::Batch& batch,
+                                         const nn::ModelOutput& virtual_out, const data::Batch& virtual_batch,
+                                         int64_t epoch)>;
+
+// The virtual views of a batch: each image batch.indices[b] of `dataset` augmented afresh with
+// `transform`, its random choices drawn from one generator seeded by (seed, epoch, batch index),
+// so a resumed run draws the same views. Labels, indices, epoch and batch index are copied.
+data::Batch make_virtual_batch(const data::Dataset& dataset, const data::Batch& batch,
+                               const data::TransformConfig& transform, uint64_t seed);
 
 struct EvalResult {
   double accuracy = 0;  // top-1, in [0, 1]
@@ -69,6 +80,11 @@ struct Run {
   Tensor clean_train_labels;
   // When set, chooses each training image's augmentation (the teacher cache's stored views).
   std::function<data::AugParams(int64_t index, Generator& gen)> choose_aug;
+  // Virtual views (VRM): when virtual_loss is set, every training batch also gets a second,
+  // strongly augmented copy of its images (make_virtual_batch with virtual_transform), the model
+  // runs on it too, and virtual_loss replaces loss. Unset: the loop is unchanged.
+  data::TransformConfig virtual_transform;
+  VirtualLossFn virtual_loss;
 };
 
 // Trains for config.epochs, resuming from out_dir/checkpoint.safetensors when `resume`.

@@ -621,6 +621,7 @@ TEST_CASE("every feature-family method trains a student end to end, trains its h
       {"fitnet", {"hint_layer=f3", "teacher_layer=f2"}, {"ce", "hint"}, true},  // 8x8 -> 16x16: transposed conv
       {"at", {}, {"ce", "at_f1", "at_f2", "at_f3"}, false},
       {"wkd_f", {"weight=1", "grid=2"}, {"ce", "mean", "cov"}, true},
+      {"catkd", {}, {"ce", "cat"}, false},
   };
   for (const Case& k : cases) {
     CAPTURE(k.method);

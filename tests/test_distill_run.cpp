@@ -316,6 +316,19 @@ TEST_CASE("every shipped recipe parses and its method accepts its hyper-paramete
       p.erase("cost_matrix");  // built by kdlab wkd-cost on the user's data
       distill::DistillerContext ctx;
       ctx.num_classes = 100;
+      if (!c.teacher.empty()) {  // as prepare_distill_run: the networks and one forward pass of each
+        static std::map<std::string, std::pair<std::shared_ptr<nn::Classifier>, nn::ModelOutput>> nets;  // by name
+        for (const std::string& name : {c.model, c.teacher})
+          if (!nets.count(name)) {
+            NoGradGuard ng;
+            Generator g(1);
+            auto m = nn::create_model(name, {.num_classes = 100});
+            m->eval();
+            nets[name] = {m, m->forward(randn({2, 3, 32, 32}, g))};
+          }
+        std::tie(ctx.student_model, ctx.student_sample) = nets[c.model];
+        std::tie(ctx.teacher_model, ctx.teacher_sample) = nets[c.teacher];
+      }
       CHECK_NOTHROW(distill::create_distiller(c.method, p, ctx));
       for (const std::string& a : c.assistants) CHECK(a.find(':') != std::string::npos);
     }

@@ -1,5 +1,7 @@
 // kdlab distill --teacher M --teacher-weights W --student M --method NAME [--set key=value ...]
 //               [--recipe R] --dataset D --data-dir DIR --out RUN_DIR [--teacher-cache] [--resume]
+//               [--teacher MODEL:WEIGHTS --teacher MODEL:WEIGHTS --set teacher_combine=mean|weighted|confidence]
+//               [--method dkd+at --set dkd.beta=2 --set at.weight=0.5 --set at.schedule=warmup:5]
 // kdlab distill --list
 #include <fmt/format.h>
 
@@ -12,9 +14,8 @@ namespace kd::cli {
 void register_distill(CLI::App& app) {
   auto* cmd = app.add_subcommand("distill", "Train a student from a teacher with a distillation method");
   struct Opts {
-    std::string recipe, out, student, teacher, teacher_weights, method, dataset, data_dir, schedule, cache_dir,
-        label_noise;
-    std::vector<std::string> sets, assistants;
+    std::string recipe, out, student, teacher_weights, method, dataset, data_dir, schedule, cache_dir, label_noise;
+    std::vector<std::string> sets, assistants, teachers;
     int64_t epochs = 0, batch = 0, threads = 0, seed = -1, train_limit = -1, test_limit = -1, cache_views = 0;
     double lr = 0;
     bool resume = false, list = false, cache = false, no_cache = false;
@@ -23,10 +24,12 @@ void register_distill(CLI::App& app) {
   cmd->add_flag("--list", o->list, "list the methods and exit");
   cmd->add_option("--recipe", o->recipe, "recipe file (JSON; recipes/ holds the standard ones)");
   cmd->add_option("--out", o->out, "run directory");
-  cmd->add_option("--teacher", o->teacher, "teacher model name");
+  cmd->add_option("--teacher", o->teachers,
+                  "teacher model name (with --teacher-weights), or MODEL:WEIGHTS; repeat it for several teachers, "
+                  "combined by --set teacher_combine=mean|weighted|confidence");
   cmd->add_option("--teacher-weights", o->teacher_weights, "teacher weights (.safetensors)");
   cmd->add_option("--student,--model", o->student, "student model name");
-  cmd->add_option("--method", o->method, "distillation method (--list)");
+  cmd->add_option("--method", o->method, "distillation method (--list), or several joined by '+': dkd+at");
   cmd->add_option("--assistant", o->assistants, "DGKD assistant MODEL:WEIGHTS, largest first (repeatable)");
   cmd->add_option("--dataset", o->dataset, "cifar10 | cifar100 | mnist | fashion-mnist | imagefolder | synthetic");
   cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
@@ -52,13 +55,37 @@ void register_distill(CLI::App& app) {
         fmt::print("{:<10} {:<9} {}\n", e.name, e.family, e.description);
       fmt::print("{:<10} {:<9} {}\n", "acd_u", "output",
                  "ACD-U (Fukunaga 2026): noisy labels; two networks co-teach, GMM split, selective unlearning");
+      fmt::print("\nfusion: join methods with '+' (--method dkd+at): CE once (--set ce_weight=W, default the first "
+                 "method's),\n  each method's other terms times --set <method>.weight=W and --set "
+                 "<method>.schedule=constant|warmup:E|cosine;\n  its own parameters as --set <method>.<key>=V "
+                 "(docs/methods/fusion.md)\n");
+      fmt::print("several teachers: --teacher MODEL:WEIGHTS repeated, --set teacher_combine=mean|weighted|confidence "
+                 "(weighted: --set teacher_weights_mix=0.7,0.3)\n");
       return;
     }
     KD_CHECK(!o->out.empty(), "kdlab distill needs --out RUN_DIR");
     train::TrainConfig cfg;
     if (!o->recipe.empty()) train::load_recipe(o->recipe, cfg);
     if (!o->student.empty()) cfg.model = o->student;
-    if (!o->teacher.empty()) cfg.teacher = o->teacher;
+    if (!o->teachers.empty()) {
+      // --teacher replaces the recipe's teachers: a plain MODEL pairs with --teacher-weights (or the
+      // recipe's teacher_weights), MODEL:WEIGHTS names one teacher completely
+      cfg.teachers.clear();
+      std::string plain;
+      for (const std::string& t : o->teachers) {
+        if (t.find(':') == std::string::npos) {
+          KD_CHECK(plain.empty(), "--teacher {} and --teacher {}: only one teacher may be a bare model name (paired "
+                                  "with --teacher-weights); write the others as MODEL:WEIGHTS", plain, t);
+          plain = t;
+        } else {
+          cfg.teachers.push_back(t);
+        }
+      }
+      cfg.teacher = plain;
+      if (plain.empty()) cfg.teacher_weights.clear();
+      KD_CHECK(!plain.empty() || o->teacher_weights.empty(),
+               "--teacher-weights pairs with a bare --teacher MODEL; with --teacher MODEL:WEIGHTS leave it out");
+    }
     if (!o->teacher_weights.empty()) cfg.teacher_weights = o->teacher_weights;
     if (!o->method.empty()) cfg.method = o->method;
     if (!o->assistants.empty()) cfg.assistants = o->assistants;

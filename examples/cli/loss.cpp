@@ -4,9 +4,10 @@
 //     [--total-epochs N] [--seed S] [--grad-out G.npy|G.safetensors|DIR] [--json] [--explain]
 //
 // Feature methods read the taps given by name (f0..fN stage outputs, pre1..preN before the
-// stage's last ReLU, pooled); their helpers (regressor, projector) come from --helper-weights or
-// are initialised from --seed. With features, --grad-out writes the gradient of every student
-// input by name ("logits", "f2", ...) as a .safetensors file, or as NAME.npy files in a folder.
+// stage's last ReLU, pooled; cam = class activation maps (B, K, H, W) for catkd); their helpers
+// (regressor, projector) come from --helper-weights or are initialised from --seed. With
+// features, --grad-out writes the gradient of every student input by name ("logits", "f2", ...)
+// as a .safetensors file, or as NAME.npy files in a folder.
 //
 // The loss inspector: one distillation loss on logits saved as .npy, with its named parts, the
 // gradient with respect to the student logits, and (--explain) every intermediate tensor in the
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "distill/distiller.h"
+#include "distill/fusion.h"
 #include "distill/output/dgkd.h"
 #include "distill/output/wkd_l.h"
 #include "engine/npy.h"
@@ -84,6 +86,10 @@ std::vector<std::string> put_taps(nn::ModelOutput& out, const std::vector<std::s
     t = t.contiguous();
     if (name == "pooled") {
       out.pooled = t;
+    } else if (name == "cam") {  // class activation maps (B, K, H, W), read by catkd
+      KD_CHECK(t.dim() == 4, "kdlab loss: {} {}: class activation maps must be (B, K, H, W), got {}", flag, spec,
+               shape_str(t.shape()));
+      out.cam = t;
     } else if (int64_t i = index_of("pre"); i >= 0) {
       if ((int64_t)out.preact_feats.size() <= i) out.preact_feats.resize(i + 1);
       out.preact_feats[i] = t;
@@ -91,7 +97,7 @@ std::vector<std::string> put_taps(nn::ModelOutput& out, const std::vector<std::s
       if ((int64_t)out.feats.size() <= j) out.feats.resize(j + 1);
       out.feats[j] = t;
     } else {
-      throw Error(fmt::format("kdlab loss: {} {}: '{}' is not a tap; taps are f0..fN, pre1..preN and pooled", flag,
+      throw Error(fmt::format("kdlab loss: {} {}: '{}' is not a tap; taps are f0..fN, pre1..preN, pooled and cam", flag,
                               spec, name));
     }
     names.push_back(name);
@@ -101,6 +107,7 @@ std::vector<std::string> put_taps(nn::ModelOutput& out, const std::vector<std::s
 
 Tensor& tap_ref(nn::ModelOutput& out, const std::string& name) {
   if (name == "pooled") return out.pooled;
+  if (name == "cam") return out.cam;
   if (name.rfind("pre", 0) == 0) return out.preact_feats[std::stoll(name.substr(3))];
   return out.feats[std::stoll(name.substr(1))];
 }
@@ -144,14 +151,20 @@ void run_loss(const LossOpts& o) {
   std::shared_ptr<distill::Distiller> d = distill::create_distiller(o.method, parse_sets(o.sets), ctx);
   KD_CHECK(!d->needs().feats || !o.student_feats.empty(),
            "kdlab loss: {} reads feature taps; give them with --student-feat NAME=FILE.npy and --teacher-feat "
-           "NAME=FILE.npy (names f0..fN, pre1..preN, pooled)",
+           "NAME=FILE.npy (names f0..fN, pre1..preN, pooled; cam for catkd)",
            o.method);
   if (!o.helper_weights.empty()) {
     KD_CHECK(std::filesystem::exists(o.helper_weights), "kdlab loss: --helper-weights {}: no such file", o.helper_weights);
     d->load_state_dict(nn::load_safetensors(o.helper_weights).tensors, /*strict=*/true);
   }
 
-  auto* wkd = dynamic_cast<distill::WkdLDistiller*>(d.get());
+  // the method itself, or the component of a fusion ("dkd+wkd_l") that reads the input
+  distill::WkdLDistiller* wkd = nullptr;
+  distill::DgkdDistiller* dgkd = nullptr;
+  distill::for_each_component(*d, [&](distill::Distiller& c) {
+    if (auto* w = dynamic_cast<distill::WkdLDistiller*>(&c)) wkd = w;
+    if (auto* g = dynamic_cast<distill::DgkdDistiller*>(&c)) dgkd = g;
+  });
   KD_CHECK(o.cost_matrix.empty() || wkd, "kdlab loss: --cost-matrix is read only by wkd_l, not by {}", o.method);
   if (!o.cost_matrix.empty()) {
     Tensor D = load_input(o.cost_matrix, "--cost-matrix");
@@ -160,7 +173,6 @@ void run_loss(const LossOpts& o) {
              dtype_name(D.dtype()), shape_str(D.shape()), K, K, K);
     wkd->set_cost_matrix(D);
   }
-  auto* dgkd = dynamic_cast<distill::DgkdDistiller*>(d.get());
   KD_CHECK(o.assistants.empty() || dgkd, "kdlab loss: --assistant-logits is read only by dgkd, not by {}", o.method);
   for (const std::string& path : o.assistants) {
     Tensor a = load_logits(path, "--assistant-logits");
@@ -174,7 +186,9 @@ void run_loss(const LossOpts& o) {
   int64_t epoch = o.epoch;
   if (epoch <= 0) {
     epoch = 1;
-    if (auto it = params.find("warmup"); it != params.end()) epoch = std::max<int64_t>(1, std::stoll(it->second));
+    for (const auto& [key, value] : params)  // "warmup", or a fusion component's "dkd.warmup"
+      if (key == "warmup" || (key.size() > 7 && key.substr(key.size() - 7) == ".warmup"))
+        epoch = std::max<int64_t>(epoch, std::stoll(value));
   }
 
   // ---- explain: every intermediate, in equation order (to stderr when stdout carries JSON)
@@ -251,7 +265,7 @@ void register_loss(CLI::App& app) {
   cmd->add_option("--student-logits", o->student, "student logits, float32 (B, K) .npy");
   cmd->add_option("--teacher-logits", o->teacher, "teacher logits, float32 (B, K) .npy");
   cmd->add_option("--labels", o->labels, "labels, int64 (B) .npy");
-  cmd->add_option("--student-feat", o->student_feats, "a student feature tap NAME=FILE.npy (f0..fN, pre1..preN, pooled); repeatable");
+  cmd->add_option("--student-feat", o->student_feats, "a student feature tap NAME=FILE.npy (f0..fN, pre1..preN, pooled, cam); repeatable");
   cmd->add_option("--teacher-feat", o->teacher_feats, "a teacher feature tap NAME=FILE.npy; repeatable");
   cmd->add_option("--helper-weights", o->helper_weights, "the method's helper modules (regressor, projector) as .safetensors");
   cmd->add_option("--cost-matrix", o->cost_matrix, "wkd_l: category cost matrix (K, K) before sharpening .npy");

@@ -102,6 +102,7 @@ ModelOutput MobileNetV2::forward(const Tensor& x) {
   ModelOutput o;
   o.feats = {f0, f1, f2, f3, f4};
   o.preact_feats = o.feats;  // the block outputs end in BN, not ReLU (see the header)
+  o.pooled_map = h;                                 // (B, 1280, H/16, W/16)
   o.pooled = adaptive_avg_pool2d(h, 1).flatten(1);  // (B, 1280)
   o.logits = classifier->forward(o.pooled);         // (B, K)
   return o;

@@ -5,6 +5,8 @@
 //   feats        [f0, f1, f2, f3, ...]: stem output, then each stage's output after its final ReLU
 //   preact_feats the same maps before that last ReLU
 //   pooled       the global-average-pooled last feature map (B, C), the classifier's input
+//   pooled_map   that last feature map itself (B, C, H, W), before the pooling (CAT-KD's class
+//                activation maps are the classifier applied to it as a 1x1 conv)
 #pragma once
 #include <functional>
 #include <memory>
@@ -20,6 +22,10 @@ struct ModelOutput {
   std::vector<Tensor> feats;       // f0..fn
   std::vector<Tensor> preact_feats;
   Tensor pooled;                   // (B, C)
+  Tensor pooled_map;               // (B, C, H, W): pooled = its mean over (H, W); undefined for ViT (no spatial map)
+  // (B, K, H', W') class activation maps, given by callers that have them (kdlab loss
+  // --student-feat cam=FILE.npy); no model fills it: CAT-KD computes them from pooled_map.
+  Tensor cam;
 };
 
 struct ModelConfig {

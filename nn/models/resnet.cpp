@@ -79,6 +79,7 @@ ModelOutput CifarResNet::forward(const Tensor& x) {
   ResidualOutput s3 = layer3->forward(s2.out);         // (B, w3, H/4, W/4)
   o.feats = {f0, s1.out, s2.out, s3.out};
   o.preact_feats = {f0, s1.preact, s2.preact, s3.preact};
+  o.pooled_map = s3.out;                                // (B, w3, H/4, W/4)
   o.pooled = adaptive_avg_pool2d(s3.out, 1).flatten(1);  // (B, w3)
   o.logits = fc->forward(o.pooled);                     // (B, K)
   return o;

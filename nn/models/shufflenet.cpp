@@ -95,6 +95,7 @@ ModelOutput ShuffleNetV1::forward(const Tensor& x) {
   ModelOutput o;
   o.feats = {f0, s1.out, s2.out, s3.out};
   o.preact_feats = {f0, s1.preact, s2.preact, s3.preact};
+  o.pooled_map = s3.out;                                // (B, 960, H/8, W/8)
   o.pooled = adaptive_avg_pool2d(s3.out, 1).flatten(1);  // (B, 960)
   o.logits = linear->forward(o.pooled);                 // (B, K)
   return o;
@@ -194,6 +195,7 @@ ModelOutput ShuffleNetV2::forward(const Tensor& x) {
   ModelOutput o;
   o.feats = {f0, s1.out, s2.out, s3.out};
   o.preact_feats = {f0, s1.preact, s2.preact, s3.preact};
+  o.pooled_map = h;                                 // (B, 1024, H/8, W/8)
   o.pooled = adaptive_avg_pool2d(h, 1).flatten(1);  // (B, 1024)
   o.logits = linear->forward(o.pooled);            // (B, K)
   return o;

@@ -58,6 +58,7 @@ ModelOutput CifarVGG::forward(const Tensor& x) {
   Tensor f3 = relu(f3_pre);
   Tensor f4_pre = block4->forward(h == 64 ? pool3->forward(f3) : f3);  // (B, c4, H/8, W/8), /16 for 64x64
   Tensor f4 = relu(f4_pre);
+  o.pooled_map = f4;                         // (B, c4, H/8, W/8)
   o.pooled = pool4->forward(f4).flatten(1);  // (B, c4)
   o.logits = classifier->forward(o.pooled);  // (B, K)
   o.feats = {f0, f1, f2, f3, f4};

@@ -71,6 +71,7 @@ ModelOutput WideResNet::forward(const Tensor& x) {
   Tensor f2 = block2->forward(f1);  // (B, 32k, H/2, W/2)
   Tensor f3 = block3->forward(f2);  // (B, 64k, H/4, W/4)
   Tensor h = relu(bn1->forward(f3));
+  o.pooled_map = h;                                 // (B, 64k, H/4, W/4)
   o.pooled = adaptive_avg_pool2d(h, 1).flatten(1);  // (B, 64k)
   o.logits = fc->forward(o.pooled);                 // (B, K)
   o.feats = {f0, f1, f2, f3};

@@ -1,0 +1,66 @@
+// pkt.cpp: PKT (Passalis & Tefas 2018), mdistiller / RepDistiller semantics, as an instance of
+// the relation mechanism (relation.h). The equations are in pkt.h.
+#include "distill/relation/pkt.h"
+
+#include "engine/ops.h"
+
+namespace kd::distill {
+
+RelationOptions pkt_relation(double eps) {
+  RelationOptions r;
+  r.psi = "prob";
+  r.d = "kl";
+  r.eps = eps;
+  r.reduction = "mean";  // torch.mean over the B^2 entries
+  return r;
+}
+
+LossBreakdown pkt_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs_in, const Tensor& ft_in,
+                       const PktOptions& opt, const ExplainFn& explain) {
+  check_logits_labels("pkt", zs, Tensor(), labels);
+  KD_CHECK(opt.eps > 0, "pkt: eps must be > 0, got eps={}", opt.eps);
+  const int64_t B = zs.size(0);
+  Tensor fs = relation_features(fs_in, B, "pkt", "student");  // (B, Ds)
+  Tensor ft = relation_features(ft_in, B, "pkt", "teacher");  // (B, Dt)
+  Tensor l_pkt = relation_loss(fs, ft, pkt_relation(opt.eps), explain, "pkt.");  // ()
+  Tensor ce = cross_entropy(zs, labels);                                          // ()
+  show_step(explain, "ce", ce);
+  Tensor ce_part = mul(ce, opt.ce_weight);
+  Tensor pkt_part = mul(l_pkt, opt.feat_weight);
+  LossBreakdown out;
+  out.total = add(ce_part, pkt_part);
+  out.parts = {{"ce", ce_part}, {"pkt", pkt_part}};
+  show_step(explain, "loss", out.total);
+  return out;
+}
+
+LossBreakdown PktDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {
+  Tensor fs = feature_tap(student, opt_.tap, "pkt", "student");
+  Tensor ft = feature_tap(teacher, opt_.teacher_tap, "pkt", "teacher");
+  return pkt_loss(student.logits, batch.labels, fs, ft, opt_, explain);
+}
+
+Params PktDistiller::params() const {
+  return {{"tap", opt_.tap},
+          {"teacher_tap", opt_.teacher_tap},
+          {"ce_weight", format_number(opt_.ce_weight)},
+          {"feat_weight", format_number(opt_.feat_weight)},
+          {"eps", format_number(opt_.eps)}};
+}
+
+std::shared_ptr<Distiller> make_pkt_distiller(const Params& params, const DistillerContext&) {
+  ParamReader r("pkt", params);
+  PktOptions o;
+  o.tap = r.text("tap", o.tap);
+  o.teacher_tap = r.text("teacher_tap", o.tap);
+  o.ce_weight = r.number("ce_weight", o.ce_weight);
+  o.feat_weight = r.number("feat_weight", o.feat_weight);
+  o.eps = r.number("eps", o.eps);
+  r.finish();
+  check_tap_name(o.tap, "pkt");
+  check_tap_name(o.teacher_tap, "pkt");
+  KD_CHECK(o.eps > 0, "pkt: eps must be > 0, got eps={}", o.eps);
+  return std::make_shared<PktDistiller>(o);
+}
+
+}  // namespace kd::distill

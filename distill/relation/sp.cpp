@@ -1,0 +1,61 @@
+// sp.cpp: SP (Tung & Mori 2019), mdistiller / RepDistiller semantics, as an instance of the
+// relation mechanism (relation.h). The equations are in sp.h.
+#include "distill/relation/sp.h"
+
+#include "engine/ops.h"
+
+namespace kd::distill {
+
+RelationOptions sp_relation() {
+  RelationOptions r;
+  r.psi = "gram";
+  r.d = "frobenius";
+  r.reduction = "mean";  // ||G~_s - G~_t||_F^2 / B^2
+  return r;
+}
+
+LossBreakdown sp_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs_in, const Tensor& ft_in,
+                      const SpOptions& opt, const ExplainFn& explain) {
+  check_logits_labels("sp", zs, Tensor(), labels);
+  const int64_t B = zs.size(0);
+  Tensor fs = relation_features(fs_in, B, "sp", "student");  // (B, Cs*Hs*Ws) = Q_s
+  Tensor ft = relation_features(ft_in, B, "sp", "teacher");  // (B, Ct*Ht*Wt) = Q_t
+  Tensor l_sp = relation_loss(fs, ft, sp_relation(), explain, "sp.");  // ()
+  Tensor ce = cross_entropy(zs, labels);                                // ()
+  show_step(explain, "ce", ce);
+  Tensor ce_part = mul(ce, opt.ce_weight);
+  Tensor sp_part = mul(l_sp, opt.feat_weight);
+  LossBreakdown out;
+  out.total = add(ce_part, sp_part);
+  out.parts = {{"ce", ce_part}, {"sp", sp_part}};
+  show_step(explain, "loss", out.total);
+  return out;
+}
+
+LossBreakdown SpDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {
+  Tensor fs = feature_tap(student, opt_.layer, "sp", "student");
+  Tensor ft = feature_tap(teacher, opt_.teacher_layer, "sp", "teacher");
+  return sp_loss(student.logits, batch.labels, fs, ft, opt_, explain);
+}
+
+Params SpDistiller::params() const {
+  return {{"layer", opt_.layer},
+          {"teacher_layer", opt_.teacher_layer},
+          {"ce_weight", format_number(opt_.ce_weight)},
+          {"feat_weight", format_number(opt_.feat_weight)}};
+}
+
+std::shared_ptr<Distiller> make_sp_distiller(const Params& params, const DistillerContext&) {
+  ParamReader r("sp", params);
+  SpOptions o;
+  o.layer = r.text("layer", o.layer);
+  o.teacher_layer = r.text("teacher_layer", o.layer);
+  o.ce_weight = r.number("ce_weight", o.ce_weight);
+  o.feat_weight = r.number("feat_weight", o.feat_weight);
+  r.finish();
+  check_tap_name(o.layer, "sp");
+  check_tap_name(o.teacher_layer, "sp");
+  return std::make_shared<SpDistiller>(o);
+}
+
+}  // namespace kd::distill
