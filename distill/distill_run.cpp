@@ -7,6 +7,7 @@
 #include "distill/output/acd_u.h"
 #include "distill/output/common.h"
 #include "distill/output/dgkd.h"
+#include "distill/relation/vrm.h"
 #include "distill/output/wkd_cost.h"
 #include "distill/output/wkd_l.h"
 #include "engine/autograd.h"
@@ -78,8 +79,11 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   ctx.teacher_model = setup.guides[0].net;  // the first teacher
   {
     NoGradGuard ng;
-    Tensor sample = data::normalize_images(run.train_set.images.slice(0, 0, 2), data::eval_transform(run.train_set).mean,
-                                           data::eval_transform(run.train_set).std);  // (2, C, H, W)
+    // 64 images drawn at random (seed 0; image folders are sorted by class): shapes for every
+    // method, and statistics for those that take some (LONDON's OFD margins)
+    const data::Dataset drawn = data::random_subset(run.train_set, std::min<int64_t>(64, run.train_set.size()), 0);
+    const data::TransformConfig tc0 = data::eval_transform(run.train_set);
+    Tensor sample = data::normalize_images(drawn.images, tc0.mean, tc0.std);  // (64, C, H, W)
     run.model->eval();
     ctx.student_sample = run.model->forward(sample);
     run.model->train();
@@ -90,9 +94,11 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   // the components with hooks (the method itself, or the methods of a fusion)
   WkdLDistiller* wkd_l = nullptr;
   DgkdDistiller* dgkd = nullptr;
+  VrmDistiller* vrm = nullptr;
   for_each_component(distiller, [&](Distiller& d) {
     if (auto* w = dynamic_cast<WkdLDistiller*>(&d)) wkd_l = w;
     if (auto* g = dynamic_cast<DgkdDistiller*>(&d)) dgkd = g;
+    if (auto* v = dynamic_cast<VrmDistiller*>(&d)) vrm = v;
   });
   KD_CHECK(cfg.assistants.empty() || dgkd, "assistants are guides of dgkd only; remove --assistant or use --method dgkd");
   KD_CHECK(setup.num_teachers == 1 || !dgkd,
@@ -112,6 +118,10 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   const data::TransformConfig tc =
       cfg.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
   if (cfg.teacher_cache) {
+    KD_CHECK(!distiller.needs().virtual_views,
+             "{} runs the teacher on a strongly augmented virtual view of every image, which the teacher cache cannot "
+             "serve; run without teacher_cache",
+             cfg.method);
     KD_CHECK(distiller.needs().logits_only(),
              "{} reads the teacher's features, which the teacher cache does not store; run without teacher_cache",
              cfg.method);  // for a fusion: any feature component (needs() is the union)
@@ -156,6 +166,13 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     LossBreakdown lb = dist->loss(student, teacher, info);
     return {lb.total, lb.parts};
   };
+
+  // VRM: every batch also gets a virtual (strongly augmented) view, run through both networks
+  if (vrm) {
+    KD_CHECK(setup.guides.size() == 1, "{} reads the virtual views of one teacher; give a single --teacher",
+             cfg.method);
+    attach_virtual_views(run, setup.guides[0].net, setup.distiller, vrm->virtual_transform(run.train_set), cfg.epochs);
+  }
 
   // 5. the helpers train and are checkpointed with the student
   run.extra_params = distiller.named_parameters();

@@ -159,6 +159,9 @@ TEST_CASE("every output-family method trains a student end to end and lowers its
       {"dkd", {"warmup=2"}, {"ce", "tckd", "nckd"}, false},
       {"dgkd", {"drop_num=1"}, {"ce", "kd_teacher", "kd_assistant1"}, true},
       {"wkd_l", {"gamma=20", "decay_epoch=2"}, {"ce", "target", "wd"}, false},
+      // VRM through prepare_distill_run: the virtual views are attached to the run
+      {"vrm", {}, {"ce", "inter_sample", "inter_class"}, false},
+      {"kd+vrm", {}, {"ce", "kd.kd", "vrm.inter_sample", "vrm.inter_class"}, false},
   };
   for (const Case& k : cases) {
     CAPTURE(k.method);
@@ -242,6 +245,10 @@ TEST_CASE("distillation errors name the problem and the fix") {
   c.method_params = nlohmann::json::object();
   c.method = "kd2";
   CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e7"), "", setup), "dkd");
+  c.method = "vrm";
+  c.teacher_cache = true;
+  CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e8"), "", setup),
+                           "virtual view of every image, which the teacher cache cannot serve");
 }
 
 TEST_CASE("label noise: only the training labels change, seeded, saved with the run") {
