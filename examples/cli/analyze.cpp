@@ -6,6 +6,7 @@
 // the pooled features, invariance under flip / shift / noise, and cost (parameters, MACs,
 // latency, throughput, compression). Give a distilled and an independently trained student to
 // see them side by side. Writes DIR/analysis.json and DIR/report.md, and prints the report.
+#include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "distill/analysis.h"
+#include "distill/progress.h"
 #include "distill/teacher_cache.h"
 #include "distill/train.h"
 #include "examples/cli/cli.h"
@@ -60,16 +62,33 @@ void register_analyze(CLI::App& app) {
 
     fmt::print("predicting on {} images ...\n", ds.size());
     const std::vector<std::string> transforms{"hflip", "shift", "noise"};
+    // A progress bar over the steps below (each model: clean predictions, one pass per transform,
+    // cost; the teacher's taps and CAMs; each student: taps, CAMs, FGSM, PGD), with images/s
+    // counted over the images each step ran.
+    const int64_t S = (int64_t)students.size(), per_model = 2 + (int64_t)transforms.size();
+    const int64_t total_steps = per_model * (1 + S) + 2 + S * (2 + (o->adv_samples > 0 ? 2 : 0));
+    train::Progress progress(total_steps, "analyze", 1);
+    int64_t steps_done = 0, images_done = 0;
+    const auto start = std::chrono::steady_clock::now();
+    auto tick = [&](int64_t images) {
+      images_done += images;
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      progress.update(++steps_done, -1, 0, s > 0 ? images_done / s : 0.0);
+    };
     auto describe = [&](distill::Guide& g) {
       analysis::Outputs out = analysis::predict(*g.net, ds, 256);
+      tick(ds.size());
       nlohmann::json j;
       j["model"] = g.model;
       j["weights"] = g.weights;
       j["accuracy"] = analysis::accuracy(out.logits, ds.labels);
       j["ece"] = analysis::expected_calibration_error(out.logits, ds.labels, 15);
-      for (const auto& t : transforms)
+      for (const auto& t : transforms) {
         j["invariance"][t] = analysis::top1_agreement(out.logits, analysis::predict(*g.net, ds, 256, t).logits);
+        tick(ds.size());
+      }
       analysis::Cost c = analysis::measure_cost(*g.net, ds.channels(), ds.height());
+      tick(0);
       j["cost"] = {{"parameters", c.parameters}, {"macs_per_image", c.macs_per_image},
                    {"latency_ms_batch1", c.latency_ms}, {"images_per_s_batch128", c.images_per_s}};
       return std::make_pair(out, j);
@@ -81,13 +100,15 @@ void register_analyze(CLI::App& app) {
     const std::string out_dir = o->out.empty() ? std::string(".") : o->out;
     if (!o->out.empty()) std::filesystem::create_directories(o->out);
     auto t_taps = analysis::feature_taps(*teacher.net, ds, o->layer_samples);
+    tick(std::min<int64_t>(o->layer_samples, ds.size()));
     Tensor t_cams = analysis::class_activation_maps(*teacher.net, ds, o->cam_samples);
+    tick(std::min<int64_t>(o->cam_samples, ds.size()));
     int64_t index = 0;
     for (auto& s : students) {
       auto [s_out, s_json] = describe(s);
       ++index;
-      fmt::print("student {} ({}): similarity, localisation, adversarial transfer ...\n", index, s.model);
       auto s_taps = analysis::feature_taps(*s.net, ds, o->layer_samples);
+      tick(std::min<int64_t>(o->layer_samples, ds.size()));
       Tensor layer = analysis::layer_cka_matrix(t_taps, s_taps);  // (Lt, Ls)
       std::vector<std::string> rn, cn;
       for (auto& [n, x] : t_taps) rn.push_back("teacher " + n);
@@ -96,6 +117,7 @@ void register_analyze(CLI::App& app) {
       if (!o->out.empty())
         analysis::heatmap_png(heat, layer, rn, cn, fmt::format("linear CKA: {} vs {}", teacher.model, s.model));
       Tensor s_cams = analysis::class_activation_maps(*s.net, ds, o->cam_samples);
+      tick(std::min<int64_t>(o->cam_samples, ds.size()));
       const std::string grid = fmt::format("{}/cams_student{}.png", out_dir, index);
       if (!o->out.empty()) analysis::cam_grid_png(grid, ds, t_cams, s_cams, 8);
       nlohmann::json layer_json = nlohmann::json::array();
@@ -113,6 +135,7 @@ void register_analyze(CLI::App& app) {
           s_json["adversarial"][name] = {{"eps", o->eps}, {"steps", steps}, {"teacher_fooled", tr.teacher_fooled},
                                          {"student_fooling_rate", tr.student_fooling_rate},
                                          {"same_wrong_label", tr.same_wrong_label}};
+          tick(std::min<int64_t>(o->adv_samples, ds.size()) * (steps + 1));
         }
       }
       s_json["vs_teacher"] = {
@@ -129,6 +152,7 @@ void register_analyze(CLI::App& app) {
                                    std::max<int64_t>(1, s_json["cost"]["macs_per_image"].get<int64_t>())}};
       report["students"].push_back(s_json);
     }
+    progress.finish();
 
     // the markdown report
     std::string md = fmt::format("# kdlab analyze: {} / {} ({} images in a fixed random order, seed 0)\n\nteacher {} ({})\n\n", o->dataset, o->split,
