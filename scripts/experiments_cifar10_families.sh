@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The CIFAR-10 experiments of the feature and relation families and of fusion (issues #7, #8):
+# the same setting as scripts/experiments_cifar10.sh (resnet56 teacher, the shared PyTorch-trained
+# weights -> resnet8 student, recipes/cifar10_laptop.json, 15 epochs), each method with its
+# official CIFAR-100 constants (the defaults of `kdlab distill --list`; docs/methods/<method>.md).
+#
+#   scripts/experiments_cifar10_families.sh [STAGE ...]     (no stage: all of them, in order)
+#
+# Stages (a trailing 0 / 1 is the seed): fitnet0 fitnet1 fitnet2st0 fitnet2st1 at0 at1 catkd0
+#   catkd1 wkdf0 wkdf1 rkd0 rkd1 sp0 sp1 pkt0 pkt1 cc0 cc1 london0 london1 vrm0 vrm1
+#   fusion0 fusion1 (kd+at+rkd) two_teachers0 two_teachers1 (resnet56 + the resnet20 assistant of
+#   experiments_cifar10.sh, mean of the logits, KD)
+# Feature and relation methods read the teacher's features, which the teacher cache does not
+# store: every step runs the teacher (about 3x the time of a cached run). Runs go to
+# runs/c10_<name>_seed<N> (the baseline, KD and DKD runs of experiments_cifar10.sh sit beside them,
+# so `kdlab report runs --prefix c10_` compares all); finished runs are skipped, interrupted ones
+# resume. Needs the shared data (../shared/data, ../shared/teachers) or the same files under DATA
+# / TEACHER.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KDLAB=${KDLAB:-build/kdlab}
+DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
+TEACHER=${TEACHER:-../shared/teachers/cifar10_resnet56.safetensors}
+THREADS=${THREADS:-2}
+RUNS=${RUNS:-runs}   # a smoke test: RUNS=/tmp/x EXTRA="--epochs 1 --train-limit 128 --test-limit 64"
+read -r -a EXTRA <<< "${EXTRA:-}"
+COMMON=(--recipe recipes/cifar10_laptop.json --dataset imagefolder --data-dir "$DATA" --threads "$THREADS" "${EXTRA[@]}")
+DIST=(--teacher "resnet56:$TEACHER")
+
+run() {  # run NAME kdlab-subcommand args...
+  local name=$1; shift
+  local out=$RUNS/c10_$name
+  if [[ -f $out/model_last.safetensors ]]; then echo "== $name: done already"; return; fi
+  local resume=()
+  [[ -f $out/checkpoint.safetensors ]] && resume=(--resume)
+  echo "== $name: $KDLAB $* --out $out ${resume[*]}"
+  mkdir -p "$out"
+  "$KDLAB" "$@" --out "$out" "${resume[@]}" 2>&1 | tee -a "$out.log" | grep -E "^(epoch [0-9]+/[0-9]+:|done|teacher)" || true
+}
+
+distill() {  # distill NAME SEED args...
+  local name=$1 seed=$2; shift 2
+  run "${name}_seed$seed" distill "${COMMON[@]}" "${DIST[@]}" --seed "$seed" "$@"
+}
+
+stage() {
+  local seed=${1: -1} name=${1%?}
+  case $name in
+    fitnet) distill fitnet "$seed" --method fitnet ;;
+    fitnet2st) distill fitnet2st "$seed" --method fitnet --set stages=2 --set hint_epochs=5 ;;
+    at) distill at "$seed" --method at ;;
+    catkd) distill catkd "$seed" --method catkd ;;
+    wkdf) distill wkdf "$seed" --method wkd_f ;;
+    rkd) distill rkd "$seed" --method rkd ;;
+    sp) distill sp "$seed" --method sp ;;
+    pkt) distill pkt "$seed" --method pkt ;;
+    cc) distill cc "$seed" --method cc ;;
+    london) distill london "$seed" --method london ;;
+    vrm) distill vrm "$seed" --method vrm ;;
+    fusion) distill fusion_kd_at_rkd "$seed" --method kd+at+rkd --set kd.T=4 --set ce_weight=0.1 --set kd.kd_weight=0.9 ;;
+    two_teachers)
+      [[ -f runs/c10_assistant_resnet20/model_last.safetensors ]] || { echo "two_teachers needs the resnet20 of experiments_cifar10.sh assistant"; exit 2; }
+      run "two_teachers_kd_seed$seed" distill "${COMMON[@]}" --teacher "resnet56:$TEACHER" \
+        --teacher resnet20:runs/c10_assistant_resnet20/model_last.safetensors --set teacher_combine=mean \
+        --method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9 --teacher-cache --cache-dir "$RUNS/cache" --seed "$seed" ;;
+    *) echo "unknown stage $1"; exit 2 ;;
+  esac
+}
+
+stages=("$@")
+if [[ ${#stages[@]} -eq 0 ]]; then
+  for m in fitnet fitnet2st at catkd wkdf rkd sp pkt cc london vrm fusion two_teachers; do stages+=("${m}0" "${m}1"); done
+fi
+for s in "${stages[@]}"; do stage "$s"; done
