@@ -122,13 +122,15 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
              "{} runs the teacher on a strongly augmented virtual view of every image, which the teacher cache cannot "
              "serve; run without teacher_cache",
              cfg.method);
-    KD_CHECK(distiller.needs().logits_only(),
-             "{} reads the teacher's features, which the teacher cache does not store; run without teacher_cache",
+    KD_CHECK(distiller.needs().cacheable(),
+             "{} reads the teacher's feature maps, which the teacher cache does not store (it stores the logits and "
+             "the pooled feature); run without teacher_cache",
              cfg.method);  // for a fusion: any feature component (needs() is the union)
     const std::string dir = cfg.teacher_cache_dir.empty() ? out_dir + "/teacher_cache" : cfg.teacher_cache_dir;
     const int64_t views = cfg.augment ? cfg.teacher_cache_views : 1;
     setup.cache = std::make_shared<TeacherCache>(
-        TeacherCache::build_or_load(setup.guides, run.train_set, tc, views, /*seed=*/0, dir));
+        TeacherCache::build_or_load(setup.guides, run.train_set, tc, views, /*seed=*/0, dir, /*batch_size=*/256,
+                                    /*with_pooled=*/distiller.needs().pooled));
     std::shared_ptr<TeacherCache> cache = setup.cache;
     run.choose_aug = [cache](int64_t index, Generator& gen) { return cache->choose(index, gen); };
   }
@@ -147,6 +149,7 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     if (cache) {
       for (size_t g = 0; g < M; ++g) teacher_logits.push_back(cache->logits((int64_t)g, batch));  // on exactly this view
       for (int64_t g = (int64_t)M; g < cache->num_guides(); ++g) assistants.push_back(cache->logits(g, batch));
+      if (cache->has_pooled()) teacher.pooled = cache->pooled(batch);  // (B, D): RKD, PKT, CC
     } else {
       NoGradGuard ng;  // the guides are constants of the loss
       teacher = guides[0].net->forward(batch.images);  // logits and features of the first teacher

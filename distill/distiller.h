@@ -23,11 +23,16 @@ namespace kd::distill {
 
 // Which teacher outputs a method reads (logits are always computed).
 struct TeacherNeeds {
-  bool feats = false;         // feats / preact_feats / pooled
+  bool feats = false;         // feats / preact_feats (feature maps)
+  // Only the teacher's pooled feature (ModelOutput::pooled, (B, C)): small enough for the teacher
+  // cache to store beside the logits (RKD, PKT, CC on their default tap).
+  bool pooled = false;
   // A second, strongly augmented view of every training image, run through both networks and
   // given in BatchInfo::student_virtual / teacher_virtual (VRM). The teacher cache cannot serve it.
   bool virtual_views = false;
-  bool logits_only() const { return !feats && !virtual_views; }
+  bool logits_only() const { return !feats && !pooled && !virtual_views; }
+  // What the teacher cache can serve: logits, and the pooled feature.
+  bool cacheable() const { return !feats && !virtual_views; }
 };
 
 // The loss of one batch: total (0-d, differentiable) and named parts (0-d, for logging). Parts

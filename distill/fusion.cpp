@@ -74,6 +74,7 @@ TeacherNeeds FusionDistiller::needs() const {
   for (const FusionComponent& c : components_) {
     const TeacherNeeds m = c.distiller->needs();
     n.feats = n.feats || m.feats;
+    n.pooled = n.pooled || m.pooled;
     n.virtual_views = n.virtual_views || m.virtual_views;
   }
   return n;

@@ -69,7 +69,7 @@ uint64_t fnv1a_file(const std::string& path) {
 }
 
 static std::string fingerprint(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc,
-                               int64_t views, uint64_t seed) {
+                               int64_t views, uint64_t seed, bool with_pooled) {
   uint64_t h = 14695981039346656037ull;
   auto mix_text = [&](const std::string& s) { h = fnv1a(s.data(), s.size(), h); };
   mix_text(guide.model);
@@ -80,6 +80,7 @@ static std::string fingerprint(const Guide& guide, const data::Dataset& train, c
   h = fnv1a(labels.data<int64_t>(), (size_t)labels.numel() * sizeof(int64_t), h);
   mix_text(fmt::format("mean {} std {} pad {} flip {} strong {} cutout {} views {} seed {}", fmt::join(tc.mean, ","),
                        fmt::join(tc.std, ","), tc.crop_padding, tc.hflip, tc.strong_ops, tc.cutout_size, views, seed));
+  if (with_pooled) mix_text("pooled");  // a file that also holds the pooled features (older files do not)
   return fmt::format("{:016x}", h);
 }
 
@@ -111,13 +112,14 @@ static Tensor draw_views(const data::Dataset& train, const data::TransformConfig
 
 // ------------------------------------------------------------------ build / load
 
-// One guide's logits (N, V, K) on the views: loaded from `file` when its fingerprint matches,
-// else computed (eval mode, no gradient, batches of images of one view) and saved there.
+// One guide's logits (N, V, K) on the views, and with `pooled` also its pooled features
+// (N, V, D) into *pooled: loaded from `file` when its fingerprint matches, else computed (eval
+// mode, no gradient, batches of images of one view) and saved there.
 static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc,
                            const Tensor& views, uint64_t seed, const std::string& dir, int64_t batch_size,
-                           bool& built) {
+                           bool& built, Tensor* pooled = nullptr) {
   const int64_t N = train.size(), C = train.channels(), H = train.height(), W = train.width(), V = views.size(1);
-  const std::string fp = fingerprint(guide, train, tc, V, seed);
+  const std::string fp = fingerprint(guide, train, tc, V, seed, pooled != nullptr);
   const std::string file = guide_file(dir, guide, fp);
   if (!file.empty() && fs::exists(file)) {
     nn::SafetensorsFile f = nn::load_safetensors(file);
@@ -132,6 +134,12 @@ static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const
                "teacher cache '{}' has the wrong shapes ({}); delete it", file, shape_str(logits.shape()));
       KD_CHECK(max(abs(sub(m.at("views").to(DType::f32), views.to(DType::f32)))).item() == 0.0,
                "teacher cache '{}' holds other views than these; delete it", file);
+      if (pooled) {
+        KD_CHECK(m.count("pooled") && m.at("pooled").dim() == 3 && m.at("pooled").size(0) == N &&
+                     m.at("pooled").size(1) == V,
+                 "teacher cache '{}' lacks its 'pooled' features (N, V, D); delete it", file);
+        *pooled = m.at("pooled");
+      }
       fmt::print("teacher cache: loaded {} ({} from {}, {} views per image)\n", file, guide.model, guide.weights, V);
       return logits;
     }
@@ -145,6 +153,7 @@ static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const
   const int64_t* vp = views.data<int64_t>();
   const int64_t per = C * H * W;
   Tensor logits;  // (N, V, K)
+  Tensor feats;   // (N, V, D) with `pooled`
   const int64_t batches_per_view = (N + batch_size - 1) / batch_size;
   train::Progress progress(V * batches_per_view, "teacher cache (" + guide.model + ")", 50);
   int64_t step = 0, done_images = 0;
@@ -161,8 +170,17 @@ static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const
         a.flipped = row[3] != 0;
         data::apply_transform(src + (start + b) * per, C, H, W, a, tc, x.data<float>() + b * per);
       }
-      Tensor z = guide.net->forward(x).logits.contiguous();  // (B, K)
+      nn::ModelOutput out = guide.net->forward(x);
+      Tensor z = out.logits.contiguous();  // (B, K)
       if (!logits.defined()) logits = empty({N, V, z.size(1)});
+      if (pooled) {
+        KD_CHECK(out.pooled.defined(), "teacher cache: {} has no pooled feature to store", guide.model);
+        Tensor p = out.pooled.contiguous();  // (B, D)
+        if (!feats.defined()) feats = empty({N, V, p.size(1)});
+        const int64_t D = feats.size(2);
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(feats.data<float>() + ((start + b) * V + v) * D, p.data<float>() + b * D, sizeof(float) * D);
+      }
       const int64_t K = logits.size(2);
       KD_CHECK(z.size(1) == K, "teacher cache: {} gives {} classes, expected {}", guide.model, z.size(1), K);
       for (int64_t b = 0; b < B; ++b)
@@ -177,19 +195,22 @@ static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const
     std::error_code ec;
     fs::create_directories(dir, ec);
     KD_CHECK(!ec, "cannot create the teacher cache directory '{}': {}", dir, ec.message());
-    nn::save_safetensors(file, {{"views", views}, {"logits", logits}},
+    std::vector<std::pair<std::string, Tensor>> tensors{{"views", views}, {"logits", logits}};
+    if (pooled) tensors.push_back({"pooled", feats});
+    nn::save_safetensors(file, tensors,
                          {{"fingerprint", fp}, {"views", std::to_string(V)}, {"seed", std::to_string(seed)},
                           {"guide", guide.model + ":" + guide.weights}});
   }
   fmt::print("teacher cache: {} views x {} images of {} in {:.1f} s{}\n", V, N, guide.model,
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
              file.empty() ? "" : ", saved to " + file);
+  if (pooled) *pooled = feats;
   return logits;
 }
 
 TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
                                          const data::TransformConfig& tc, int64_t V, uint64_t seed,
-                                         const std::string& dir, int64_t batch_size) {
+                                         const std::string& dir, int64_t batch_size, bool with_pooled) {
   KD_CHECK(!guides.empty(), "teacher cache: no teacher to cache");
   KD_CHECK(V >= 1, "teacher_cache_views must be >= 1, got {}", V);
   KD_CHECK(tc.strong_ops == 0 && tc.cutout_size == 0,
@@ -200,7 +221,9 @@ TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const
   std::vector<Tensor> per_guide;
   for (int64_t g = 0; g < (int64_t)guides.size(); ++g) {
     bool built = false;
-    per_guide.push_back(guide_logits(guides[g], train, tc, cache.views_, seed, dir, batch_size, built));  // (N, V, K)
+    // the first guide (the teacher) also stores its pooled features when asked
+    Tensor* pooled = (with_pooled && g == 0) ? &cache.pooled_ : nullptr;
+    per_guide.push_back(guide_logits(guides[g], train, tc, cache.views_, seed, dir, batch_size, built, pooled));  // (N, V, K)
     cache.built_now_ = cache.built_now_ || built;
     KD_CHECK(per_guide.back().size(2) == per_guide[0].size(2), "teacher cache: {} has {} classes but the teacher has {}",
              guides[g].model, per_guide.back().size(2), per_guide[0].size(2));
@@ -245,6 +268,21 @@ Tensor TeacherCache::logits(int64_t g, const data::Batch& batch) const {
     std::memcpy(z.data<float>() + b * K, lp + ((g * N + idx[b]) * V + v) * K, sizeof(float) * K);
   }
   return z;
+}
+
+Tensor TeacherCache::pooled(const data::Batch& batch) const {
+  KD_CHECK(pooled_.defined(), "teacher cache: built without the teacher's pooled features");
+  const int64_t B = batch.size(), N = pooled_.size(0), V = pooled_.size(1), D = pooled_.size(2);
+  KD_CHECK((int64_t)batch.aug.size() == B, "teacher cache: the batch carries no augmentation record");
+  Tensor f = empty({B, D});  // (B, D)
+  const int64_t* idx = batch.indices.data<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    const int v = batch.aug[b].view;
+    KD_CHECK(v >= 0 && v < V && idx[b] >= 0 && idx[b] < N,
+             "teacher cache: image {} of the batch was not augmented from the cache (view {})", b, v);
+    std::memcpy(f.data<float>() + b * D, pooled_.data<float>() + (idx[b] * V + v) * D, sizeof(float) * D);
+  }
+  return f;
 }
 
 }  // namespace kd::distill

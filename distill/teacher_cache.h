@@ -21,7 +21,9 @@
 // Guides: the teacher (g = 0) and, for DGKD, the assistants (g = 1, 2, ...).
 //
 // One file (safetensors) per guide, DIR/<model>-<fingerprint>.safetensors, holds "views" (N, V, 4)
-// int64 [pad, top, left, flip] and "logits" (N, V, K) float32. The fingerprint is a hash of
+// int64 [pad, top, left, flip] and "logits" (N, V, K) float32; for methods that also read the
+// teacher's pooled feature (RKD, PKT, CC), the teacher's file also holds "pooled" (N, V, D) and its
+// fingerprint says so (a separate file from the logits-only one). The fingerprint is a hash of
 // everything they depend on (the guide's weight file and name, the training images and labels,
 // the transform, V and the seed), so a cache is found again by every run with the same teacher
 // and data, is never used for anything else, and is never overwritten by another; files are
@@ -56,7 +58,7 @@ class TeacherCache {
   // bar; V forward passes over the training set) and saves them there. dir "": nothing saved.
   static TeacherCache build_or_load(const std::vector<Guide>& guides, const data::Dataset& train,
                                     const data::TransformConfig& transform, int64_t views, uint64_t seed,
-                                    const std::string& dir, int64_t batch_size = 256);
+                                    const std::string& dir, int64_t batch_size = 256, bool with_pooled = false);
 
   int64_t num_views() const { return views_.size(1); }
   int64_t num_guides() const { return logits_.size(0); }
@@ -69,10 +71,15 @@ class TeacherCache {
   data::AugParams choose(int64_t index, Generator& gen) const;
   // Guide g's logits (B, K) for a batch made with choose(): row b = logits[g, indices[b], aug[b].view].
   Tensor logits(int64_t guide, const data::Batch& batch) const;
+  // The teacher's (guide 0's) pooled features (B, D) for the same batch; only in a cache built
+  // with_pooled (for methods whose needs() are the logits and the pooled feature: RKD, PKT, CC).
+  bool has_pooled() const { return pooled_.defined(); }
+  Tensor pooled(const data::Batch& batch) const;
 
  private:
   Tensor views_;   // (N, V, 4) int64: pad, top, left, flip
   Tensor logits_;  // (G, N, V, K) float32
+  Tensor pooled_;  // (N, V, D) float32, the teacher's; undefined unless built with_pooled
   bool built_now_ = false;
   double build_seconds_ = 0;
 };

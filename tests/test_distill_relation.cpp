@@ -349,7 +349,11 @@ TEST_CASE("relation family: registry rows, defaults and error messages") {
     CHECK(std::find(names.begin(), names.end(), m) != names.end());
 
   auto rkd = create_distiller("rkd", {}, {});
-  CHECK(rkd->needs().feats);
+  CHECK(rkd->needs().pooled);  // on the pooled tap: the teacher cache can serve it
+  CHECK_FALSE(rkd->needs().feats);
+  CHECK(rkd->needs().cacheable());
+  CHECK(create_distiller("rkd", {{"teacher_tap", "f3"}, {"tap", "f3"}}, {})->needs().feats);
+  CHECK_FALSE(create_distiller("sp", {}, {})->needs().cacheable());  // SP reads a feature map
   CHECK(rkd->params() == Params{{"tap", "pooled"}, {"teacher_tap", "pooled"}, {"ce_weight", "1"},
                                 {"distance_weight", "25"}, {"angle_weight", "50"}, {"squared", "false"}});
   CHECK(rkd->named_parameters().empty());
@@ -584,7 +588,7 @@ TEST_CASE("every relation-family method trains a student end to end; CC's embedd
     const std::string dir = kdtest::temp_path("rel_" + k.method);
     DistillSetup setup;
     train::Run run = prepare_distill_run(c, dir, "test", setup);
-    CHECK(setup.distiller->needs().feats);
+    CHECK((setup.distiller->needs().feats || setup.distiller->needs().pooled));
     const bool helper = k.method == "cc";
     CHECK(setup.distiller->named_parameters().empty() == !helper);
     CHECK(run.extra_params.size() == setup.distiller->named_parameters().size());

@@ -98,6 +98,27 @@ TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the stu
   }
   CHECK(views_seen == std::set<int>{0, 1, 2});
 
+  SUBCASE("with_pooled: the teacher's pooled feature on exactly the student's view, in a file of its own") {
+    auto pooled = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path, 256, /*with_pooled=*/true);
+    CHECK(pooled.built_now());  // not the logits-only file
+    REQUIRE(pooled.has_pooled());
+    CHECK_FALSE(cache.has_pooled());
+    loader.start_epoch(1);
+    data::Batch b;
+    REQUIRE(loader.next(b));
+    nn::ModelOutput direct;
+    {
+      NoGradGuard ng;
+      direct = guides[0].net->forward(b.images);
+    }
+    CHECK(max_abs_diff(pooled.pooled(b), direct.pooled) < 1e-4);  // (B, D)
+    CHECK(max_abs_diff(pooled.logits(0, b), direct.logits) < 1e-4);
+    CHECK_THROWS_WITH_SUBSTR(cache.pooled(b), "without the teacher's pooled features");
+    auto again = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path, 256, true);
+    CHECK_FALSE(again.built_now());
+    CHECK(max_abs_diff(again.pooled(b), pooled.pooled(b)) == 0.0);
+  }
+
   SUBCASE("a batch drawn without the cache is refused") {
     data::LoaderOptions plain = lo;
     plain.choose_aug = nullptr;
@@ -194,6 +215,16 @@ TEST_CASE("a cached run and an uncached run see the same teacher: same loss on t
     CHECK(plain[e]["loss_kd"].get<double>() == doctest::Approx(cached[e]["loss_kd"].get<double>()).epsilon(1e-4));
     CHECK(plain[e]["test_acc"].get<double>() == doctest::Approx(cached[e]["test_acc"].get<double>()).epsilon(1e-6));
   }
+  // RKD reads the teacher's pooled feature: the cache stores it beside the logits
+  c.method = "rkd";
+  c.teacher_cache = false;
+  auto rkd_plain = distil(c, "same_rkd_plain");
+  c.teacher_cache = true;
+  auto rkd_cached = distil(c, "same_rkd_cached");
+  REQUIRE(rkd_plain.size() == rkd_cached.size());
+  for (size_t e = 0; e < rkd_plain.size(); ++e)
+    for (const char* part : {"loss_distance", "loss_angle"})
+      CHECK(rkd_plain[e][part].get<double>() == doctest::Approx(rkd_cached[e][part].get<double>()).epsilon(1e-4));
 }
 
 TEST_CASE("kdlab distill's --set: recipe keys go to the recipe, the rest to the method") {

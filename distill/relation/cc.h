@@ -74,7 +74,10 @@ class CcDistiller : public Distiller {
   CcDistiller(const CcOptions& opt, int64_t s_dim, int64_t t_dim, uint64_t seed);
   std::string name() const override { return "cc"; }
   std::string type_name() const override { return "CC"; }
-  TeacherNeeds needs() const override { return {.feats = true}; }
+  // the teacher's pooled feature only (the teacher cache can store it), or its feature maps
+  TeacherNeeds needs() const override {
+    return {.feats = opt_.teacher_tap != "pooled", .pooled = opt_.teacher_tap == "pooled"};
+  }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
   Params params() const override;
   const CcOptions& options() const { return opt_; }

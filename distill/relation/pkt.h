@@ -54,7 +54,10 @@ class PktDistiller : public Distiller {
   explicit PktDistiller(const PktOptions& opt) : opt_(opt) {}
   std::string name() const override { return "pkt"; }
   std::string type_name() const override { return "PKT"; }
-  TeacherNeeds needs() const override { return {.feats = true}; }
+  // the teacher's pooled feature only (the teacher cache can store it), or its feature maps
+  TeacherNeeds needs() const override {
+    return {.feats = opt_.teacher_tap != "pooled", .pooled = opt_.teacher_tap == "pooled"};
+  }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
   Params params() const override;
   const PktOptions& options() const { return opt_; }

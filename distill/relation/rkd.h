@@ -62,7 +62,10 @@ class RkdDistiller : public Distiller {
   explicit RkdDistiller(const RkdOptions& opt) : opt_(opt) {}
   std::string name() const override { return "rkd"; }
   std::string type_name() const override { return "RKD"; }
-  TeacherNeeds needs() const override { return {.feats = true}; }
+  // the teacher's pooled feature only (the teacher cache can store it), or its feature maps
+  TeacherNeeds needs() const override {
+    return {.feats = opt_.teacher_tap != "pooled", .pooled = opt_.teacher_tap == "pooled"};
+  }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
   Params params() const override;
   const RkdOptions& options() const { return opt_; }

@@ -149,7 +149,7 @@ void run_loss(const LossOpts& o) {
   ctx.student_sample = student;
   ctx.teacher_sample = teacher;
   std::shared_ptr<distill::Distiller> d = distill::create_distiller(o.method, parse_sets(o.sets), ctx);
-  KD_CHECK(!d->needs().feats || !o.student_feats.empty(),
+  KD_CHECK(!(d->needs().feats || d->needs().pooled) || !o.student_feats.empty(),
            "kdlab loss: {} reads feature taps; give them with --student-feat NAME=FILE.npy and --teacher-feat "
            "NAME=FILE.npy (names f0..fN, pre1..preN, pooled; cam for catkd)",
            o.method);
