@@ -10,8 +10,9 @@
 #   catkd1 wkdf0 wkdf1 rkd0 rkd1 sp0 sp1 pkt0 pkt1 cc0 cc1 london0 london1 vrm0 vrm1
 #   fusion0 fusion1 (kd+at+rkd) two_teachers0 two_teachers1 (resnet56 + the resnet20 assistant of
 #   experiments_cifar10.sh, mean of the logits, KD)
-# Feature and relation methods read the teacher's features, which the teacher cache does not
-# store: every step runs the teacher (about 3x the time of a cached run). Runs go to
+# RKD, PKT and CC read only the teacher's pooled feature, which the teacher cache stores beside
+# the logits (a second resnet56 cache file, built once by the first of them); the other feature
+# and relation methods read feature maps: every step runs the teacher (about 3x the time). Runs go to
 # runs/c10_<name>_seed<N> (the baseline, KD and DKD runs of experiments_cifar10.sh sit beside them,
 # so `kdlab report runs --prefix c10_` compares all); finished runs are skipped, interrupted ones
 # resume. Needs the shared data (../shared/data, ../shared/teachers) or the same files under DATA
@@ -51,10 +52,10 @@ stage() {
     at) distill at "$seed" --method at ;;
     catkd) distill catkd "$seed" --method catkd ;;
     wkdf) distill wkdf "$seed" --method wkd_f ;;
-    rkd) distill rkd "$seed" --method rkd ;;
+    rkd) distill rkd "$seed" --method rkd --teacher-cache --cache-dir "$RUNS/cache" ;;
     sp) distill sp "$seed" --method sp ;;
-    pkt) distill pkt "$seed" --method pkt ;;
-    cc) distill cc "$seed" --method cc ;;
+    pkt) distill pkt "$seed" --method pkt --teacher-cache --cache-dir "$RUNS/cache" ;;
+    cc) distill cc "$seed" --method cc --teacher-cache --cache-dir "$RUNS/cache" ;;
     london) distill london "$seed" --method london ;;
     vrm) distill vrm "$seed" --method vrm ;;
     fusion) distill fusion_kd_at_rkd "$seed" --method kd+at+rkd --set kd.T=4 --set ce_weight=0.1 --set kd.kd_weight=0.9 ;;
