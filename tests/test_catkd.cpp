@@ -18,33 +18,18 @@
 #include "engine/ops.h"
 #include "nn/models/model.h"
 #include "nn/safetensors.h"
+#include "distill_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
 using namespace kd::distill;
+using kdtest::outputs_of;
+using kdtest::params_from;
+using kdtest::part;
 using kdtest::json;
 using V = std::vector<Tensor>;
 
 namespace {
-
-Params params_from(const json& p) {
-  Params out;
-  for (const auto& [k, v] : p.items()) out[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  return out;
-}
-
-V outputs_of(const LossBreakdown& l) {
-  V out{l.total};
-  for (const auto& [name, value] : l.parts) out.push_back(value);
-  return out;
-}
-
-double part(const LossBreakdown& l, const std::string& name) {
-  for (const auto& [n, v] : l.parts)
-    if (n == name) return v.item();
-  FAIL("no part named " << name);
-  return 0;
-}
 
 BatchInfo batch_of(const Tensor& y) {
   BatchInfo b;

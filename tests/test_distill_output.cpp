@@ -17,30 +17,18 @@
 #include "distill/output/wkd_cost.h"
 #include "distill/output/wkd_l.h"
 #include "engine/npy.h"
+#include "distill_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
 using namespace kd::distill;
+using kdtest::outputs_of;
+using kdtest::params_from;
+using kdtest::part;
 using kdtest::json;
 using V = std::vector<Tensor>;
 
 namespace {
-
-// The hyper-parameters of a golden case as --set strings, minus the keys that are not the method's.
-Params params_from(const json& p, const std::vector<std::string>& skip = {}) {
-  Params out;
-  for (const auto& [k, v] : p.items()) {
-    if (std::find(skip.begin(), skip.end(), k) != skip.end()) continue;
-    out[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  }
-  return out;
-}
-
-V outputs_of(const LossBreakdown& l) {
-  V out{l.total};
-  for (const auto& [name, value] : l.parts) out.push_back(value);
-  return out;
-}
 
 LossBreakdown run(Distiller& d, const Tensor& zs, const Tensor& zt, const Tensor& y, int64_t epoch = 1,
                   int64_t total_epochs = 240) {
@@ -60,14 +48,6 @@ Tensor leaf(Tensor t) { return t.requires_grad_(); }
 
 // A symmetric cost matrix with zero diagonal: 1 - cos between random class prototypes.
 Tensor random_cost(int64_t K, Generator& gen) { return cost_matrix_cosine(randn({K, 6}, gen)); }
-
-// Sum of a 0-d part by name.
-double part(const LossBreakdown& l, const std::string& name) {
-  for (const auto& [n, v] : l.parts)
-    if (n == name) return v.item();
-  FAIL("no part named " << name);
-  return 0;
-}
 
 // Records every intermediate a loss shows.
 struct Recorder {

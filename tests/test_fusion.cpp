@@ -16,10 +16,14 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"
+#include "distill_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
 using namespace kd::distill;
+using kdtest::outputs_of;
+using kdtest::params_from;
+using kdtest::part;
 namespace fs = std::filesystem;
 
 namespace {
@@ -57,13 +61,6 @@ nn::ModelOutput leaves(const nn::ModelOutput& o) {
   r.logits = o.logits.detach().clone().requires_grad_();
   for (const Tensor& f : o.feats) r.feats.push_back(f.defined() ? f.detach().clone().requires_grad_() : Tensor());
   return r;
-}
-
-double part(const LossBreakdown& l, const std::string& name) {
-  for (const auto& [n, v] : l.parts)
-    if (n == name) return v.item();
-  FAIL("no part named " << name);
-  return 0;
 }
 
 double max_abs_diff(const Tensor& a, const Tensor& b) { return max(abs(sub(a, b))).item(); }
