@@ -33,6 +33,10 @@ ctest --output-on-failure -j "$(nproc)"
 # minutes under the sanitizers.
 if command -v jupyter-nbconvert > /dev/null && [ $SANITIZE -eq 0 ]; then
   NB_OUT="$(mktemp -d "${TMPDIR:-/tmp}/kdlab_notebooks.XXXXXX")"
+  # The notebooks that train the same small teacher share it through this folder (each trains it
+  # when run alone).
+  export KDLAB_NOTEBOOK_CACHE="$NB_OUT/cache"
+  mkdir -p "$KDLAB_NOTEBOOK_CACHE"
   for nb in "$KDLAB_ROOT"/notebooks/*.ipynb; do
     [ -e "$nb" ] || continue
     name="$(basename "$nb" .ipynb)"

@@ -16,6 +16,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"
+#include "distill_run_test_util.h"
 #include "distill_test_util.h"
 #include "test_util.h"
 
@@ -549,47 +550,8 @@ TEST_CASE("feature losses: --explain shows the intermediates in order") {
 
 // ============================================================================ end to end
 
-namespace {
-
-train::TrainConfig tiny_config() {
-  train::TrainConfig c;
-  c.model = "resnet8";
-  c.dataset = "synthetic";
-  c.num_classes = 4;
-  c.train_limit = 128;
-  c.test_limit = 64;
-  c.epochs = 3;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.threads = 1;
-  c.log_every = 1000;
-  c.seed = 3;
-  return c;
-}
-
-// A teacher trained for a few epochs on the same synthetic data, saved once per test binary.
-const std::string& teacher_weights() {
-  static std::string path;
-  if (!path.empty()) return path;
-  std::string dir = kdtest::temp_path("feature_teacher");
-  train::TrainConfig c = tiny_config();
-  c.model = "resnet14";
-  train::Run run = train::prepare_run(c, dir, "test");
-  train::run_training(run, false);
-  path = dir + "/model_last.safetensors";
-  return path;
-}
-
-std::vector<json> read_metrics(const std::string& dir) {
-  std::ifstream f(dir + "/metrics.jsonl");
-  std::vector<json> lines;
-  std::string line;
-  while (std::getline(f, line))
-    if (!line.empty()) lines.push_back(json::parse(line));
-  return lines;
-}
-
-}  // namespace
+using kdtest::read_metrics;
+using kdtest::tiny_config;
 
 TEST_CASE("every feature-family method trains a student end to end, trains its helper and checkpoints it") {
   struct Case {
@@ -611,7 +573,7 @@ TEST_CASE("every feature-family method trains a student end to end, trains its h
     train::TrainConfig c = tiny_config();
     c.method = k.method;
     c.teacher = "resnet14";
-    c.teacher_weights = teacher_weights();
+    c.teacher_weights = kdtest::tiny_teacher("resnet14");
     for (const auto& s : k.sets) train::apply_distill_override(s, c);
     const std::string dir = kdtest::temp_path("feat_" + k.method + std::to_string(k.sets.size()));
     DistillSetup setup;
@@ -649,7 +611,7 @@ TEST_CASE("FitNet's two-stage schedule end to end: hint epochs, then KD") {
   train::TrainConfig c = tiny_config();
   c.method = "fitnet";
   c.teacher = "resnet14";
-  c.teacher_weights = teacher_weights();
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
   train::apply_distill_override("stages=2", c);
   train::apply_distill_override("hint_epochs=1", c);
   const std::string dir = kdtest::temp_path("feat_fitnet_two_stage");

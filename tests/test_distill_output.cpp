@@ -592,6 +592,51 @@ TEST_CASE("kdlab loss: --json, --grad-out and --explain match the in-process los
   CHECK(ej.err.find("transport_plan") != std::string::npos);
 }
 
+TEST_CASE("kdlab loss: --explain-dir writes every intermediate whole, in order") {
+  Generator gen(26);
+  const int64_t B = 3, K = 5;
+  Tensor zs = randn({B, K}, gen), zt = mul(randn({B, K}, gen), 2.0), y = random_labels(B, K, gen);
+  const std::string S = kdtest::temp_path("xs.npy"), T = kdtest::temp_path("xt.npy"), Y = kdtest::temp_path("xy.npy"),
+                    dir = kdtest::temp_path("explain_dir");
+  save_npy(S, zs);
+  save_npy(T, zt);
+  save_npy(Y, y);
+  const std::string io = "--student-logits " + S + " --teacher-logits " + T + " --labels " + Y;
+  Shell printed = shell("loss dkd " + io + " --explain");
+  REQUIRE(printed.code == 0);
+  Shell r = shell("loss dkd " + io + " --explain-dir " + dir + " --json");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK_NOTHROW(json::parse(r.out));  // stdout still carries only the JSON
+  std::ifstream f(dir + "/explain.json");
+  REQUIRE(f.good());
+  json index = json::parse(f);
+  // the same intermediates as the printout, in the same order
+  std::vector<std::string> names;
+  std::istringstream lines(printed.out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.size() > 5 && line[0] == '[' && line[3] == ']') names.push_back(line.substr(5, line.find(' ', 5) - 5));
+  REQUIRE(index.size() == names.size());
+  REQUIRE(names.size() >= 5);
+  for (size_t i = 0; i < names.size(); ++i) {
+    CAPTURE(i);
+    CHECK(index[i]["step"] == int(i + 1));
+    CHECK(index[i]["name"] == names[i]);
+    Tensor t = load_npy(dir + "/" + index[i]["file"].get<std::string>());
+    CHECK(t.shape() == index[i]["shape"].get<Shape>());
+  }
+  // whole values: the last intermediate is the loss, the student's log-probabilities log_softmax(zs / T)
+  Tensor total = load_npy(dir + "/loss.npy");
+  CHECK(total.item() == doctest::Approx(dkd_loss(zs, zt, y, {}, 20).total.item()).epsilon(1e-6));
+  bool saw_log_ps = false;
+  for (const auto& e : index)
+    if (e["name"] == "log_ps") {
+      saw_log_ps = true;
+      CHECK(kdtest::allclose(load_npy(dir + "/log_ps.npy"), log_softmax(mul(zs, 1.0 / 4), 1), 1e-6, 1e-6).ok);  // T = 4
+    }
+  CHECK(saw_log_ps);
+}
+
 TEST_CASE("kdlab loss: clear errors") {
   Generator gen(25);
   const std::string S = kdtest::temp_path("s.npy"), T3 = kdtest::temp_path("t3.npy"), Y = kdtest::temp_path("y.npy"),

@@ -16,56 +16,22 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"
+#include "distill_run_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
 namespace fs = std::filesystem;
 
-static train::TrainConfig tiny_config() {
-  train::TrainConfig c;
-  c.model = "resnet8";
-  c.dataset = "synthetic";
-  c.num_classes = 4;
-  c.train_limit = 128;
-  c.test_limit = 64;
-  c.epochs = 3;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.threads = 1;
-  c.log_every = 1000;
-  c.seed = 3;
-  return c;
-}
-
-// A teacher trained for a few epochs on the same synthetic data, saved once per test binary.
-static const std::string& teacher_weights() {
-  static std::string path;
-  if (!path.empty()) return path;
-  std::string dir = kdtest::temp_path("teacher");
-  train::TrainConfig c = tiny_config();
-  c.model = "resnet14";
-  c.epochs = 3;
-  train::Run run = train::prepare_run(c, dir, "test");
-  train::run_training(run, false);
-  path = dir + "/model_last.safetensors";
-  return path;
-}
+using kdtest::read_metrics;
+using kdtest::tiny_config;
 
 static double max_abs_diff(const Tensor& a, const Tensor& b) { return max(abs(sub(a, b))).item(); }
 
-static std::vector<nlohmann::json> read_metrics(const std::string& dir) {
-  std::ifstream f(dir + "/metrics.jsonl");
-  std::vector<nlohmann::json> lines;
-  std::string line;
-  while (std::getline(f, line))
-    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
 
 TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the student's view") {
   train::TrainConfig c = tiny_config();
   train::Run run = train::prepare_run(c, kdtest::temp_path("cache_run"), "test");
-  std::vector<distill::Guide> guides{distill::load_guide("resnet14", teacher_weights(), 4, run.train_set)};
+  std::vector<distill::Guide> guides{distill::load_guide("resnet14", kdtest::tiny_teacher("resnet14"), 4, run.train_set)};
   const data::TransformConfig tc = data::train_transform(run.train_set);
   const std::string path = kdtest::temp_path("cache_dir");
   auto cache = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, path);
@@ -155,7 +121,7 @@ TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the stu
 static std::vector<nlohmann::json> distil(train::TrainConfig c, const std::string& name) {
   std::string dir = kdtest::temp_path(name);
   c.teacher = "resnet14";
-  c.teacher_weights = teacher_weights();
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
   distill::DistillSetup setup;
   train::Run run = distill::prepare_distill_run(c, dir, "test", setup);
   CHECK(setup.teacher_test_accuracy > 0.3);  // the teacher learned something (4 classes)
@@ -192,7 +158,7 @@ TEST_CASE("every output-family method trains a student end to end and lowers its
     c.teacher_cache = k.cache;
     c.teacher_cache_views = 2;
     for (const auto& s : k.sets) train::apply_distill_override(s, c);
-    if (k.method == "dgkd") c.assistants = {"resnet14:" + teacher_weights()};  // any frozen guide will do here
+    if (k.method == "dgkd") c.assistants = {"resnet14:" + kdtest::tiny_teacher("resnet14")};  // any frozen guide will do here
     auto m = distil(c, "m_" + k.method + (k.cache ? "_cache" : ""));
     REQUIRE(m.size() == 3);
     for (const auto& p : k.parts) CHECK(m[0].contains("loss_" + p));
@@ -259,11 +225,11 @@ TEST_CASE("distillation errors name the problem and the fix") {
   CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e1"), "", setup), "--teacher-weights");
   c.teacher_weights = kdtest::temp_path("missing.safetensors");
   CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e2"), "", setup), "not found");
-  c.teacher_weights = teacher_weights();
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
   c.teacher = "resnet20";  // the file holds a resnet14
   CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e3"), "", setup), "--teacher resnet14");
   c.teacher = "resnet14";
-  c.assistants = {"resnet14:" + teacher_weights()};
+  c.assistants = {"resnet14:" + kdtest::tiny_teacher("resnet14")};
   CHECK_THROWS_WITH_SUBSTR(distill::prepare_distill_run(c, kdtest::temp_path("e4"), "", setup), "dgkd only");
   c.assistants.clear();
   c.assistants = {"resnet14"};
@@ -390,8 +356,8 @@ TEST_CASE("a distillation run resumed mid-epoch ends with the uninterrupted run'
   train::TrainConfig c = tiny_config();
   c.method = "dgkd";
   c.teacher = "resnet14";
-  c.teacher_weights = teacher_weights();
-  c.assistants = {"resnet14:" + teacher_weights()};
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
+  c.assistants = {"resnet14:" + kdtest::tiny_teacher("resnet14")};
   c.teacher_cache = true;
   c.teacher_cache_views = 3;
   c.method_params = {{"drop_num", 1}, {"T", 4}, {"lambda", 0.9}};

@@ -16,6 +16,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"
+#include "distill_run_test_util.h"
 #include "distill_test_util.h"
 #include "test_util.h"
 
@@ -341,46 +342,10 @@ TEST_CASE("several teachers: mean, weighted and CA-MKD confidence weights") {
 
 // ------------------------------------------------------------------ runs
 
+using kdtest::read_metrics;
+using kdtest::tiny_config;
+
 namespace {
-
-train::TrainConfig tiny_config() {
-  train::TrainConfig c;
-  c.model = "resnet8";
-  c.dataset = "synthetic";
-  c.num_classes = 4;
-  c.train_limit = 128;
-  c.test_limit = 64;
-  c.epochs = 3;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.threads = 1;
-  c.log_every = 1000;
-  c.seed = 3;
-  return c;
-}
-
-// Two teachers (resnet14, resnet8) trained for a few epochs on the synthetic set, once per binary.
-// The seed stays the student's: the synthetic images are drawn from it.
-const std::string& teacher_weights(int which) {
-  static std::string paths[2];
-  if (!paths[which].empty()) return paths[which];
-  const std::string dir = kdtest::temp_path("fusion_teacher" + std::to_string(which));
-  train::TrainConfig c = tiny_config();
-  c.model = which == 0 ? "resnet14" : "resnet8";
-  train::Run run = train::prepare_run(c, dir, "test");
-  train::run_training(run, false);
-  paths[which] = dir + "/model_last.safetensors";
-  return paths[which];
-}
-
-std::vector<nlohmann::json> read_metrics(const std::string& dir) {
-  std::ifstream f(dir + "/metrics.jsonl");
-  std::vector<nlohmann::json> lines;
-  std::string line;
-  while (std::getline(f, line))
-    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
 
 int run_cli(const std::string& args) {
   return std::system((std::string(KDLAB_BIN) + " " + args + " > /dev/null 2>&1").c_str());
@@ -404,7 +369,7 @@ const std::string kTiny =
 
 TEST_CASE("kdlab distill with a fusion: every part logged as <method>.<part>, the loss goes down") {
   const std::string dir = kdtest::temp_path("fusion_e2e");
-  REQUIRE(run_cli("distill --student resnet8 --teacher resnet14 --teacher-weights " + teacher_weights(0) +
+  REQUIRE(run_cli("distill --student resnet8 --teacher resnet14 --teacher-weights " + kdtest::tiny_teacher("resnet14") +
                   " --method kd+at+fitnet --set kd.T=2 --set at.weight=0.5 --set kd.schedule=warmup:2 " + kTiny +
                   " --out " + dir) == 0);
   std::vector<nlohmann::json> m = read_metrics(dir);
@@ -425,12 +390,12 @@ TEST_CASE("kdlab distill with a fusion: every part logged as <method>.<part>, th
   std::map<std::string, Tensor> ckpt = nn::to_map(nn::load_safetensors(dir + "/checkpoint.safetensors").tensors);
   CHECK(ckpt.count("distiller.fitnet.conv_reg.conv.weight") == 1);
   // a feature component rules out the teacher cache
-  CHECK(run_cli("distill --student resnet8 --teacher resnet14 --teacher-weights " + teacher_weights(0) +
+  CHECK(run_cli("distill --student resnet8 --teacher resnet14 --teacher-weights " + kdtest::tiny_teacher("resnet14") +
                 " --method kd+at --teacher-cache " + kTiny + " --out " + dir + "_cache") != 0);
   train::TrainConfig c = tiny_config();
   c.method = "kd+at";
   c.teacher = "resnet14";
-  c.teacher_weights = teacher_weights(0);
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
   c.teacher_cache = true;
   DistillSetup setup;
   CHECK_THROWS_WITH_SUBSTR(prepare_distill_run(c, dir + "_cache2", "test", setup), "teacher cache does not store");
@@ -440,7 +405,7 @@ TEST_CASE("a fusion run resumed mid-epoch ends with the uninterrupted run's weig
   train::TrainConfig c = tiny_config();
   c.method = "dkd+fitnet";
   c.teacher = "resnet14";
-  c.teacher_weights = teacher_weights(0);
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
   c.method_params = {{"dkd.warmup", 2}, {"fitnet.weight", 0.5}, {"dkd.schedule", "cosine"}};
   const std::string full = kdtest::temp_path("fusion_full"), part = kdtest::temp_path("fusion_part");
   {
@@ -475,7 +440,7 @@ TEST_CASE("a fusion run resumed mid-epoch ends with the uninterrupted run's weig
 TEST_CASE("two teachers: the method sees their combined logits, cached or not") {
   train::TrainConfig c = tiny_config();
   c.method = "kd";
-  c.teachers = {"resnet14:" + teacher_weights(0), "resnet8:" + teacher_weights(1)};
+  c.teachers = {"resnet14:" + kdtest::tiny_teacher("resnet14"), "resnet8:" + kdtest::tiny_teacher("resnet8")};
   c.teacher_combine = "confidence";
   c.augment = false;  // the cached and the uncached runs see the same pixels
   DistillSetup setup;
@@ -516,8 +481,8 @@ TEST_CASE("two teachers: the method sees their combined logits, cached or not") 
 
 TEST_CASE("kdlab distill with two teachers (--teacher MODEL:WEIGHTS twice), through the teacher cache") {
   const std::string dir = kdtest::temp_path("two_teachers_e2e");
-  REQUIRE(run_cli("distill --student resnet8 --teacher resnet14:" + teacher_weights(0) + " --teacher resnet8:" +
-                  teacher_weights(1) + " --set teacher_combine=weighted --set teacher_weights_mix=0.7,0.3" +
+  REQUIRE(run_cli("distill --student resnet8 --teacher resnet14:" + kdtest::tiny_teacher("resnet14") + " --teacher resnet8:" +
+                  kdtest::tiny_teacher("resnet8") + " --set teacher_combine=weighted --set teacher_weights_mix=0.7,0.3" +
                   " --method dkd --set warmup=1 --teacher-cache --cache-views 2 " + kTiny + " --out " + dir) == 0);
   std::vector<nlohmann::json> m = read_metrics(dir);
   REQUIRE(m.size() == 3);
@@ -533,5 +498,5 @@ TEST_CASE("kdlab distill with two teachers (--teacher MODEL:WEIGHTS twice), thro
   CHECK(files == 2);
   // a bare model name pairs with --teacher-weights; only one may be bare
   CHECK(run_cli("distill --student resnet8 --teacher resnet14 --teacher resnet8 --teacher-weights " +
-                teacher_weights(0) + " --method kd " + kTiny + " --out " + dir + "_bad") != 0);
+                kdtest::tiny_teacher("resnet14") + " --method kd " + kTiny + " --out " + dir + "_bad") != 0);
 }

@@ -7,24 +7,17 @@
 #include "distill/recipe.h"
 #include "distill/train.h"
 #include "nn/safetensors.h"
+#include "distill_run_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
 namespace fs = std::filesystem;
 
 static train::TrainConfig tiny_config() {
-  train::TrainConfig c;
-  c.model = "resnet8";
-  c.dataset = "synthetic";
-  c.num_classes = 4;
+  train::TrainConfig c = kdtest::tiny_config();  // smaller still: 96 images, 2 epochs
   c.train_limit = 96;
   c.test_limit = 32;
   c.epochs = 2;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.threads = 1;
-  c.log_every = 1000;
-  c.seed = 3;
   return c;
 }
 

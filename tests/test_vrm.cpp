@@ -10,6 +10,7 @@
 #include "engine/ops.h"
 #include "nn/models/model.h"
 #include "distill_test_util.h"
+#include "distill_run_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
@@ -166,18 +167,10 @@ TEST_CASE("VRM: zero relation loss when the student equals the teacher; errors")
 namespace {
 
 train::TrainConfig tiny_config() {
-  train::TrainConfig c;
-  c.model = "resnet8";
-  c.dataset = "synthetic";
-  c.num_classes = 4;
+  train::TrainConfig c = kdtest::tiny_config();  // smaller still: 64 images, 1 epoch
   c.train_limit = 64;
   c.test_limit = 32;
   c.epochs = 1;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.threads = 1;
-  c.log_every = 1000;
-  c.seed = 3;
   return c;
 }
 

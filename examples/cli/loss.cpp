@@ -2,6 +2,7 @@
 //     [--student-feat NAME=FILE.npy ...] [--teacher-feat NAME=FILE.npy ...] [--helper-weights H.safetensors]
 //     [--cost-matrix C.npy] [--assistant-logits A.npy ...] [--set key=value ...] [--epoch E]
 //     [--total-epochs N] [--seed S] [--grad-out G.npy|G.safetensors|DIR] [--json] [--explain]
+//     [--explain-dir DIR]
 //
 // Feature methods read the taps given by name (f0..fN stage outputs, pre1..preN before the
 // stage's last ReLU, pooled; cam = class activation maps (B, K, H, W) for catkd); their helpers
@@ -12,6 +13,9 @@
 // The loss inspector: one distillation loss on logits saved as .npy, with its named parts, the
 // gradient with respect to the student logits, and (--explain) every intermediate tensor in the
 // order the equation computes it. The same Distiller the training loop uses computes it.
+// --explain-dir DIR also writes every intermediate whole, as DIR/NAME.npy, with
+// DIR/explain.json listing them in order ({"step", "name", "shape", "file"}): the printout
+// abbreviates large tensors, the files do not (the notebooks read them).
 #include <filesystem>
 #include <fmt/format.h>
 #include <iostream>
@@ -31,7 +35,7 @@ namespace kd::cli {
 namespace {
 
 struct LossOpts {
-  std::string method, student, teacher, labels, cost_matrix, grad_out;
+  std::string method, student, teacher, labels, cost_matrix, grad_out, explain_dir;
   std::vector<std::string> assistants, sets, student_feats, teacher_feats;
   std::string helper_weights;
   int64_t epoch = 0, total_epochs = 240, seed = 0;
@@ -194,15 +198,34 @@ void run_loss(const LossOpts& o) {
   // ---- explain: every intermediate, in equation order (to stderr when stdout carries JSON)
   std::FILE* explain_out = o.json ? stderr : stdout;
   int step = 0;
+  nlohmann::ordered_json explain_index = nlohmann::ordered_json::array();
+  if (!o.explain_dir.empty()) std::filesystem::create_directories(o.explain_dir);
   if (o.explain) {
     std::string setting;
     for (const auto& [k, v] : params) setting += fmt::format(" {}={}", k, v);
     fmt::print(explain_out, "{} on B = {}, K = {}, epoch {}:{}\n", o.method, B, K, epoch, setting);
+  }
+  if (o.explain || !o.explain_dir.empty()) {
     d->explain = [&](const std::string& name, const Tensor& t) {
-      std::string values = to_string(t.detach(), 3);
-      for (size_t at = values.find('\n'); at != std::string::npos; at = values.find('\n', at + 1))
-        values.insert(at + 1, "     ");  // indent every line of the values under the name
-      fmt::print(explain_out, "[{:>2}] {:<20} {}\n     {}\n", ++step, name, shape_str(t.shape()), values);
+      ++step;
+      if (o.explain) {
+        std::string values = to_string(t.detach(), 3);
+        for (size_t at = values.find('\n'); at != std::string::npos; at = values.find('\n', at + 1))
+          values.insert(at + 1, "     ");  // indent every line of the values under the name
+        fmt::print(explain_out, "[{:>2}] {:<20} {}\n     {}\n", step, name, shape_str(t.shape()), values);
+      }
+      if (!o.explain_dir.empty()) {
+        // One file per intermediate; a name met twice (a fusion's parts, a method's stages) gets
+        // its step number appended so that nothing is overwritten. '/' cannot be in a file name.
+        std::string file = name;
+        for (char& c : file)
+          if (c == '/' || c == '\\') c = '_';
+        for (const auto& e : explain_index)
+          if (e["file"] == file + ".npy") file += fmt::format("_{}", step);
+        file += ".npy";
+        save_npy(o.explain_dir + "/" + file, t.detach().contiguous());
+        explain_index.push_back({{"step", step}, {"name", name}, {"shape", t.shape()}, {"file", file}});
+      }
     };
   }
 
@@ -213,6 +236,13 @@ void run_loss(const LossOpts& o) {
   batch.epoch = epoch;
   batch.total_epochs = o.total_epochs;
   distill::LossBreakdown loss = d->loss(student, teacher, batch);
+  if (!o.explain_dir.empty()) {
+    std::string text = "[\n";  // one intermediate per line
+    for (size_t i = 0; i < explain_index.size(); ++i)
+      text += " " + explain_index[i].dump() + (i + 1 < explain_index.size() ? ",\n" : "\n");
+    text += "]\n";
+    nn::write_file_atomic(o.explain_dir + "/explain.json", text);
+  }
 
   if (!o.grad_out.empty()) {
     if (loss.total.requires_grad()) loss.total.backward();
@@ -279,6 +309,8 @@ void register_loss(CLI::App& app) {
                   "write d loss / d student logits as float32 .npy (with features: a .safetensors file or a folder)");
   cmd->add_flag("--json", o->json, "print one JSON object {\"method\", \"loss\", \"parts\"} and nothing else on stdout");
   cmd->add_flag("--explain", o->explain, "print every intermediate tensor (name, shape, values) in equation order");
+  cmd->add_option("--explain-dir", o->explain_dir,
+                  "also write every intermediate whole as DIR/NAME.npy, listed in order in DIR/explain.json");
   cmd->add_flag("--list", o->list, "list the methods");
   cmd->callback([o] { run_loss(*o); });
 }
