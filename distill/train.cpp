@@ -327,6 +327,7 @@ RunSummary run_training(Run& run, bool resume) {
     // running sums of this epoch: loss parts, correct, seen
     std::map<std::string, double> part_sums;
     double loss_sum = 0, correct = 0, seen = 0, train_seconds = 0;
+    int64_t skipped = 0;  // steps of this epoch skipped for a non-finite loss (skip_nonfinite)
     int64_t k = 0;
     data::Batch batch;
     if (skip_batches > 0) {  // resume mid-epoch: replay the loader to the same position
@@ -334,6 +335,7 @@ RunSummary run_training(Run& run, bool resume) {
       loss_sum = partial.value("loss", 0.0);
       correct = partial.value("correct", 0.0);
       seen = partial.value("seen", 0.0);
+      skipped = partial.value("skipped", int64_t(0));
       train_seconds = partial.value("seconds", 0.0);
       const nlohmann::json parts = partial.value("parts", nlohmann::json::object());
       for (auto& [n, v] : parts.items()) part_sums[n] = v.get<double>();
@@ -359,10 +361,22 @@ RunSummary run_training(Run& run, bool resume) {
         std::string bad;
         for (auto& [n, t] : loss.parts)
           if (!std::isfinite(t.item())) bad += (bad.empty() ? "" : ", ") + n;
+        if (bad.empty()) bad = "total";
+        if (skipped < cfg.skip_nonfinite) {  // skip the step: no backward, no update; counted in metrics
+          ++skipped;
+          ++k;
+          fmt::print(stderr, "\nskipped epoch {} step {}: the loss is {} (non-finite parts: {}); {} of {} skips "
+                             "allowed this epoch (skip_nonfinite)\n",
+                     epoch + 1, k, loss_value, bad, skipped, cfg.skip_nonfinite);
+          continue;
+        }
         std::signal(SIGINT, old_handler);
-        throw Error(fmt::format("the loss became {} at epoch {} step {} (non-finite parts: {}); the last good "
-                                "checkpoint is {} (lower the learning rate, then --resume)",
-                                loss_value, epoch + 1, k + 1, bad.empty() ? "total" : bad, ckpt_path));
+        throw Error(fmt::format("the loss became {} at epoch {} step {} (non-finite parts: {}){}; the last good "
+                                "checkpoint is {} (lower the learning rate, then --resume; --set skip_nonfinite=N "
+                                "skips up to N such steps per epoch)",
+                                loss_value, epoch + 1, k + 1, bad,
+                                skipped > 0 ? fmt::format(", after {} skipped steps this epoch", skipped) : "",
+                                ckpt_path));
       }
       optimizer->zero_grad();  // the model's and the helpers' gradients
       loss.total.backward();
@@ -382,8 +396,15 @@ RunSummary run_training(Run& run, bool resume) {
     }
     progress.finish();
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    if (!g_interrupted && seen == 0) {
+      std::signal(SIGINT, old_handler);
+      throw Error(fmt::format("every step of epoch {} had a non-finite loss ({} skipped): nothing was learned; the last "
+                              "good checkpoint is {} (lower the learning rate, then --resume)",
+                              epoch + 1, skipped, ckpt_path));
+    }
     if (g_interrupted) {
       nlohmann::json sums = {{"loss", loss_sum}, {"correct", correct}, {"seen", seen}, {"seconds", train_seconds},
+                             {"skipped", skipped},
                              {"parts", part_sums}};
       save_checkpoint(epoch, k, sums);
       fmt::print("\ninterrupted: saved {} at epoch {} step {}; continue with --resume\n", ckpt_path, epoch + 1, k);
@@ -408,6 +429,7 @@ RunSummary run_training(Run& run, bool resume) {
                            {"time_s", train_seconds},
                            {"images_per_s", seen / train_seconds}};
     for (auto& [n, v] : part_sums) line["loss_" + n] = v / seen;
+    if (cfg.skip_nonfinite > 0) line["skipped_steps"] = skipped;
     if (run.val_set.size() > 0) {
       // the checkpoint a validation split would choose: the epoch of the best validation accuracy
       EvalResult val = evaluate(model, run.val_set, std::max<int64_t>(cfg.batch_size, 256));

@@ -1,5 +1,6 @@
 // The training loop: run records, resume (after an epoch and mid-epoch) equals an uninterrupted
 // run bit for bit, recipe errors, and a non-finite loss stopping the run with a clear message.
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -148,6 +149,48 @@ TEST_CASE("a non-finite loss stops the run naming the step, the parts and the ch
     return l;
   };
   CHECK_THROWS_WITH_SUBSTR(train::run_training(run, false), "epoch 1 step 2 (non-finite parts: kd)");
+}
+
+TEST_CASE("skip_nonfinite: up to N steps per epoch with a NaN/Inf loss are skipped and counted, one more stops") {
+  // Steps 2 and 5 (epoch 1: steps 1-3, epoch 2: steps 4-6) have a NaN loss.
+  auto nan_at = [](int* steps, std::vector<int> bad_steps) {
+    return [steps, bad_steps](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+      train::Loss l = train::cross_entropy_loss(o, b, e);
+      if (std::find(bad_steps.begin(), bad_steps.end(), ++*steps) != bad_steps.end()) {
+        Tensor bad = l.total * std::numeric_limits<double>::infinity();
+        return train::Loss{bad, {{"ce", l.total}, {"kd", bad}}};
+      }
+      return l;
+    };
+  };
+  train::TrainConfig c = tiny_config();
+  c.skip_nonfinite = 1;
+  {
+    const std::string dir = kdtest::temp_path("skip_nonfinite");
+    train::Run run = tiny_run(c, dir);
+    int steps = 0;
+    run.loss = nan_at(&steps, {2, 5});
+    train::run_training(run, false);
+    std::vector<nlohmann::json> m = kdtest::read_metrics(dir);
+    REQUIRE(m.size() == 2);
+    CHECK(m[0]["skipped_steps"] == 1);
+    CHECK(m[1]["skipped_steps"] == 1);
+    CHECK(std::isfinite(m[1]["train_loss"].get<double>()));  // the skipped steps are not in the averages
+    for (const auto& [name, t] : nn::load_safetensors(dir + "/model_last.safetensors").tensors)
+      if (t.dtype() == DType::f32) CHECK(std::isfinite(sum(t).item()));
+  }
+  {  // two in one epoch with one allowed: the second stops the run, and says so
+    train::Run run = tiny_run(c, kdtest::temp_path("skip_nonfinite_2"));
+    int steps = 0;
+    run.loss = nan_at(&steps, {1, 3});
+    CHECK_THROWS_WITH_SUBSTR(train::run_training(run, false),
+                             "epoch 1 step 3 (non-finite parts: kd), after 1 skipped steps this epoch");
+  }
+  {  // the key is a recipe setting like any other
+    train::TrainConfig r;
+    train::apply_override_string("skip_nonfinite=4", r);
+    CHECK(r.skip_nonfinite == 4);
+  }
 }
 
 TEST_CASE("recipes: files, overrides and typos") {
