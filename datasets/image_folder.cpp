@@ -51,9 +51,15 @@ constexpr int kMaxImageSide = STBI_MAX_DIMENSIONS;
 // files and JPEGs that end early pass through (stb reports those itself).
 void check_jpeg_huffman_tables(const std::vector<uint8_t>& b, const std::string& where) {
   const size_t n = b.size();
-  if (n < 4 || b[0] != 0xFF || b[1] != 0xD8) return;  // not a JPEG (no SOI marker)
+  // The SOI marker, FF D8, may come after any number of FF fill bytes: stb_image accepts
+  // FF FF ... FF D8 as a JPEG (a walker that wanted FF D8 at byte 0 let such a file through with a
+  // 257-code table: found by fuzz/fuzz_image.cpp).
+  size_t p = 0;
+  if (n < 4 || b[0] != 0xFF) return;  // not a JPEG
+  while (p < n && b[p] == 0xFF) ++p;
+  if (p >= n || b[p] != 0xD8) return;  // not a JPEG (no SOI marker)
+  ++p;
   auto byte = [&](size_t i) -> int { return i < n ? b[i] : 0; };  // stb reads 0 past the end
-  size_t p = 2;
   while (p + 4 <= n) {
     if (b[p] != 0xFF) {  // inside entropy-coded data: skip to the next marker
       ++p;

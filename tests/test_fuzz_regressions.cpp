@@ -150,6 +150,17 @@ TEST_CASE("fuzz regressions: every input a fuzzer crashed a parser with is refus
     CHECK_THROWS_WITH_SUBSTR(data::load_image_folder(root, "train"), "a JPEG huffman table declares");
     CHECK_THROWS_WITH_SUBSTR(data::load_image_folder(root, "train"), "a.jpg");
   }
+  SUBCASE("image: FF fill bytes before the JPEG's SOI hid a 257-code huffman table from the check (fuzz_image)") {
+    const std::string root = kdtest::temp_path("dht_fill");
+    const std::string bytes = slurp(fuzz_fixture("image_jpeg_fill_before_soi.jpg"));  // FF FF FF FF FF FF D8 ...
+    REQUIRE(bytes.substr(0, 7) == std::string("\xFF\xFF\xFF\xFF\xFF\xFF\xD8", 7));
+    write(root + "/cls/a.jpg", bytes);
+    CHECK_THROWS_WITH_SUBSTR(data::load_image_folder(root, "train"), "a JPEG huffman table declares");
+    // and a valid JPEG with fill bytes before its SOI is still read (stb_image accepts it)
+    const std::string ok = kdtest::temp_path("dht_fill_ok");
+    write(ok + "/cls/a.jpg", "\xFF\xFF" + slurp((fs::path(KDLAB_SOURCE_DIR) / "fuzz/corpus/image/rgb_8x8.jpg").string()));
+    CHECK(data::load_image_folder(ok, "train").size() == 1);
+  }
   SUBCASE("recipe: an override that is not UTF-8 escaped as json::type_error when printed (fuzz_recipe)") {
     const std::string kv = slurp(fuzz_fixture("recipe_override_invalid_utf8.txt"));  // "lr=\xd3.05"
     train::TrainConfig config;
