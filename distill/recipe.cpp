@@ -1,6 +1,8 @@
 #include "distill/recipe.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 
@@ -65,6 +67,29 @@ static nlohmann::json list_from_text(const nlohmann::json& v) {
   return v;
 }
 
+// nlohmann::json's get<integer>() converts a floating-point JSON number with a plain cast, and a
+// value outside the integer's range (7e108, Inf) is undefined behaviour (found by
+// fuzz/fuzz_recipe.cpp). Integer settings, and the items of integer lists, take whole numbers in
+// range only; an unsigned one (the seed) no negative number.
+template <typename V>
+static void check_whole_numbers(const nlohmann::json& v, const std::string& source, const char* key) {
+  if constexpr (is_vector<V>::value) {
+    if (v.is_array())
+      for (const auto& item : v) check_whole_numbers<typename V::value_type>(item, source, key);
+  } else if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>) {
+    const double limit = std::ldexp(1.0, std::numeric_limits<V>::digits);  // 2^63 or 2^64
+    const double low = std::is_signed_v<V> ? -limit : 0.0;
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      KD_CHECK(std::isfinite(d) && d == std::floor(d) && d >= low && d < limit,
+               "{}: setting '{}' must be a whole number{}, got {}", source, key,
+               std::is_signed_v<V> ? "" : " >= 0", v.dump());
+    } else if (std::is_unsigned_v<V> && v.is_number_integer() && !v.is_number_unsigned()) {
+      KD_CHECK(v.get<int64_t>() >= 0, "{}: setting '{}' must be a whole number >= 0, got {}", source, key, v.dump());
+    }
+  }
+}
+
 void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::string& source) {
   KD_CHECK(j.is_object(), "{}: a recipe must be a JSON object of settings", source);
   std::vector<std::string> known;
@@ -77,7 +102,9 @@ void apply_overrides(const nlohmann::json& j, TrainConfig& config, const std::st
       found = true;
       try {
         using V = std::decay_t<decltype(value)>;
-        value = list_from_text<V>(it.value()).template get<V>();
+        const nlohmann::json given = list_from_text<V>(it.value());
+        check_whole_numbers<V>(given, source, key);
+        value = given.template get<V>();
       } catch (const nlohmann::json::exception&) {
         throw Error(fmt::format("{}: setting '{}' has the wrong type (got {})", source, key, it.value().dump()));
       }

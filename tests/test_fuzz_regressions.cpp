@@ -168,6 +168,21 @@ TEST_CASE("fuzz regressions: every input a fuzzer crashed a parser with is refus
     CHECK_THROWS_WITH_SUBSTR(train::apply_distill_override(kv, config), "is not valid UTF-8 text");
     CHECK(config.lr == train::TrainConfig{}.lr);  // unchanged
   }
+  SUBCASE("recipe: a milestone of 7e108 was cast to int64 (UBSan: outside the range of 'long') (fuzz_recipe)") {
+    const std::string kv = slurp(fuzz_fixture("recipe_milestone_out_of_range.txt"));  // "milestones=[7411...1,1820...0]"
+    train::TrainConfig config;
+    CHECK_THROWS_WITH_SUBSTR(train::apply_override_string(kv, config), "setting 'milestones' must be a whole number");
+    CHECK(config.milestones.empty());  // unchanged
+    // the same rule for every integer setting; whole numbers written as floats still pass
+    CHECK_THROWS_WITH_SUBSTR(train::apply_override_string("epochs=1e300", config), "'epochs' must be a whole number");
+    CHECK_THROWS_WITH_SUBSTR(train::apply_override_string("epochs=2.5", config), "'epochs' must be a whole number");
+    CHECK_THROWS_WITH_SUBSTR(train::apply_override_string("seed=-1", config), "'seed' must be a whole number >= 0");
+    CHECK_THROWS_WITH_SUBSTR(train::parse_recipe(R"({"batch_size": 1e19})", config, "r.json"), "'batch_size' must be");
+    train::apply_override_string("epochs=3.0", config);
+    CHECK(config.epochs == 3);
+    train::apply_override_string("milestones=[5.0,8]", config);
+    CHECK(config.milestones == std::vector<int64_t>{5, 8});
+  }
   SUBCASE("recipe: a number too large for a double (1e4150) escaped as json::out_of_range (fuzz_recipe)") {
     const std::string text = slurp(fuzz_fixture("recipe_number_out_of_range.txt"));  // "150e4150,18d resnet110..."
     train::TrainConfig config;
