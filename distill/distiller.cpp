@@ -14,6 +14,7 @@
 #include "distill/feature/at.h"
 #include "distill/feature/catkd.h"
 #include "distill/feature/fitnet.h"
+#include "distill/feature/hcd.h"
 #include "distill/feature/wkd_f.h"
 #include "distill/fusion.h"
 #include "distill/output/dgkd.h"
@@ -116,6 +117,9 @@ const std::vector<DistillerEntry>& distiller_registry() {
        make_wkd_f_distiller},
       {"catkd", "feature", "Guo et al. CVPR 2023: match the teacher's class activation maps, pooled to r x r (MSE)",
        make_catkd_distiller},
+      {"hcd", "feature", "Xu et al. AAAI 2026: student stage + teacher feature -> shared logits, n sub-logits fused with the "
+       "teacher's (CE, KD), kept diverse (orthogonality)",
+       make_hcd_distiller},
       {"rkd", "relation", "Park et al. CVPR 2019: match the normalised pairwise distances and triplet angles of pooled features",
        make_rkd_distiller},
       {"sp", "relation", "Tung & Mori ICCV 2019: match the row-normalised Gram matrices (sample similarities) of a stage",

@@ -10,6 +10,10 @@
 #   catkd1 wkdf0 wkdf1 rkd0 rkd1 sp0 sp1 pkt0 pkt1 cc0 cc1 london0 london1 vrm0 vrm1
 #   fusion0 fusion1 (kd+at+rkd) two_teachers0 two_teachers1 (resnet56 + the resnet20 assistant of
 #   experiments_cifar10.sh, mean of the logits, KD)
+#   vit_teacher (the project's ViT teacher: vit_small_cifar from scratch, recipes/cifar10_vit_laptop.json)
+#   then, with it as the teacher: hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 (resnet8 students: HCD against KD
+#   from the same teacher), hcd_vit_mbv2_0 kd_vit_mbv2_0 (MobileNetV2 students; LR 0.01 as for the
+#   MobileNet pairs of the CIFAR-100 benchmark)
 # RKD, PKT and CC read only the teacher's pooled feature, which the teacher cache stores beside
 # the logits (a second resnet56 cache file, built once by the first of them); the other feature
 # and relation methods read feature maps: every step runs the teacher (about 3x the time). Runs go to
@@ -45,6 +49,11 @@ distill() {  # distill NAME SEED args...
 }
 
 stage() {
+  if [[ $1 == vit_teacher ]]; then  # no seed: one teacher
+    run vit_teacher train --recipe recipes/cifar10_vit_laptop.json --dataset imagefolder --data-dir "$DATA" \
+      --threads "$THREADS" "${EXTRA[@]}"
+    return
+  fi
   local seed=${1: -1} name=${1%?}
   case $name in
     fitnet) distill fitnet "$seed" --method fitnet ;;
@@ -64,6 +73,14 @@ stage() {
       run "two_teachers_kd_seed$seed" distill "${COMMON[@]}" --teacher "resnet56:$TEACHER" \
         --teacher resnet20:runs/c10_assistant_resnet20/model_last.safetensors --set teacher_combine=mean \
         --method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9 --teacher-cache --cache-dir "$RUNS/cache" --seed "$seed" ;;
+    hcd_vit|kd_vit|hcd_vit_mbv2_|kd_vit_mbv2_)
+      local vit=$RUNS/c10_vit_teacher/model_best.safetensors
+      [[ -f $vit ]] || { echo "$name needs the ViT teacher: run the stage vit_teacher first"; exit 2; }
+      local student=(--student resnet8) method=(--method hcd)
+      [[ $name == *mbv2_ ]] && student=(--student mobilenetv2 --lr 0.01)
+      [[ $name == kd_* ]] && method=(--method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9)
+      run "${name%_}_seed$seed" distill "${COMMON[@]}" --teacher "vit_small_cifar:$vit" "${student[@]}" "${method[@]}" \
+        --teacher-cache --cache-dir "$RUNS/cache" --seed "$seed" ;;
     *) echo "unknown stage $1"; exit 2 ;;
   esac
 }
@@ -71,5 +88,6 @@ stage() {
 stages=("$@")
 if [[ ${#stages[@]} -eq 0 ]]; then
   for m in fitnet fitnet2st at catkd wkdf rkd sp pkt cc london vrm fusion two_teachers; do stages+=("${m}0" "${m}1"); done
+  stages+=(vit_teacher hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 hcd_vit_mbv2_0 kd_vit_mbv2_0)
 fi
 for s in "${stages[@]}"; do stage "$s"; done
