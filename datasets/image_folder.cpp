@@ -95,11 +95,15 @@ void check_jpeg_huffman_tables(const std::vector<uint8_t>& b, const std::string&
 // allocate 1.6 GB (found by fuzz/fuzz_image.cpp). This walks the PNG's chunks (8-byte signature,
 // then per chunk: 4-byte big-endian length, 4-byte type, data, 4-byte CRC) and refuses any chunk
 // that claims more bytes than the file has left. Non-PNG files pass through.
+// It also refuses an empty IDAT chunk before the first non-empty one: stb_image then copies 0 bytes
+// into its not-yet-allocated buffer, memcpy(NULL, ..., 0), which is undefined behaviour (found by
+// fuzz/fuzz_image.cpp; such files do not come out of real encoders).
 void check_png_chunk_lengths(const std::vector<uint8_t>& b, const std::string& where) {
   static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   const size_t n = b.size();
   if (n < 8 || std::memcmp(b.data(), kSignature, 8) != 0) return;  // not a PNG
   size_t p = 8;
+  bool image_data = false;  // a non-empty IDAT chunk seen
   while (p + 8 <= n) {
     const uint64_t length = (uint64_t)b[p] << 24 | (uint64_t)b[p + 1] << 16 | (uint64_t)b[p + 2] << 8 | b[p + 3];
     const size_t left = n - (p + 8);  // bytes after this chunk's length and type
@@ -107,6 +111,13 @@ void check_png_chunk_lengths(const std::vector<uint8_t>& b, const std::string& w
              "cannot decode image '{}': a PNG chunk at byte {} declares {} bytes but only {} remain in the file "
              "(the file is truncated or corrupt; replace or delete it)",
              where, p, length, left);
+    if (std::memcmp(&b[p + 4], "IDAT", 4) == 0) {
+      KD_CHECK(length > 0 || image_data,
+               "cannot decode image '{}': the PNG's first image-data chunk (IDAT, at byte {}) is empty (the file is "
+               "corrupt; replace or delete it)",
+               where, p);
+      image_data = true;
+    }
     if (std::memcmp(&b[p + 4], "IEND", 4) == 0) return;
     p += 12 + (size_t)length;
   }

@@ -217,6 +217,11 @@ TEST_CASE("fuzz regressions: every input a fuzzer crashed a parser with is refus
     CHECK_THROWS_WITH_SUBSTR(data::load_image_folder(root, "train"), "a PNG chunk at byte");
     CHECK_THROWS_WITH_SUBSTR(data::load_image_folder(root, "train"), "only");
   }
+  SUBCASE("image: an empty first IDAT chunk made stb_image call memcpy(NULL, ..., 0) (UBSan) (fuzz_image)") {
+    const std::string root = kdtest::temp_path("png_empty_idat");
+    write(root + "/cls/a.png", slurp(fuzz_fixture("image_png_empty_idat.png")));  // 52 bytes: IHDR, IDAT of length 0
+    CHECK_THROWS_WITH_SUBSTR(data::load_image_folder(root, "train"), "first image-data chunk (IDAT, at byte 33) is empty");
+  }
 }
 
 // ================================================================ 2. the limits
