@@ -14,6 +14,7 @@
 #include "engine/ops.h"
 #include "nn/safetensors.h"
 #include "distill_test_util.h"
+#include "distill_run_test_util.h"
 #include "test_util.h"
 
 using namespace kd;
@@ -419,29 +420,11 @@ TEST_CASE("LONDON: --explain shows the pairs' matrices and proxies in order") {
 // ============================================================================ end to end
 
 TEST_CASE("LONDON trains a student end to end, trains its connectors and checkpoints them with the margins") {
-  train::TrainConfig c;
-  c.model = "resnet8";
-  c.dataset = "synthetic";
-  c.num_classes = 4;
-  c.train_limit = 128;
-  c.test_limit = 64;
+  train::TrainConfig c = kdtest::tiny_config();
   c.epochs = 2;
-  c.batch_size = 32;
-  c.lr = 0.05;
-  c.threads = 1;
-  c.log_every = 1000;
-  c.seed = 3;
-  const std::string teacher_dir = kdtest::temp_path("london_teacher");
-  {  // a teacher trained for one epoch on the same data
-    train::TrainConfig tc = c;
-    tc.model = "resnet14";
-    tc.epochs = 1;
-    train::Run trun = train::prepare_run(tc, teacher_dir, "test");
-    train::run_training(trun, false);
-  }
   c.method = "london";
   c.teacher = "resnet14";
-  c.teacher_weights = teacher_dir + "/model_last.safetensors";
+  c.teacher_weights = kdtest::tiny_teacher("resnet14");
   const std::string dir = kdtest::temp_path("london_e2e");
   DistillSetup setup;
   train::Run run = prepare_distill_run(c, dir, "test", setup);
@@ -455,11 +438,7 @@ TEST_CASE("LONDON trains a student end to end, trains its connectors and checkpo
   CHECK(max(m1).item() < 0.0);
   train::RunSummary s = train::run_training(run, false);
   CHECK_FALSE(s.interrupted);
-  std::ifstream mf(dir + "/metrics.jsonl");
-  std::vector<json> m;
-  std::string line;
-  while (std::getline(mf, line))
-    if (!line.empty()) m.push_back(json::parse(line));
+  std::vector<json> m = kdtest::read_metrics(dir);
   REQUIRE(m.size() == 2);
   for (const char* p : {"loss_ce", "loss_feature", "loss_london"}) CHECK(m[0].contains(p));
   CHECK(m[0]["loss_london"].get<double>() > 0.0);
