@@ -128,6 +128,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // x (B, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout) or undefined
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Int2 stride = 1,
               Int2 padding = 0, Int2 dilation = 1, int64_t groups = 1);
+// Inference only (records no autograd node; an error when an input requires a gradient and
+// gradients are on): conv2d, then max(y, 0) when relu, fused into one pass where the backend
+// can (oneDNN: a post-op). nn::conv_bn uses it for a convolution with its batch norm folded in.
+Tensor conv2d_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+                        Int2 dilation, int64_t groups, bool relu);
 // x (B, Cin, H, W), weight (Cin, Cout/groups, kh, kw) as PyTorch
 Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                         Int2 stride = 1, Int2 padding = 0, Int2 output_padding = 0,

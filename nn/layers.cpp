@@ -1,6 +1,9 @@
 #include "nn/layers.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "engine/autograd.h"
 #include "nn/init.h"
@@ -65,6 +68,42 @@ Tensor BatchNorm::forward(const Tensor& x) {
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 
+// ---------------------------------------------------------------- conv -> batch norm (-> ReLU)
+
+namespace {
+bool fusion_from_env() {
+  const char* v = std::getenv("KDLAB_FUSE_CONV_BN");
+  return !(v && std::string(v) == "0");
+}
+std::atomic<bool> g_conv_bn_fusion{fusion_from_env()};
+}  // namespace
+
+void set_conv_bn_fusion(bool on) { g_conv_bn_fusion = on; }
+bool conv_bn_fusion() { return g_conv_bn_fusion; }
+
+Tensor conv_bn(Conv2d& conv, BatchNorm& bn, const Tensor& x, bool relu) {
+  auto needs_grad = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
+  const bool gradient = grad_enabled() && (needs_grad(x) || needs_grad(conv.weight) || needs_grad(conv.bias) ||
+                                           needs_grad(bn.weight) || needs_grad(bn.bias));
+  if (!g_conv_bn_fusion || bn.is_training() || gradient) {  // the plain chain
+    Tensor y = bn.forward(conv.forward(x));
+    return relu ? kd::relu(y) : y;
+  }
+  NoGradGuard no_grad;
+  const int64_t C = conv.weight.size(0);
+  KD_CHECK(bn.running_mean.numel() == C,
+           "conv_bn: the batch norm has {} channels but the convolution before it outputs {}; they must match",
+           bn.running_mean.numel(), C);
+  // s = gamma / sqrt(running_var + eps); W' = W * s per output channel; b' = beta + (b - running_mean) * s
+  Tensor s = rsqrt(bn.running_var + bn.eps);                         // (C)
+  if (bn.weight.defined()) s = s * bn.weight;                        // (C)
+  Tensor w = conv.weight * s.reshape({C, 1, 1, 1});                  // (Cout, Cin/G, kh, kw)
+  Tensor b = conv.bias.defined() ? conv.bias - bn.running_mean : neg(bn.running_mean);  // (C)
+  b = b * s;
+  if (bn.bias.defined()) b = b + bn.bias;
+  return conv2d_inference(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups, relu);
+}
+
 // ---------------------------------------------------------------- Linear
 
 Linear::Linear(int64_t in, int64_t out, Generator& gen, bool has_bias) {
@@ -104,7 +143,18 @@ void Sequential::push_back(std::shared_ptr<Layer> layer) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& l : layers_) h = l->forward(h);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    // Conv2d, BatchNorm and maybe ReLU in a row: conv_bn decides whether to fold them
+    auto* conv = dynamic_cast<Conv2d*>(layers_[i].get());
+    auto* bn = i + 1 < layers_.size() ? dynamic_cast<BatchNorm*>(layers_[i + 1].get()) : nullptr;
+    if (conv && bn) {
+      const bool relu = i + 2 < layers_.size() && dynamic_cast<ReLU*>(layers_[i + 2].get()) != nullptr;
+      h = conv_bn(*conv, *bn, h, relu);
+      i += relu ? 2 : 1;
+      continue;
+    }
+    h = layers_[i]->forward(h);
+  }
   return h;
 }
 

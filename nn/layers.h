@@ -160,6 +160,24 @@ class Flatten : public Layer {
 };
 
 // Children named "0", "1", ... as torch.nn.Sequential.
+// conv -> batch norm (-> ReLU), the unit of every CIFAR CNN. Whenever a gradient is needed, or
+// the batch norm is in training mode, this is exactly relu(bn(conv(x))) (or bn(conv(x))). In eval
+// mode with no gradient (a teacher's forward pass, evaluation, inference) the batch norm is a
+// fixed per-channel affine map, so it is folded into the convolution:
+//     s = gamma / sqrt(running_var + eps)
+//     W' = W * s          (each output channel's filter scaled)
+//     b' = beta + (b - running_mean) * s
+// and one conv2d_inference computes relu(conv(x; W', b')): no batch-norm pass over the output and,
+// on the oneDNN backend, no separate ReLU pass either (a post-op). Results agree with the unfused
+// form to float rounding (tests/test_conv_bn_fusion.cpp).
+// set_conv_bn_fusion(false), or KDLAB_FUSE_CONV_BN=0 in the environment, turns the folding off
+// (for comparisons); KDLAB_VERBOSE=1 logs each folded shape once.
+Tensor conv_bn(Conv2d& conv, BatchNorm& bn, const Tensor& x, bool relu);
+void set_conv_bn_fusion(bool on);
+bool conv_bn_fusion();
+
+// A chain of layers. In eval mode without gradients, each Conv2d -> BatchNorm (-> ReLU) run of the
+// chain goes through conv_bn (folded); otherwise every layer runs on its own.
 class Sequential : public Layer {
  public:
   Sequential() = default;

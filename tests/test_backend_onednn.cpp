@@ -22,6 +22,7 @@
 
 using namespace kd;
 using backend::Backend;
+using kdtest::BackendScope;
 
 namespace {
 
@@ -30,18 +31,6 @@ bool skip_without_onednn() {
   MESSAGE("kdlab was built without oneDNN (KDLAB_HAVE_DNNL undefined): the oneDNN backend tests are skipped");
   return true;
 }
-
-// Runs the enclosed code with backend b, restoring the previous backend on exit.
-class BackendScope {
- public:
-  explicit BackendScope(Backend b) : prev_(backend::active_backend()) { backend::set_backend(b); }
-  ~BackendScope() { backend::set_backend(prev_); }
-  BackendScope(const BackendScope&) = delete;
-  BackendScope& operator=(const BackendScope&) = delete;
-
- private:
-  Backend prev_;
-};
 
 constexpr double kRtol = 1e-4, kScaledAtol = 1e-5;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/backend/backend.h"
 #include "engine/generator.h"
 #include "engine/gradcheck.h"
 #include "engine/ops.h"
@@ -59,6 +60,18 @@ Closeness check_fingerprint(const Tensor& t, const json& fp, double rtol = 1e-4,
 // Overwrite every parameter and buffer with golden.py's det_value_tensor(name, shape).
 void det_fill(kd::nn::Module& m);
 Tensor det_input(const kd::Shape& shape);  // golden.py's det_input
+
+// Runs the enclosed code with backend b, restoring the previous backend on exit.
+class BackendScope {
+ public:
+  explicit BackendScope(kd::backend::Backend b) : prev_(kd::backend::active_backend()) { kd::backend::set_backend(b); }
+  ~BackendScope() { kd::backend::set_backend(prev_); }
+  BackendScope(const BackendScope&) = delete;
+  BackendScope& operator=(const BackendScope&) = delete;
+
+ private:
+  kd::backend::Backend prev_;
+};
 
 }  // namespace kdtest
 

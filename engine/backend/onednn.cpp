@@ -138,10 +138,10 @@ ConvDims conv_dims(const Shape& x, const Shape& w, bool bias, Int2 stride, Int2 
   return d;
 }
 
-std::string conv_key(const ConvDims& d, bool training) {
-  return fmt::format("conv x {} {} {} {} w {} {} {} g {} s {} {} p {} {} d {} {} bias {} train {}", d.B, d.Cin, d.H,
-                     d.W, d.Cout, d.kh, d.kw, d.G, d.stride.h, d.stride.w, d.padding.h, d.padding.w, d.dilation.h,
-                     d.dilation.w, d.bias, training);
+std::string conv_key(const ConvDims& d, bool training, bool relu) {
+  return fmt::format("conv x {} {} {} {} w {} {} {} g {} s {} {} p {} {} d {} {} bias {} train {} relu {}", d.B, d.Cin,
+                     d.H, d.W, d.Cout, d.kh, d.kw, d.G, d.stride.h, d.stride.w, d.padding.h, d.padding.w, d.dilation.h,
+                     d.dilation.w, d.bias, training, relu);
 }
 
 struct ConvPrimitives {
@@ -160,6 +160,10 @@ struct ConvPrimitives {
   };
   std::once_flag backward_once;
   std::optional<Backward> backward;
+  // Inference only: our channels-last layout ((B, C, H, W) stored as (B, H, W, C), oneDNN's acdb)
+  // for the input, and whether the primitive writes its output in that layout.
+  Reorder x_cl_to_fwd;
+  bool dst_is_channels_last = false;
 };
 
 // The geometry arguments every convolution descriptor takes.
@@ -172,7 +176,9 @@ ConvGeometryArgs conv_geometry(const ConvDims& d) {
           {d.padding.h, d.padding.w}};
 }
 
-void make_conv_primitives(ConvPrimitives& p, const ConvDims& d, bool training) {
+// relu: a ReLU applied to the result inside the same primitive (a oneDNN "post-op"), for
+// inference only (conv2d_relu_inference).
+void make_conv_primitives(ConvPrimitives& p, const ConvDims& d, bool training, bool relu = false) {
   p.x = plain_desc({d.B, d.Cin, d.H, d.W}, Tag::nchw);
   p.y = plain_desc({d.B, d.Cout, d.OH, d.OW}, Tag::nchw);
   p.w = d.G == 1 ? plain_desc({d.Cout, d.Cin, d.kh, d.kw}, Tag::oihw)
@@ -187,11 +193,30 @@ void make_conv_primitives(ConvPrimitives& p, const ConvDims& d, bool training) {
                                                              p.b, y_any, g.strides, g.dilates, g.padding_l, g.padding_r)
                            : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, x_any, w_any,
                                                              y_any, g.strides, g.dilates, g.padding_l, g.padding_r);
-  p.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, ctx().engine);
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);  // y = max(conv(x) + b, 0)
+    attr.set_post_ops(ops);
+  }
+  p.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, attr, ctx().engine);
   p.fwd = dnnl::convolution_forward(p.fwd_pd);
   p.x_to_fwd = make_reorder(p.x, p.fwd_pd.src_desc());
   p.w_to_fwd = make_reorder(p.w, p.fwd_pd.weights_desc());
   p.fwd_to_y = make_reorder(p.fwd_pd.dst_desc(), p.y);
+  if (!training) {
+    p.x_cl_to_fwd = make_reorder(plain_desc(p.x.dims(), Tag::acdb), p.fwd_pd.src_desc());
+    p.dst_is_channels_last = p.fwd_pd.dst_desc() == plain_desc(p.y.dims(), Tag::acdb);
+  }
+}
+
+// Whether t is a channels-last 4-D tensor: (B, C, H, W) with strides (H*W*C, 1, W*C, C).
+bool is_channels_last(const Tensor& t) {
+  if (t.dim() != 4 || t.is_contiguous()) return false;
+  const Shape& st = t.strides();
+  const int64_t C = t.size(1), H = t.size(2), W = t.size(3);
+  return (C == 1 || st[1] == 1) && (W == 1 || st[3] == C) && (H == 1 || st[2] == W * C) &&
+         (t.size(0) == 1 || st[0] == H * W * C);
 }
 
 // Builds the backward primitives of `p` (once; later calls return at once).
@@ -225,13 +250,41 @@ const ConvPrimitives::Backward& conv_backward_primitives(ConvPrimitives& p, cons
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int2 stride, Int2 padding, Int2 dilation,
-              int64_t groups) {
+namespace {
+// The forward of conv2d and conv2d_relu_inference (relu only when nothing needs a gradient).
+Tensor conv2d_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int2 stride, Int2 padding,
+                      Int2 dilation, int64_t groups, bool relu) {
   const bool has_bias = bias_in.defined();
   const bool training = grad_enabled() && (x_in.requires_grad() || w_in.requires_grad() ||
                                            (has_bias && bias_in.requires_grad()));
+  KD_CHECK(!(training && relu), "onednn conv2d with a fused ReLU is for inference only (no gradient)");
   const ConvDims d = conv_dims(x_in.shape(), w_in.shape(), has_bias, stride, padding, dilation, groups);
-  auto P = cached<ConvPrimitives>(conv_key(d, training), [&](ConvPrimitives& p) { make_conv_primitives(p, d, training); });
+  auto P = cached<ConvPrimitives>(conv_key(d, training, relu),
+                                  [&](ConvPrimitives& p) { make_conv_primitives(p, d, training, relu); });
+
+  if (!training) {
+    // Inference (a teacher's forward pass, evaluation): oneDNN's convolutions here work in
+    // channels-last (acdb) for most shapes. Then a channels-last input is read in place and the
+    // output is returned channels-last, a (B, OH, OW, Cout) buffer seen as (B, Cout, OH, OW):
+    // a chain of convolutions (and the adds and ReLUs between them, ops/elementwise.cpp) never
+    // converts layouts. Other inputs are reordered as in training.
+    const bool x_cl = is_channels_last(x_in);
+    Tensor x = x_cl ? x_in.detach() : contiguous_data(x_in);
+    Tensor x_fwd = reordered(x, x_cl ? P->x_cl_to_fwd : P->x_to_fwd);
+    Tensor w_fwd = reordered(contiguous_data(w_in), P->w_to_fwd);
+    Tensor y = P->dst_is_channels_last ? empty({d.B, d.OH, d.OW, d.Cout}).permute({0, 3, 1, 2})
+                                       : empty({d.B, d.Cout, d.OH, d.OW});  // (B, Cout, OH, OW)
+    Tensor y_fwd = P->dst_is_channels_last ? y : output_buffer(y, P->fwd_to_y);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, as_memory(P->fwd_pd.src_desc(), x_fwd)},
+                                         {DNNL_ARG_WEIGHTS, as_memory(P->fwd_pd.weights_desc(), w_fwd)},
+                                         {DNNL_ARG_DST, as_memory(P->fwd_pd.dst_desc(), y_fwd)}};
+    Tensor bias = has_bias ? contiguous_data(bias_in) : Tensor();  // (Cout)
+    if (has_bias) args[DNNL_ARG_BIAS] = as_memory(P->b, bias);
+    execute("convolution forward", P->fwd, args);
+    if (!P->dst_is_channels_last) finish(y_fwd, P->fwd_to_y, y);
+    ctx().stream.wait();
+    return y;
+  }
 
   Tensor x = contiguous_data(x_in), w = contiguous_data(w_in);  // (B, Cin, H, W), (Cout, Cin/G, kh, kw)
   Tensor x_fwd = reordered(x, P->x_to_fwd);  // in the layouts the primitive reads
@@ -249,7 +302,6 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int
   execute("convolution forward", P->fwd, args);
   finish(y_fwd, P->fwd_to_y, y);
   ctx().stream.wait();
-  if (!training) return y;
 
   // What the backward can reuse from the forward: the reordered weights when backward-data wants
   // the same layout (then the weights are reordered once per step), and the reordered input when
@@ -302,10 +354,22 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int
   });
 }
 
+}  // namespace
+
+Tensor conv2d_relu_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+                             Int2 dilation, int64_t groups) {
+  return conv2d_forward(x, weight, bias, stride, padding, dilation, groups, /*relu=*/true);
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
+              int64_t groups) {
+  return conv2d_forward(x, weight, bias, stride, padding, dilation, groups, /*relu=*/false);
+}
+
 std::string conv_implementation(const Shape& x, const Shape& w, Int2 stride, Int2 padding, Int2 dilation,
                                 int64_t groups) {
   const ConvDims d = conv_dims(x, w, false, stride, padding, dilation, groups);
-  auto P = cached<ConvPrimitives>(conv_key(d, true), [&](ConvPrimitives& p) { make_conv_primitives(p, d, true); });
+  auto P = cached<ConvPrimitives>(conv_key(d, true, false), [&](ConvPrimitives& p) { make_conv_primitives(p, d, true); });
   return P->fwd_pd.impl_info_str();
 }
 
@@ -591,6 +655,9 @@ static Error unavailable(const char* op) {
 }
 
 Tensor conv2d(const Tensor&, const Tensor&, const Tensor&, Int2, Int2, Int2, int64_t) { throw unavailable("conv2d"); }
+Tensor conv2d_relu_inference(const Tensor&, const Tensor&, const Tensor&, Int2, Int2, Int2, int64_t) {
+  throw unavailable("conv2d_relu_inference");
+}
 Tensor batch_norm(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, double, double) {
   throw unavailable("batch_norm");
 }

@@ -28,6 +28,10 @@ namespace kd::onednn {
 // Same arguments and results as kd::conv2d / kd::batch_norm / kd::relu (engine/ops.h).
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
               int64_t groups);
+// relu(conv2d(...)) as one primitive (the ReLU a oneDNN post-op on the output); inference only:
+// nothing may need a gradient. kd::conv2d_inference calls it.
+Tensor conv2d_relu_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+                             Int2 dilation, int64_t groups);
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps);
 Tensor relu(const Tensor& x);

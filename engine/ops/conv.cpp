@@ -203,9 +203,10 @@ void check_bias(const char* op, const Tensor& bias, int64_t cout) {
 
 // ------------------------------------------------------------------ conv2d
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
-              int64_t groups) {
-  const ConvParams p{stride, padding, dilation, groups};
+// Checks conv2d's arguments (errors say which shape is wrong and how) and returns its sizes.
+static ConvSizes conv2d_sizes(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvParams& p) {
+  const Int2 stride = p.stride, padding = p.padding, dilation = p.dilation;
+  const int64_t groups = p.groups;
   check_common("conv2d", x, weight, bias, p);
   ConvSizes s{};
   s.B = x.size(0), s.Cin = x.size(1), s.H = x.size(2), s.W = x.size(3);
@@ -226,7 +227,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 st
            padded_h, padded_w, shape_str(x.shape()), padding.h, padding.w, span_h, span_w);
   s.OH = (padded_h - span_h) / stride.h + 1;
   s.OW = (padded_w - span_w) / stride.w + 1;
+  return s;
+}
 
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
+              int64_t groups) {
+  const ConvParams p{stride, padding, dilation, groups};
+  const ConvSizes s = conv2d_sizes(x, weight, bias, p);
   // which implementation runs this shape: engine/backend/backend.h
   if (backend::choose_conv_path({x.shape(), weight.shape(), stride, padding, dilation, groups}) ==
       backend::ConvPath::onednn)
@@ -241,6 +248,27 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 st
     Tensor gb = node.inputs[2].defined() && node.inputs[2].requires_grad() ? sum(g, {0, 2, 3}) : Tensor();
     return std::vector<Tensor>{gx, gw, gb};
   });
+}
+
+// ------------------------------------------------------------------ conv2d_inference
+
+Tensor conv2d_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+                        Int2 dilation, int64_t groups, bool relu) {
+  KD_CHECK(!(grad_enabled() && (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))),
+           "conv2d_inference records no gradient, but an input requires one: call it under NoGradGuard (inference), "
+           "or use conv2d (and relu) for training");
+  const ConvParams p{stride, padding, dilation, groups};
+  const ConvSizes s = conv2d_sizes(x, weight, bias, p);
+  const bool onednn = backend::choose_conv_path({x.shape(), weight.shape(), stride, padding, dilation, groups}) ==
+                      backend::ConvPath::onednn;
+  if (kernels::verbose())
+    kernels::log_path("conv2d_inference", x.shape(),
+                      !relu ? "conv2d, no relu" : onednn ? "onednn, relu as a post-op" : "conv2d, then relu");
+  if (onednn)
+    return relu ? onednn::conv2d_relu_inference(x, weight, bias, stride, padding, dilation, groups)
+                : onednn::conv2d(x, weight, bias, stride, padding, dilation, groups);
+  Tensor y = conv_forward(x, weight, bias, s, p);  // (B, Cout, OH, OW)
+  return relu ? kd::relu(y) : y;
 }
 
 // ------------------------------------------------------------------ conv_transpose2d

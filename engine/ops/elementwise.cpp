@@ -3,6 +3,7 @@
 // The forward of every op here is one pass of detail::for_each_offset over the broadcast
 // output shape (a scalar reference kernel; issue 4 adds SIMD paths for contiguous inputs).
 // The backward is written with other ops and sum_to(), which undoes broadcasting.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/autograd.h"
@@ -94,10 +95,37 @@ const char* row_kernel_name(RowKernel k) {
   }
 }
 
+// Layouts. A result is contiguous, except when the operands are all channels-last: 4-D
+// (B, C, H, W) tensors stored as (B, H, W, C), the activations of the oneDNN backend's inference
+// convolutions (engine/backend/onednn.h). Then the op runs in memory order, on contiguous rows,
+// and the result is channels-last too, as PyTorch does for channels_last tensors: a teacher's
+// forward pass then never converts between layouts. dense_order(t) is {0, 2, 3, 1} for such a
+// tensor (the order in which t's dims are laid out in memory) and empty for any other.
+static Shape dense_order(const Tensor& t) {
+  if (t.dim() != 4 || t.is_contiguous()) return {};
+  const Shape order{0, 2, 3, 1};
+  const Shape& st = t.strides();
+  int64_t expected = 1;
+  for (int64_t k = 3; k >= 0; --k) {
+    const int64_t d = order[k];
+    if (t.size(d) != 1 && st[d] != expected) return {};
+    expected *= t.size(d);
+  }
+  return order;
+}
+
+static Shape inverse_order(const Shape& order) {
+  Shape inv(order.size());
+  for (size_t k = 0; k < order.size(); ++k) inv[order[k]] = (int64_t)k;
+  return inv;
+}
+
 // out[i] = f(a[i]) for float32 a of any layout.
 template <typename F>
 static Tensor map_unary(const Tensor& a, const char* op, F f, UnaryKernel kernel = {}) {
   check_f32(a, op);
+  if (const Shape order = dense_order(a); !order.empty())  // computed in memory order, same layout out
+    return map_unary(a.detach().permute(order), op, f, kernel).permute(inverse_order(order));
   Tensor out = empty(a.shape());
   if (out.numel() == 0) return out;
   float* o = out.data<float>();
@@ -125,6 +153,11 @@ template <typename F>
 static Tensor map_binary(const Tensor& a, const Tensor& b, const char* op, F f, const BinaryKernels* k = nullptr) {
   check_f32(a, op);
   check_f32(b, op);
+  if (a.shape() == b.shape()) {  // both stored in the same non-standard dense order: keep it
+    const Shape order = dense_order(a);
+    if (!order.empty() && dense_order(b) == order)
+      return map_binary(a.detach().permute(order), b.detach().permute(order), op, f, k).permute(inverse_order(order));
+  }
   Shape shape = broadcast_shapes(a.shape(), b.shape());
   Tensor out = empty(shape);
   if (out.numel() == 0) return out;

@@ -29,8 +29,10 @@ ResNetBasicBlock::ResNetBasicBlock(int64_t in_planes, int64_t planes, int64_t st
 }
 
 ResidualOutput ResNetBasicBlock::forward(const Tensor& x) {
-  Tensor h = relu(bn1->forward(conv1->forward(x)));             // (B, planes, H', W')
-  h = bn2->forward(conv2->forward(h));                           // (B, planes, H', W')
+  // conv_bn(conv, bn, x, relu) = relu(bn(conv(x))) (or bn(conv(x))); folded into one convolution
+  // in eval mode without gradients (nn/layers.h)
+  Tensor h = conv_bn(*conv1, *bn1, x, /*relu=*/true);            // (B, planes, H', W')
+  h = conv_bn(*conv2, *bn2, h, /*relu=*/false);                  // (B, planes, H', W')
   Tensor shortcut = downsample ? downsample->forward(x) : x;     // (B, planes, H', W')
   Tensor preact = h + shortcut;
   return {relu(preact), preact};
@@ -73,7 +75,7 @@ ModelOutput CifarResNet::forward(const Tensor& x) {
            "{}: expected input (B, {}, H, W), got {}; set ModelConfig::in_channels to the image's channel count",
            name_, in_channels_, shape_str(x.shape()));
   ModelOutput o;
-  Tensor f0 = relu(bn1->forward(conv1->forward(x)));  // (B, w0, H, W)
+  Tensor f0 = conv_bn(*conv1, *bn1, x, /*relu=*/true);  // relu(bn1(conv1(x))): (B, w0, H, W)
   ResidualOutput s1 = layer1->forward(f0);             // (B, w1, H, W)
   ResidualOutput s2 = layer2->forward(s1.out);         // (B, w2, H/2, W/2)
   ResidualOutput s3 = layer3->forward(s2.out);         // (B, w3, H/4, W/4)

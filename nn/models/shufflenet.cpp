@@ -37,10 +37,10 @@ ShuffleV1Bottleneck::ShuffleV1Bottleneck(int64_t in_planes, int64_t out_planes, 
 }
 
 ShuffleOutput ShuffleV1Bottleneck::forward(const Tensor& x) {
-  Tensor h = relu(bn1->forward(conv1->forward(x)));  // (B, mid, H, W)
+  Tensor h = conv_bn(*conv1, *bn1, x, /*relu=*/true);  // (B, mid, H, W)
   h = channel_shuffle(h, shuffle_groups);
-  h = relu(bn2->forward(conv2->forward(h)));         // (B, mid, H/s, W/s)
-  h = bn3->forward(conv3->forward(h));               // (B, out_planes, H/s, W/s)
+  h = conv_bn(*conv2, *bn2, h, /*relu=*/true);         // (B, mid, H/s, W/s)
+  h = conv_bn(*conv3, *bn3, h, /*relu=*/false);               // (B, out_planes, H/s, W/s)
   Tensor preact;
   if (stride == 2) {
     Tensor res = avg_pool2d(x, 3, 2, 1);  // (B, in, H/2, W/2), count_include_pad as PyTorch's default
@@ -88,7 +88,7 @@ ModelOutput ShuffleNetV1::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels_,
            "{}: expected input (B, {}, H, W), got {}; set ModelConfig::in_channels to the image's channel count",
            name_, in_channels_, shape_str(x.shape()));
-  Tensor f0 = relu(bn1->forward(conv1->forward(x)));  // (B, 24, H, W)
+  Tensor f0 = conv_bn(*conv1, *bn1, x, /*relu=*/true);  // (B, 24, H, W)
   ShuffleOutput s1 = layer1->forward(f0);              // (B, 240, H/2, W/2)
   ShuffleOutput s2 = layer2->forward(s1.out);          // (B, 480, H/4, W/4)
   ShuffleOutput s3 = layer3->forward(s2.out);          // (B, 960, H/8, W/8)
@@ -117,9 +117,9 @@ ShuffleOutput ShuffleV2BasicBlock::forward(const Tensor& x) {
   const int64_t C = x.size(1), c = C / 2;
   Tensor x1 = x.slice(1, 0, c);  // (B, c, H, W), passed through
   Tensor x2 = x.slice(1, c, C);  // (B, C - c, H, W), transformed
-  Tensor h = relu(bn1->forward(conv1->forward(x2)));
-  h = bn2->forward(conv2->forward(h));
-  h = bn3->forward(conv3->forward(h));             // (B, c, H, W)
+  Tensor h = conv_bn(*conv1, *bn1, x2, /*relu=*/true);
+  h = conv_bn(*conv2, *bn2, h, /*relu=*/false);
+  h = conv_bn(*conv3, *bn3, h, /*relu=*/false);             // (B, c, H, W)
   Tensor preact = cat({x1, h}, 1);                 // (B, C, H, W), unshuffled as mdistiller
   Tensor out = channel_shuffle(cat({x1, relu(h)}, 1), 2);
   return {out, preact};
@@ -142,11 +142,11 @@ ShuffleV2DownBlock::ShuffleV2DownBlock(int64_t in, int64_t out, Generator& gen) 
 }
 
 Tensor ShuffleV2DownBlock::forward(const Tensor& x) {
-  Tensor left = bn1->forward(conv1->forward(x));        // (B, in, H/2, W/2)
-  left = relu(bn2->forward(conv2->forward(left)));      // (B, mid, H/2, W/2)
-  Tensor right = relu(bn3->forward(conv3->forward(x)));  // (B, mid, H, W)
-  right = bn4->forward(conv4->forward(right));           // (B, mid, H/2, W/2)
-  right = relu(bn5->forward(conv5->forward(right)));     // (B, mid, H/2, W/2)
+  Tensor left = conv_bn(*conv1, *bn1, x, /*relu=*/false);        // (B, in, H/2, W/2)
+  left = conv_bn(*conv2, *bn2, left, /*relu=*/true);      // (B, mid, H/2, W/2)
+  Tensor right = conv_bn(*conv3, *bn3, x, /*relu=*/true);  // (B, mid, H, W)
+  right = conv_bn(*conv4, *bn4, right, /*relu=*/false);           // (B, mid, H/2, W/2)
+  right = conv_bn(*conv5, *bn5, right, /*relu=*/true);     // (B, mid, H/2, W/2)
   return channel_shuffle(cat({left, right}, 1), 2);      // (B, 2 mid, H/2, W/2)
 }
 
@@ -187,7 +187,7 @@ ModelOutput ShuffleNetV2::forward(const Tensor& x) {
   KD_CHECK(x.dim() == 4 && x.size(1) == in_channels_,
            "{}: expected input (B, {}, H, W), got {}; set ModelConfig::in_channels to the image's channel count",
            name_, in_channels_, shape_str(x.shape()));
-  Tensor f0 = relu(bn1->forward(conv1->forward(x)));  // (B, 24, H, W)
+  Tensor f0 = conv_bn(*conv1, *bn1, x, /*relu=*/true);  // (B, 24, H, W)
   ShuffleOutput s1 = layer1->forward(f0);              // (B, 116, H/2, W/2)
   ShuffleOutput s2 = layer2->forward(s1.out);          // (B, 232, H/4, W/4)
   ShuffleOutput s3 = layer3->forward(s2.out);          // (B, 464, H/8, W/8)

@@ -26,7 +26,7 @@ WrnBlock::WrnBlock(int64_t in_planes, int64_t out_planes, int64_t stride, Genera
 
 Tensor WrnBlock::forward(const Tensor& x) {
   Tensor a = relu(bn1->forward(x));                               // (B, in, H, W)
-  Tensor h = relu(bn2->forward(conv1->forward(a)));               // (B, out, H', W')
+  Tensor h = conv_bn(*conv1, *bn2, a, /*relu=*/true);               // (B, out, H', W')
   h = conv2->forward(h);                                          // (B, out, H', W')
   // mdistiller: the identity shortcut takes the raw x, the projection takes the activated a.
   Tensor shortcut = conv_shortcut ? conv_shortcut->forward(a) : x;  // (B, out, H', W')
