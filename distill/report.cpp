@@ -48,6 +48,9 @@ std::string write_sweep_report(const std::string& dir, const std::string& prefix
     std::smatch m;
     const std::string name = path.filename().string();
     if (!std::regex_match(name, m, name_re) || !fs::exists(path / "metrics.jsonl")) continue;
+    std::ifstream probe(path / "metrics.jsonl");
+    std::string first_line;
+    if (!std::getline(probe, first_line) || first_line.empty()) continue;  // started, no epoch finished yet
     plot::RunMetrics r = plot::read_metrics(path.string());
     if (r.test_acc.empty()) continue;
     auto cfg = nlohmann::json::parse(std::ifstream(path / "config.json"), nullptr, false);

@@ -279,6 +279,37 @@ TEST_CASE("onednn: relu agrees with the reference") {
               [](const std::vector<Tensor>& v) { return onednn::relu(v[0].t()); }, {randn_grad({3, 4}, gen)});
 }
 
+TEST_CASE("onednn: linear (inner product) forward, backward data, weights and bias agree with sgemm") {
+  if (skip_without_onednn()) return;
+  Generator gen(43);
+  struct LinearCase {
+    const char* name;
+    Shape x, w;
+    bool bias;
+  };
+  const LinearCase cases[] = {{"(5, 7) -> 3, bias", {5, 7}, {3, 7}, true},
+                              {"batch 1, no bias", {1, 9}, {4, 9}, false},
+                              {"3-D input (2, 4, 6) -> 10", {2, 4, 6}, {10, 6}, true},
+                              {"a classifier: (64, 256) -> 100", {64, 256}, {100, 256}, true}};
+  for (const LinearCase& c : cases) {
+    const OpFn f = [](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); };
+    check_backends_agree(c.name, f, {randn_grad(c.x, gen), randn_grad(c.w, gen), c.bias ? randn_grad({c.w[0]}, gen) : Tensor()});
+    // only the weight needs a gradient (a frozen input), and only the input (a frozen layer)
+    check_backends_agree(std::string(c.name) + ", weight gradient only", f,
+                         {randn(c.x, gen), randn_grad(c.w, gen), c.bias ? randn({c.w[0]}, gen) : Tensor()});
+    check_backends_agree(std::string(c.name) + ", input gradient only", f,
+                         {randn_grad(c.x, gen), randn(c.w, gen), c.bias ? randn({c.w[0]}, gen) : Tensor()});
+  }
+  {  // inference mode and a non-contiguous input
+    NoGradGuard no_grad;
+    check_backends_agree("inference, transposed input", [](const std::vector<Tensor>& v) { return linear(v[0].t(), v[1], v[2]); },
+                         {randn({5, 6}, gen), randn({3, 5}, gen), randn({3}, gen)});
+  }
+  BackendScope scope(Backend::onednn);
+  CHECK_GRADCHECK([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); },
+                  {randn_grad({3, 4}, gen), randn_grad({2, 4}, gen), randn_grad({2}, gen)});
+}
+
 TEST_CASE("onednn: max_pool2d propagates NaN as PyTorch (through the reference kernel)") {
   if (skip_without_onednn()) return;
   BackendScope scope(Backend::onednn);

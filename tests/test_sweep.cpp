@@ -37,6 +37,8 @@ TEST_CASE("kdlab report: mean ± std per method, gain over the baseline, validat
   fake_run(dir + "/kd_seed1", {0.60, 0.74, 0.74}, 22, {0.5, 0.6, 0.7});
   fake_run(dir + "/unfinished_seed0", {0.5}, 1);
   std::ofstream(dir + "/unfinished_seed0/config.json") << R"({"config": {"epochs": 3}})";
+  fs::create_directories(dir + "/just_started_seed0");  // a run in progress, no epoch finished yet
+  std::ofstream(dir + "/just_started_seed0/metrics.jsonl");
   fs::create_directories(dir + "/not_a_run");
   const std::string md = distill::write_sweep_report(dir, "", "baseline");
   // baseline last: 60, 64 -> 62.00 ± 2.83; best: 70, 66 -> 68.00 ± 2.83; val-selected: 70 (epoch 2), 64 (epoch 3)
@@ -44,6 +46,7 @@ TEST_CASE("kdlab report: mean ± std per method, gain over the baseline, validat
   // kd last: 70, 74 -> 72.00 ± 2.83; gain 10.00 ± 4.00
   CHECK(md.find("| kd | 0,1 | 72.00 ± 2.83 | 73.00 ± 1.41 | 73.00 ± 1.41 | 22.0 | +10.00 ± 4.00 |") != std::string::npos);
   CHECK(md.find("unfinished") == std::string::npos);
+  CHECK(md.find("just_started") == std::string::npos);
   CHECK(fs::exists(dir + "/report.md"));
   CHECK(fs::exists(dir + "/accuracy.png"));
   CHECK(fs::exists(dir + "/curves.png"));

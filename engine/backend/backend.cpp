@@ -99,4 +99,12 @@ PoolPath choose_pool_path(PoolKind kind, const Shape& x, const kernels::PoolGeom
   return path;
 }
 
+LinearPath choose_linear_path(const Shape& x, const Shape& w) {
+  const LinearPath path = active_backend() == Backend::onednn ? LinearPath::onednn : LinearPath::sgemm;
+  if (kernels::verbose())
+    kernels::log_path("linear", x, fmt::format("{} [w ({}, {})]", path == LinearPath::onednn ? "onednn inner product" : "sgemm",
+                                               w[0], w[1]));
+  return path;
+}
+
 }  // namespace kd::backend

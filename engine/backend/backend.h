@@ -59,4 +59,9 @@ enum class PoolKind { max, avg };
 PoolPath choose_pool_path(PoolKind kind, const Shape& x, const kernels::PoolGeometry& g, bool ceil_mode,
                           bool count_include_pad);
 
+enum class LinearPath { sgemm, onednn };
+// linear on x (..., in) with weight (out, in): oneDNN's inner product when that backend is
+// active, else one OpenBLAS sgemm.
+LinearPath choose_linear_path(const Shape& x, const Shape& w);
+
 }  // namespace kd::backend

@@ -373,6 +373,102 @@ std::string conv_implementation(const Shape& x, const Shape& w, Int2 stride, Int
   return P->fwd_pd.impl_info_str();
 }
 
+// ------------------------------------------------------------------ linear (inner product)
+
+namespace {
+
+// y (N, out) = x (N, in) W^T + b, with W (out, in): oneDNN's inner product on plain row-major
+// data (nc, oi): no reorders, the layouts are the ones oneDNN's own GEMM reads.
+struct LinearPrimitives {
+  memory::desc x, w, b, y;  // (N, in) nc, (out, in) oi, (out) a, (N, out) nc
+  dnnl::inner_product_forward::primitive_desc fwd_pd;
+  dnnl::inner_product_forward fwd;
+  std::once_flag backward_once;
+  std::optional<dnnl::inner_product_backward_data::primitive_desc> data_pd;
+  std::optional<dnnl::inner_product_backward_data> data;
+  std::optional<dnnl::inner_product_backward_weights::primitive_desc> weights_pd;
+  std::optional<dnnl::inner_product_backward_weights> weights;
+};
+
+}  // namespace
+
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in) {
+  const int64_t in_f = w_in.size(1), out_f = w_in.size(0);
+  const int64_t N = x_in.numel() / std::max<int64_t>(in_f, 1);  // rows: every leading index
+  const bool has_bias = bias_in.defined();
+  const bool training = grad_enabled() && (x_in.requires_grad() || w_in.requires_grad() ||
+                                           (has_bias && bias_in.requires_grad()));
+  const std::string key = fmt::format("linear {} {} {} bias {} train {}", N, in_f, out_f, has_bias, training);
+  auto P = cached<LinearPrimitives>(key, [&](LinearPrimitives& p) {
+    p.x = plain_desc({N, in_f}, Tag::nc);
+    p.w = plain_desc({out_f, in_f}, Tag::oi);
+    p.b = plain_desc({out_f}, Tag::a);
+    p.y = plain_desc({N, out_f}, Tag::nc);
+    const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    const auto desc = has_bias ? dnnl::inner_product_forward::desc(prop, p.x, p.w, p.b, p.y)
+                               : dnnl::inner_product_forward::desc(prop, p.x, p.w, p.y);
+    p.fwd_pd = dnnl::inner_product_forward::primitive_desc(desc, ctx().engine);
+    p.fwd = dnnl::inner_product_forward(p.fwd_pd);
+  });
+
+  Tensor x = contiguous_data(x_in), w = contiguous_data(w_in);  // (..., in), (out, in)
+  Shape out_shape = x_in.shape();
+  out_shape.back() = out_f;
+  Tensor y = empty(out_shape);  // (..., out)
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, as_memory(P->x, x)},
+                                       {DNNL_ARG_WEIGHTS, as_memory(P->w, w)},
+                                       {DNNL_ARG_DST, as_memory(P->y, y)}};
+  Tensor bias;
+  if (has_bias) {
+    bias = contiguous_data(bias_in);  // (out)
+    args[DNNL_ARG_BIAS] = as_memory(P->b, bias);
+  }
+  execute("inner product forward", P->fwd, args);
+  ctx().stream.wait();
+  if (!training) return y;
+
+  return record(y, "linear", {x_in, w_in, bias_in}, {x, w}, [P](const Node& node, const Tensor& g) {
+    // y = x W^T + b  =>  dx = dy W (backward data), dW = dy^T x and db = sum of dy over the rows
+    // (backward weights, one pass)
+    std::call_once(P->backward_once, [&] {
+      const dnnl::inner_product_backward_data::desc data_desc(P->x, P->w, P->y);
+      P->data_pd = dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx().engine, P->fwd_pd);
+      P->data = dnnl::inner_product_backward_data(*P->data_pd);
+      const bool bias = P->fwd_pd.bias_desc().get_size() > 0;
+      const auto weights_desc = bias ? dnnl::inner_product_backward_weights::desc(P->x, P->w, P->b, P->y)
+                                     : dnnl::inner_product_backward_weights::desc(P->x, P->w, P->y);
+      P->weights_pd = dnnl::inner_product_backward_weights::primitive_desc(weights_desc, ctx().engine, P->fwd_pd);
+      P->weights = dnnl::inner_product_backward_weights(*P->weights_pd);
+    });
+    const Tensor &x = node.saved[0], &w = node.saved[1];
+    const bool want_dx = node.inputs[0].requires_grad(), want_dw = node.inputs[1].requires_grad();
+    const bool want_db = node.inputs[2].defined() && node.inputs[2].requires_grad();
+    Tensor dy = contiguous_data(g);  // (..., out)
+    Tensor gx, gw, gb;
+    if (want_dx) {
+      gx = empty(x.shape());  // (..., in)
+      execute("inner product backward data", *P->data,
+              {{DNNL_ARG_DIFF_DST, as_memory(P->y, dy)}, {DNNL_ARG_WEIGHTS, as_memory(P->w, w)},
+               {DNNL_ARG_DIFF_SRC, as_memory(P->x, gx)}});
+    }
+    if (want_dw || want_db) {
+      gw = empty(w.shape());  // (out, in)
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, as_memory(P->x, x)},
+                                           {DNNL_ARG_DIFF_DST, as_memory(P->y, dy)},
+                                           {DNNL_ARG_DIFF_WEIGHTS, as_memory(P->w, gw)}};
+      if (node.inputs[2].defined()) {
+        gb = empty({w.size(0)});  // (out)
+        args[DNNL_ARG_DIFF_BIAS] = as_memory(P->b, gb);
+      }
+      execute("inner product backward weights", *P->weights, args);
+      if (!want_dw) gw = Tensor();
+      if (!want_db) gb = Tensor();
+    }
+    ctx().stream.wait();
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+}
+
 // ------------------------------------------------------------------ batch_norm
 
 namespace {
@@ -658,6 +754,7 @@ Tensor conv2d(const Tensor&, const Tensor&, const Tensor&, Int2, Int2, Int2, int
 Tensor conv2d_relu_inference(const Tensor&, const Tensor&, const Tensor&, Int2, Int2, Int2, int64_t) {
   throw unavailable("conv2d_relu_inference");
 }
+Tensor linear(const Tensor&, const Tensor&, const Tensor&) { throw unavailable("linear"); }
 Tensor batch_norm(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, double, double) {
   throw unavailable("batch_norm");
 }

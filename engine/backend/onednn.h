@@ -1,4 +1,4 @@
-// onednn.h: the oneDNN backend: conv2d, batch_norm, max/avg pooling and relu computed with
+// onednn.h: the oneDNN backend: conv2d, batch_norm, max/avg pooling, relu and linear (inner product) computed with
 // oneDNN primitives, forward and backward side by side (engine/backend/onednn.cpp).
 //
 // The ops in engine/ops/ call these when their choose_*_path() function (backend.h) says so,
@@ -35,6 +35,9 @@ Tensor conv2d_relu_inference(const Tensor& x, const Tensor& weight, const Tensor
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps);
 Tensor relu(const Tensor& x);
+// x (..., in), weight (out, in), bias (out) or undefined -> (..., out): oneDNN's inner product
+// (forward, backward data, backward weights with the bias gradient in the same pass).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // x (B, C, H, W) pooled with the window geometry the caller computed (ops/pool.cpp).
 // max_pool2d returns an undefined tensor when x holds a NaN: oneDNN's max skips NaNs, PyTorch
 // propagates them, so the caller falls back to the reference kernel.
