@@ -337,13 +337,8 @@ TEST_CASE("CAT-KD: registry row, defaults, parameters, errors and --explain") {
 
 #ifdef KDLAB_BIN
 TEST_CASE("kdlab loss catkd: the cam taps give the official code's loss and gradient") {
-  std::ifstream f(kdtest::fixture_path("catkd_losses.json"));
-  REQUIRE(f.good());
-  json doc = json::parse(f);
-  const json* c = nullptr;
-  for (const json& k : doc.at("cases"))
-    if (k.at("name") == "catkd_cam_r4_normalized") c = &k;
-  REQUIRE(c != nullptr);
+  const json golden = kdtest::golden_case("catkd_losses.json", "catkd_cam_r4_normalized");
+  const json* c = &golden;
   V x;
   for (const json& ij : c->at("inputs")) x.push_back(kdtest::tensor_from_json(ij));
   const std::string dir = kdtest::temp_path("catkd_cli");

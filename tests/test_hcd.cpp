@@ -480,13 +480,8 @@ TEST_CASE("HCD through kdlab distill's loop: ViT teacher, resnet8 student, helpe
 
 #ifdef KDLAB_BIN
 TEST_CASE("kdlab loss hcd: stage taps, the teacher's pooled feature and helper weights give the reference") {
-  std::ifstream f(kdtest::fixture_path("hcd_losses.json"));
-  REQUIRE(f.good());
-  json doc = json::parse(f);
-  const json* c = nullptr;
-  for (const json& k : doc.at("cases"))
-    if (k.at("name") == "hcd_defaults_three_stages") c = &k;
-  REQUIRE(c != nullptr);
+  const json golden = kdtest::golden_case("hcd_losses.json", "hcd_defaults_three_stages");
+  const json* c = &golden;
   V x;
   for (const json& ij : c->at("inputs")) x.push_back(kdtest::tensor_from_json(ij));
   const std::string dir = kdtest::temp_path("hcd_cli");

@@ -209,4 +209,14 @@ void det_fill(kd::nn::Module& m) {
 
 Tensor det_input(const kd::Shape& shape) { return kd::from_vector(det_uniform(fnv1a("input"), kd::shape_numel(shape)), shape); }
 
+json golden_case(const std::string& file, const std::string& name) {
+  std::ifstream f(fixture_path(file));
+  REQUIRE_MESSAGE(f.good(), "missing fixture " << fixture_path(file));
+  const json doc = json::parse(f);
+  for (const json& c : doc.at("cases"))
+    if (c.at("name") == name) return c;
+  FAIL("fixture " << file << " has no case named " << name);
+  return json();
+}
+
 }  // namespace kdtest

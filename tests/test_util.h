@@ -37,6 +37,9 @@ Closeness allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double 
 
 // Tensor <-> the JSON form the reference scripts write: {"shape": [...], "dtype": "float32", "data": [...]}
 Tensor tensor_from_json(const json& j);
+// The case named `name` of a golden fixture file (tests/fixtures/<file>, {"cases": [{"name": ...}, ...]});
+// fails the test when the file or the case is missing.
+json golden_case(const std::string& file, const std::string& name);
 
 // ---- golden fixtures
 // A golden file is {"cases": [{"name", "op", "params", "inputs": [...], "outputs": [...],
