@@ -248,9 +248,6 @@ const ConvPrimitives::Backward& conv_backward_primitives(ConvPrimitives& p, cons
   return *p.backward;
 }
 
-}  // namespace
-
-namespace {
 // The forward of conv2d and conv2d_relu_inference (relu only when nothing needs a gradient).
 Tensor conv2d_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Int2 stride, Int2 padding,
                       Int2 dilation, int64_t groups, bool relu) {
@@ -262,35 +259,19 @@ Tensor conv2d_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& bias
   auto P = cached<ConvPrimitives>(conv_key(d, training, relu),
                                   [&](ConvPrimitives& p) { make_conv_primitives(p, d, training, relu); });
 
-  if (!training) {
-    // Inference (a teacher's forward pass, evaluation): oneDNN's convolutions here work in
-    // channels-last (acdb) for most shapes. Then a channels-last input is read in place and the
-    // output is returned channels-last, a (B, OH, OW, Cout) buffer seen as (B, Cout, OH, OW):
-    // a chain of convolutions (and the adds and ReLUs between them, ops/elementwise.cpp) never
-    // converts layouts. Other inputs are reordered as in training.
-    const bool x_cl = is_channels_last(x_in);
-    Tensor x = x_cl ? x_in.detach() : contiguous_data(x_in);
-    Tensor x_fwd = reordered(x, x_cl ? P->x_cl_to_fwd : P->x_to_fwd);
-    Tensor w_fwd = reordered(contiguous_data(w_in), P->w_to_fwd);
-    Tensor y = P->dst_is_channels_last ? empty({d.B, d.OH, d.OW, d.Cout}).permute({0, 3, 1, 2})
-                                       : empty({d.B, d.Cout, d.OH, d.OW});  // (B, Cout, OH, OW)
-    Tensor y_fwd = P->dst_is_channels_last ? y : output_buffer(y, P->fwd_to_y);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, as_memory(P->fwd_pd.src_desc(), x_fwd)},
-                                         {DNNL_ARG_WEIGHTS, as_memory(P->fwd_pd.weights_desc(), w_fwd)},
-                                         {DNNL_ARG_DST, as_memory(P->fwd_pd.dst_desc(), y_fwd)}};
-    Tensor bias = has_bias ? contiguous_data(bias_in) : Tensor();  // (Cout)
-    if (has_bias) args[DNNL_ARG_BIAS] = as_memory(P->b, bias);
-    execute("convolution forward", P->fwd, args);
-    if (!P->dst_is_channels_last) finish(y_fwd, P->fwd_to_y, y);
-    ctx().stream.wait();
-    return y;
-  }
-
-  Tensor x = contiguous_data(x_in), w = contiguous_data(w_in);  // (B, Cin, H, W), (Cout, Cin/G, kh, kw)
-  Tensor x_fwd = reordered(x, P->x_to_fwd);  // in the layouts the primitive reads
+  // Inference (a teacher's forward pass, evaluation): oneDNN's convolutions here work in
+  // channels-last (acdb) for most shapes. Then a channels-last input is read in place and the
+  // output is returned channels-last, a (B, OH, OW, Cout) buffer seen as (B, Cout, OH, OW): a chain
+  // of convolutions (and the adds and ReLUs between them, ops/elementwise.cpp) never converts
+  // layouts. Training keeps NCHW at the API (the backward passes reorder from it).
+  const bool x_cl = !training && is_channels_last(x_in), y_cl = !training && P->dst_is_channels_last;
+  Tensor x = x_cl ? x_in.detach() : contiguous_data(x_in);  // (B, Cin, H, W)
+  Tensor w = contiguous_data(w_in);                          // (Cout, Cin/G, kh, kw)
+  Tensor x_fwd = reordered(x, x_cl ? P->x_cl_to_fwd : P->x_to_fwd);  // in the layouts the primitive reads
   Tensor w_fwd = reordered(w, P->w_to_fwd);  // (Cout, Cin/G, kh, kw) in the forward's layout
-  Tensor y = empty({d.B, d.Cout, d.OH, d.OW});  // (B, Cout, OH, OW)
-  Tensor y_fwd = output_buffer(y, P->fwd_to_y);
+  Tensor y = y_cl ? empty({d.B, d.OH, d.OW, d.Cout}).permute({0, 3, 1, 2})
+                  : empty({d.B, d.Cout, d.OH, d.OW});  // (B, Cout, OH, OW)
+  Tensor y_fwd = y_cl ? y : output_buffer(y, P->fwd_to_y);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, as_memory(P->fwd_pd.src_desc(), x_fwd)},
                                        {DNNL_ARG_WEIGHTS, as_memory(P->fwd_pd.weights_desc(), w_fwd)},
                                        {DNNL_ARG_DST, as_memory(P->fwd_pd.dst_desc(), y_fwd)}};
@@ -300,8 +281,9 @@ Tensor conv2d_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& bias
     args[DNNL_ARG_BIAS] = as_memory(P->b, bias);
   }
   execute("convolution forward", P->fwd, args);
-  finish(y_fwd, P->fwd_to_y, y);
+  if (!y_cl) finish(y_fwd, P->fwd_to_y, y);
   ctx().stream.wait();
+  if (!training) return y;
 
   // What the backward can reuse from the forward: the reordered weights when backward-data wants
   // the same layout (then the weights are reordered once per step), and the reordered input when
