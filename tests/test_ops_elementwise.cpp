@@ -1,4 +1,7 @@
 // Elementwise ops: golden values from PyTorch (tests/reference/gen_elementwise.py) and gradcheck.
+#include <cstring>
+#include <limits>
+
 #include "test_util.h"
 
 using namespace kd;
@@ -75,7 +78,8 @@ TEST_CASE("elementwise: gradcheck with broadcasting and non-contiguous inputs") 
              [](const Tensor& a) { return exp(a); }, [](const Tensor& a) { return tanh(a); },
              [](const Tensor& a) { return sigmoid(a); }, [](const Tensor& a) { return gelu(a); },
              [](const Tensor& a) { return gelu(a, true); }, [](const Tensor& a) { return neg(a); },
-             [](const Tensor& a) { return pow(a, 3.0); }, [](const Tensor& a) { return 2.0 - a * 3.0 + 1.0; },
+             [](const Tensor& a) { return pow(a, 3.0); }, [](const Tensor& a) { return pow(a, 2.0); },
+             [](const Tensor& a) { return pow(a, 1.0); }, [](const Tensor& a) { return 2.0 - a * 3.0 + 1.0; },
              [](const Tensor& a) { return relu(a); }, [](const Tensor& a) { return abs(a); },
              [](const Tensor& a) { return relu6(a * 4.0); }, [](const Tensor& a) { return clamp(a, -0.5, 0.5); }})
       CHECK_GRADCHECK([&](const V& x) { return f(x[0]); }, r);
@@ -90,6 +94,26 @@ TEST_CASE("elementwise: gradcheck with broadcasting and non-contiguous inputs") 
     V in{leaf(randn({3, 4}, gen)), leaf(randn({4}, gen))};
     CHECK_GRADCHECK([&](const V& x) { return where(mask, x[0], x[1]); }, in);
     CHECK_GRADCHECK([&](const V& x) { return masked_fill(x[0], mask, 2.0); }, in);
+  }
+}
+
+TEST_CASE("elementwise: pow's shortcuts for x^2 and x^1 give libm's values bit for bit") {
+  // pow(x, 2) computes x * x and pow(x, 1) copies; both must equal (float)std::pow((double)x, e),
+  // including signed zeros, subnormals, overflow to inf, inf and NaN.
+  std::vector<float> v = {0.f, -0.f, 1.f, -1.f, 3.f, -2.5f, 1e-20f, -1e-23f, 1e-40f, 3e19f, -2e20f, 3.4e38f,
+                          std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::quiet_NaN(), 0.1f, 1.0000001f, 65535.9f};
+  Generator gen(11);
+  Tensor r = randn({1000}, gen) * 100.0;
+  for (int64_t i = 0; i < r.numel(); ++i) v.push_back(r.data<float>()[i]);
+  Tensor x = from_vector(v, {(int64_t)v.size()});
+  for (double e : {2.0, 1.0}) {
+    Tensor y = pow(x, e);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float want = (float)std::pow((double)v[i], e), got = y.data<float>()[i];
+      if (std::isnan(want)) CHECK(std::isnan(got));
+      else CHECK(std::memcmp(&want, &got, sizeof(float)) == 0);
+    }
   }
 }
 
