@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "datasets/label_noise.h"
@@ -142,11 +143,26 @@ EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t
   return r;
 }
 
-static data::Dataset first_n(const data::Dataset& d, int64_t n) {
+data::Dataset first_n(const data::Dataset& d, int64_t n, std::string* warning) {
+  if (warning) warning->clear();
   if (n <= 0 || n >= d.size()) return d;
   std::vector<int64_t> idx(n);
   for (int64_t i = 0; i < n; ++i) idx[i] = i;
-  return data::subset(d, idx);
+  data::Dataset out = data::subset(d, idx);
+  std::set<int64_t> seen;
+  const int64_t* y = out.labels.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i) seen.insert(y[i]);
+  if (warning && (int64_t)seen.size() < d.num_classes())
+    *warning = fmt::format("the first {} images hold only {} of the {} classes (this data set is stored sorted by class)",
+                           n, seen.size(), d.num_classes());
+  return out;
+}
+
+static data::Dataset limited(const data::Dataset& d, int64_t n, const char* option, const char* fix) {
+  std::string warning;
+  data::Dataset out = first_n(d, n, &warning);
+  if (!warning.empty()) fmt::print(stderr, "warning: {} {}: {}; {}\n", option, n, warning, fix);
+  return out;
 }
 
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line) {
@@ -157,8 +173,10 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   data::LoadOptions lo;
   lo.synthetic.seed = config.seed;
   if (config.dataset == "synthetic" && config.num_classes > 0) lo.synthetic.num_classes = config.num_classes;
-  run.train_set = first_n(data::load_dataset(config.dataset, config.data_dir, "train", lo), config.train_limit);
-  run.test_set = first_n(data::load_dataset(config.dataset, config.data_dir, "test", lo), config.test_limit);
+  run.train_set = limited(data::load_dataset(config.dataset, config.data_dir, "train", lo), config.train_limit,
+                          "--train-limit", "for a random subset use --set train_subset=N instead");
+  run.test_set = limited(data::load_dataset(config.dataset, config.data_dir, "test", lo), config.test_limit,
+                         "--test-limit", "its accuracy covers only those classes; drop --test-limit for all");
   // A random subset (drawn with a fixed seed, so every run of an experiment trains on the same
   // images; the first-N limit would take whole classes of a class-sorted image folder).
   if (config.train_subset > 0 && config.train_subset < run.train_set.size())

@@ -94,6 +94,11 @@ RunSummary run_training(Run& run, bool resume);
 // the training labels (seeded by config.seed; the noisy labels are saved as
 // out_dir/noisy_labels.npy, the test set stays clean), holds out config.val_split training
 // images as the validation split (a fixed seed, the same for every run) and builds config.model.
+// The first n images of d (--train-limit / --test-limit; n <= 0 or >= the size: all of them). An
+// image folder is stored sorted by class, so they may hold only some of its classes: then
+// *warning (when given) says how many, otherwise it is left empty.
+data::Dataset first_n(const data::Dataset& d, int64_t n, std::string* warning = nullptr);
+
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line);
 
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).

@@ -216,3 +216,28 @@ TEST_CASE("recipes: files, overrides and typos") {
   CHECK(laptop.epochs == 15);
   CHECK(laptop.batch_size == 128);
 }
+
+TEST_CASE("--train-limit keeps the first N images and warns when they miss classes") {
+  // A class-sorted data set, as an image folder is: 4 classes of 5 images each.
+  data::Dataset d;
+  d.name = "sorted";
+  d.class_names = {"a", "b", "c", "d"};
+  d.images = zeros({20, 1, 2, 2}, DType::u8);
+  std::vector<int64_t> y;
+  for (int64_t k = 0; k < 4; ++k)
+    for (int i = 0; i < 5; ++i) y.push_back(k);
+  d.labels = from_vector(y, {20});
+  std::string warning;
+  data::Dataset first = train::first_n(d, 7, &warning);
+  CHECK(first.size() == 7);
+  CHECK(to_int_vector(first.labels) == std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1});
+  CHECK(warning == "the first 7 images hold only 2 of the 4 classes (this data set is stored sorted by class)");
+  CHECK(train::first_n(d, 16, &warning).size() == 16);
+  CHECK(warning.empty());  // all four classes present
+  CHECK(train::first_n(d, 0, &warning).size() == 20);  // no limit
+  CHECK(warning.empty());
+  // The random subset is the remedy the warning names: it reaches past the first two classes.
+  std::vector<int64_t> r = to_int_vector(data::random_subset(d, 7, 0).labels);
+  CHECK(r.size() == 7);
+  CHECK(*std::max_element(r.begin(), r.end()) >= 2);
+}

@@ -43,7 +43,7 @@ void register_dgkd_chain(CLI::App& app) {
   cmd->add_option("--epochs", o->epochs, "epochs of every link");
   cmd->add_option("--seed", o->seed, "seed");
   cmd->add_option("--threads", o->threads, "threads for the kernels");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images");
+  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
   cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
   cmd->add_flag("--teacher-cache", o->cache, "cache the guides' logits (one cache per link)");
   cmd->add_option("--set", o->sets, "a recipe key or a dgkd hyper-parameter (repeatable)");

@@ -39,7 +39,7 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
   cmd->add_option("--seed", o->seed, "seed of weights, shuffling and augmentation");
   cmd->add_option("--threads", o->threads, "threads for the kernels");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images");
+  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
   cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
   cmd->add_flag("--teacher-cache", o->cache, "precompute the teacher's logits over fixed augmented views");
   cmd->add_flag("--no-teacher-cache", o->no_cache, "run the teacher every step even if the recipe caches it");

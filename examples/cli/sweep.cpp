@@ -52,7 +52,7 @@ void register_sweep(CLI::App& app) {
   cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
   cmd->add_option("--epochs", o->epochs, "epochs");
   cmd->add_option("--threads", o->threads, "threads");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images");
+  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
   cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
   cmd->add_flag("--teacher-cache", o->cache, "teacher cache for logits-only methods (shared: DIR/teacher_cache)");
   cmd->add_option("--set", o->sets, "key=value for every run, METHOD.key=value for one method (repeatable)");

@@ -27,7 +27,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
   cmd->add_option("--seed", o->seed, "seed of weights, shuffling and augmentation");
   cmd->add_option("--threads", o->threads, "threads for the kernels (default: the libraries' choice)");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images");
+  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
   cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
   cmd->add_option("--set", o->sets, "override any recipe key: --set key=value (repeatable)");
   cmd->add_flag("--resume", o->resume, "continue from RUN_DIR/checkpoint.safetensors");
