@@ -14,6 +14,10 @@
 #   then, with it as the teacher: hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 (resnet8 students: HCD against KD
 #   from the same teacher), hcd_vit_mbv2_0 kd_vit_mbv2_0 (MobileNetV2 students; LR 0.01 as for the
 #   MobileNet pairs of the CIFAR-100 benchmark)
+#   vrmtune_r<RATIO>_w<WEIGHT> (VRM's tuning runs: 5000 training images held out as the validation
+#   split, seed 0, 8 epochs, unreliable_ratio=RATIO, is_weight = ic_weight = WEIGHT; pick by the best
+#   validation accuracy, never the test set; e.g. vrmtune_r0.2_w1), then vrm0 vrm1 with
+#   VRM_SET="--set unreliable_ratio=R --set is_weight=W --set ic_weight=W" (the chosen values)
 # CAT-KD is the one method whose official constant depends on the pair: its default (beta 15, the
 # resnet32x4 -> resnet8x4 config) diverges here (resnet56 -> resnet8 at LR 0.1: the loss passes 1e25
 # within 100 steps, accuracy stays at chance), so it runs with beta 0.7, the official resnet56 ->
@@ -58,6 +62,12 @@ stage() {
       --threads "$THREADS" "${EXTRA[@]}"
     return
   fi
+  if [[ $1 =~ ^vrmtune_r([0-9.]+)_w([0-9.]+)$ ]]; then  # VRM's tuning on the validation split
+    local r=${BASH_REMATCH[1]} w=${BASH_REMATCH[2]}
+    run "$1" distill "${COMMON[@]}" "${DIST[@]}" --seed 0 --method vrm --set epochs=8 --set val_split=5000 \
+      --set unreliable_ratio="$r" --set is_weight="$w" --set ic_weight="$w"
+    return
+  fi
   local seed=${1: -1} name=${1%?}
   case $name in
     fitnet) distill fitnet "$seed" --method fitnet ;;
@@ -70,7 +80,7 @@ stage() {
     pkt) distill pkt "$seed" --method pkt --teacher-cache --cache-dir "$RUNS/cache" ;;
     cc) distill cc "$seed" --method cc --teacher-cache --cache-dir "$RUNS/cache" ;;
     london) distill london "$seed" --method london ;;
-    vrm) distill vrm "$seed" --method vrm ;;
+    vrm) read -r -a vrm_set <<< "${VRM_SET:-}"; distill vrm "$seed" --method vrm "${vrm_set[@]}" ;;
     fusion) distill fusion_kd_at_rkd "$seed" --method kd+at+rkd --set kd.T=4 --set ce_weight=0.1 --set kd.kd_weight=0.9 ;;
     two_teachers)
       [[ -f runs/c10_assistant_resnet20/model_last.safetensors ]] || { echo "two_teachers needs the resnet20 of experiments_cifar10.sh assistant"; exit 2; }
