@@ -269,6 +269,52 @@ TEST_CASE("simd kernels: softmax and log_softmax rows") {
   }
 }
 
+TEST_CASE("simd kernels: GELU and its backward within 2 float ulps of the reference") {
+  // The reference is libm's erfc in double; the SIMD kernels use a degree-9 Chebyshev fit of erfc
+  // (relative error < 1.2e-7), so a float result may differ by 1 or 2 ulps (<= 2.4e-7 relative).
+  const CpuKernels& ref = kernels::scalar_kernels();
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> x;
+  for (int i = -140000; i <= 140000; i += 7) x.push_back(i * 1e-4f);  // a dense sweep of [-14, 14]
+  for (float v : {0.f, -0.f, 1e-30f, -1e-30f, 1e-40f, 3e4f, -3e4f, -9.3f, 40.f, -40.f, inf, -inf, nan}) x.push_back(v);
+  const int64_t n = (int64_t)x.size();
+  std::vector<float> g = random_vector(n, 77);
+  for (const CpuKernels* k : simd_tables()) {
+    CAPTURE(k->name);
+    std::string where;
+    INFO(where);
+    std::vector<float> want(n);
+    Guarded got(n);
+    ref.gelu(x.data(), want.data(), n);
+    k->gelu(x.data(), got.out(), n);
+    CHECK(close_arrays(got.out(), want.data(), n, 3e-7, 1e-37, &where));
+    CHECK(got.guards_intact());
+    ref.gelu_backward(x.data(), g.data(), want.data(), n);
+    k->gelu_backward(x.data(), g.data(), got.out(), n);
+    // the derivative crosses 0 near x = -0.75: there the error is absolute (about 1e-7 Phi(x))
+    CHECK(close_arrays(got.out(), want.data(), n, 3e-7, 1e-7, &where));
+    CHECK(got.guards_intact());
+    for (int64_t m : kLengths) {  // every tail length, inputs and output off alignment
+      CAPTURE(m);
+      Input a(m, 5 + m);
+      Guarded out(m);
+      std::vector<float> w(m);
+      ref.gelu(a.p(), w.data(), m);
+      k->gelu(a.p(), out.out(), m);
+      CHECK(close_arrays(out.out(), w.data(), m, 3e-7, 1e-37, &where));
+      CHECK(out.guards_intact());
+    }
+  }
+  // The values themselves: gelu(0) = 0, gelu(x) -> x for large x, -> 0 (not NaN) for large -x.
+  std::vector<float> v = {0.f, 40.f, -40.f, 1.f};
+  std::vector<float> out(4);
+  ref.gelu(v.data(), out.data(), 4);
+  CHECK(out[0] == 0.f);
+  CHECK(out[1] == 40.f);
+  CHECK(out[2] == 0.f);  // -40 Phi(-40) underflows to -0
+  CHECK(out[3] == doctest::Approx(0.8413447460685429).epsilon(1e-7));  // Phi(1)
+}
+
 TEST_CASE("simd kernels: im2col and col2im equal the reference exactly") {
   auto geometry = [](int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t s, int64_t p, int64_t d,
                      int64_t ph = -1) {

@@ -57,6 +57,11 @@ struct CpuKernels {
   void (*softmax_row)(const float* x, float* out, int64_t n);
   void (*log_softmax_row)(const float* x, float* out, int64_t n);
 
+  // ---- GELU, the exact (erf) form: Phi(x) = P(N(0,1) <= x) = erfc(-x / sqrt 2) / 2
+  void (*gelu)(const float* x, float* out, int64_t n);                         // out = x Phi(x)
+  // out = g (Phi(x) + x phi(x)), phi the normal density: the input gradient of GELU
+  void (*gelu_backward)(const float* x, const float* g, float* out, int64_t n);
+
   // ---- convolution unrolling (contract: kernels/conv_ref.h)
   void (*im2col)(const float* x, const ConvGeometry& g, float* col);
   void (*col2im)(const float* col, const ConvGeometry& g, float* x);

@@ -83,12 +83,25 @@ void log_softmax_row(const float* x, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = (float)((double)x[i] - mx - lse);
 }
 
+// GELU in double with libm's erfc: Phi(x) = erfc(-x / sqrt 2) / 2 stays accurate in the far
+// negative tail, where 1 + erf(x / sqrt 2) would cancel to 0.
+double normal_cdf(double x) { return 0.5 * std::erfc(-x * 0.7071067811865476); }
+void gelu(const float* x, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = (float)((double)x[i] * normal_cdf(x[i]));
+}
+void gelu_backward(const float* x, const float* g, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i], pdf = std::exp(-0.5 * v * v) * 0.3989422804014327;  // 1 / sqrt(2 pi)
+    out[i] = (float)((double)g[i] * (normal_cdf(v) + v * pdf));
+  }
+}
+
 }  // namespace
 
 const CpuKernels& scalar_kernels() {
   static const CpuKernels table{Isa::scalar, "scalar", add, sub, mul, add_scalar, mul_scalar, rsub_scalar, axpy, relu,
                                 relu_backward, sum, sum_sq_dev, dot_centered, scale_shift, affine2, softmax_row,
-                                log_softmax_row, kernels::im2col, kernels::col2im};
+                                log_softmax_row, gelu, gelu_backward, kernels::im2col, kernels::col2im};
   return table;
 }
 

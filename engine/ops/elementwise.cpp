@@ -212,6 +212,9 @@ UnaryKernel rsub_scalar_kernel(float s) {
   return {[](const float* x, float c, float* o, int64_t n) { kernels::cpu().rsub_scalar(c, x, o, n); }, s};
 }
 const UnaryKernel kReluKernel{[](const float* x, float, float* o, int64_t n) { kernels::cpu().relu(x, o, n); }};
+const UnaryKernel kGeluKernel{[](const float* x, float, float* o, int64_t n) { kernels::cpu().gelu(x, o, n); }};
+const BinaryKernels kGeluBackwardKernels{
+    [](const float* x, const float* g, float* o, int64_t n) { kernels::cpu().gelu_backward(x, g, o, n); }};
 
 }  // namespace
 
@@ -415,25 +418,33 @@ Tensor tanh(const Tensor& a) {
 
 Tensor gelu(const Tensor& a, bool tanh_approx) {
   constexpr double kAlpha = 0.7978845608028654;  // sqrt(2/pi)
-  constexpr double kInvSqrt2 = 0.7071067811865476;
-  Tensor out = map_unary(a, "gelu", [tanh_approx](float xf) {
-    double x = xf;
-    if (tanh_approx) return (float)(0.5 * x * (1.0 + std::tanh(kAlpha * (x + 0.044715 * x * x * x))));
-    return (float)(0.5 * x * (1.0 + std::erf(x * kInvSqrt2)));  // x * Phi(x)
-  });
-  return record(out, "gelu", {a}, {a}, [tanh_approx](const Node& n, const Tensor& g) {
-    Tensor d = map_unary(n.saved[0], "gelu", [tanh_approx](float xf) {
+  if (tanh_approx) {
+    Tensor out = map_unary(a, "gelu", [](float xf) {
       double x = xf;
-      if (tanh_approx) {
-        double u = kAlpha * (x + 0.044715 * x * x * x), t = std::tanh(u);
-        return (float)(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kAlpha * (1.0 + 3 * 0.044715 * x * x));
-      }
-      // d(x Phi(x)) = Phi(x) + x phi(x)
-      double cdf = 0.5 * (1.0 + std::erf(x * kInvSqrt2));
-      double pdf = std::exp(-0.5 * x * x) * 0.3989422804014327;
-      return (float)(cdf + x * pdf);
+      return (float)(0.5 * x * (1.0 + std::tanh(kAlpha * (x + 0.044715 * x * x * x))));
     });
-    return std::vector<Tensor>{mul(g, d)};
+    return record(out, "gelu", {a}, {a}, [](const Node& n, const Tensor& g) {
+      Tensor d = map_unary(n.saved[0], "gelu", [](float xf) {
+        double x = xf, u = kAlpha * (x + 0.044715 * x * x * x), t = std::tanh(u);
+        return (float)(0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kAlpha * (1.0 + 3 * 0.044715 * x * x));
+      });
+      return std::vector<Tensor>{mul(g, d)};
+    });
+  }
+  // The exact form x Phi(x), Phi the standard normal CDF (the row kernels: kernels/cpu_kernels.h).
+  constexpr double kInvSqrt2 = 0.7071067811865476, kInvSqrt2Pi = 0.3989422804014327;
+  auto cdf = [](double x) { return 0.5 * std::erfc(-x * kInvSqrt2); };
+  Tensor out = map_unary(a, "gelu", [cdf](float x) { return (float)((double)x * cdf(x)); }, kGeluKernel);
+  return record(out, "gelu", {a}, {a}, [cdf](const Node& n, const Tensor& g) {
+    // d(x Phi(x))/dx = Phi(x) + x phi(x), times g in the same pass
+    Tensor gx = map_binary(
+        n.saved[0], g, "gelu backward",
+        [cdf](float xf, float gf) {
+          const double x = xf, pdf = std::exp(-0.5 * x * x) * kInvSqrt2Pi;
+          return (float)((double)gf * (cdf(x) + x * pdf));
+        },
+        &kGeluBackwardKernels);
+    return std::vector<Tensor>{gx};
   });
 }
 
