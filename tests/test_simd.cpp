@@ -527,11 +527,24 @@ TEST_CASE("simd ops: sum, mean, softmax, pooling") {
       {{2, 3, 7, 9}, [](const V& x) { return adaptive_avg_pool2d(x[0], {3, 2}); }},
       {{2, 3, 9, 8}, [](const V& x) { return max_pool2d(x[0], 3, 2, 1); }},
       {{1, 5, 9, 8}, [](const V& x) { return avg_pool2d(x[0], 2); }},
+      {{3, 17, 37}, [](const V& x) { return gelu(x[0]); }},                // GELU and its fused backward
+      {{4, 65, 48}, [](const V& x) { return layer_norm(x[0], {48}, Tensor(), Tensor()); }},  // rows over threads
+      {{5, 3, 7}, [](const V& x) { return layer_norm(add(x[0], 40.0), {3, 7}, Tensor(), Tensor()); }},  // mean >> std
   };
   uint64_t seed = 40;
   for (const auto& [shape, f] : cases) {
     CAPTURE(shape_str(shape));
     compare_isas([&, s = seed++] { return forward_backward({shape}, s, f); });
+  }
+}
+
+TEST_CASE("simd ops: layer_norm with weight and bias, forward and backward") {
+  for (Shape shape : std::vector<Shape>{{2, 5, 33}, {3, 1, 16}, {7, 5}}) {
+    CAPTURE(shape_str(shape));
+    const int64_t R = shape.back();
+    compare_isas([&] {
+      return forward_backward({shape, {R}, {R}}, 50, [R](const V& x) { return layer_norm(x[0], {R}, x[1], x[2]); });
+    });
   }
 }
 

@@ -247,21 +247,23 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   float* is = invstd_t.data<float>();
   float* hp = xhat.data<float>();
   float* op = out.data<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    const float* row = xp + m * R;
-    double s = 0;
-    for (int64_t r = 0; r < R; ++r) s += row[r];
-    const double mu = s / (double)R;
-    double ss = 0;
-    for (int64_t r = 0; r < R; ++r) ss += (row[r] - mu) * (row[r] - mu);
-    const double inv = 1.0 / std::sqrt(ss / (double)R + eps);  // biased variance
-    is[m] = (float)inv;
-    for (int64_t r = 0; r < R; ++r) {
-      const float h = (float)((row[r] - mu) * inv);
-      hp[m * R + r] = h;
-      op[m * R + r] = h * w[r] + bb[r];
+  // One row at a time, rows split over the threads; each step one row kernel (SIMD, cpu_kernels.h).
+  const kernels::CpuKernels& cpu = kernels::cpu();
+  parallel_for(M, plane_grain(R), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* row = xp + m * R;
+      float* h = hp + m * R;
+      float* o = op + m * R;
+      const double mu = cpu.sum(row, R) / (double)R;                      // mean
+      const double var = cpu.sum_sq_dev(row, (float)mu, R) / (double)R;  // biased variance
+      const double inv = 1.0 / std::sqrt(var + eps);
+      is[m] = (float)inv;
+      cpu.add_scalar(row, -(float)mu, h, R);  // x - mean
+      cpu.mul_scalar(h, (float)inv, h, R);    // xhat = (x - mean) / sqrt(var + eps)
+      cpu.mul(h, w.data(), o, R);             // xhat * weight
+      cpu.add(o, bb.data(), o, R);            // + bias
     }
-  }
+  });
 
   std::vector<int64_t> norm_dims, lead_dims;  // the normalised (trailing) dims and the others
   for (int64_t d = 0; d < x.dim(); ++d) (d >= x.dim() - k ? norm_dims : lead_dims).push_back(d);
