@@ -418,7 +418,6 @@ void draw_panel(Canvas& cv, const Panel& panel, PanelLayout L, int px, int py, i
 
 void write_png(const std::string& path, const std::vector<Panel>& panels, int width, int height) {
   KD_CHECK(!panels.empty(), "write_png('{}'): no panels to draw", path);
-  Canvas cv(width, height);
   const int n = (int)panels.size();
   const int s = text_scale(width / n, height);
   std::vector<PanelLayout> layouts;
@@ -427,6 +426,10 @@ void write_png(const std::string& path, const std::vector<Panel>& panels, int wi
     layouts.push_back(layout_panel(panels[i], width * (i + 1) / n - width * i / n, s));
     legend_rows = std::max(legend_rows, layouts.back().legend_rows);
   }
+  // A long legend (a report over many runs) makes the figure taller rather than squeezing the
+  // axes: the legend takes at most about half of it.
+  height = std::max(height, 2 * (8 + legend_rows * kLineHeight) * s + 100 * s);
+  Canvas cv(width, height);
   for (int i = 0; i < n; ++i) {
     const int x0 = width * i / n, x1 = width * (i + 1) / n;
     draw_panel(cv, panels[i], layouts[i], x0, 0, x1 - x0, height, legend_rows, s);
@@ -466,7 +469,8 @@ RunMetrics read_metrics(const std::string& run_dir, const std::string& label) {
 
   std::ifstream f(m.path);
   KD_CHECK(f.good(), "cannot open '{}'", m.path);
-  static const char* required[] = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc"};
+  // train_acc is optional: ACD-U's two-network runs log none (it reads as NaN, not plotted)
+  static const char* required[] = {"epoch", "train_loss", "test_loss", "test_acc"};
   static const std::string numeric[] = {"train_loss", "train_acc", "test_loss", "test_acc",
                                         "best_acc",   "lr",        "time_s",    "images_per_s"};
   std::map<int64_t, nlohmann::json> by_epoch;  // a later line for the same epoch replaces the earlier

@@ -108,7 +108,8 @@ struct RunMetrics {
 
 // Reads RUN_DIR/metrics.jsonl (or a metrics .jsonl file given directly). The label is the run
 // directory's base name unless one is given. Errors name the file, and the line number of a line
-// that is not JSON or lacks a required key (epoch, train_loss, train_acc, test_loss, test_acc).
+// that is not JSON or lacks a required key (epoch, train_loss, test_loss, test_acc; train_acc is
+// optional, NaN where absent, as in ACD-U's runs).
 RunMetrics read_metrics(const std::string& run_dir, const std::string& label = "");
 
 // The curves of runs, overlaid: loss vs epoch and accuracy (%) vs epoch. labels: one per run, or

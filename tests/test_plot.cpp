@@ -300,6 +300,12 @@ TEST_CASE("read_metrics and plot_runs: errors name the problem") {
   CHECK_ERROR_CONTAINS(read_metrics(d), "metrics.jsonl:2: a array where each line");
   d = write("missing", R"({"epoch":1,"train_loss":2,"train_acc":0.1,"test_acc":0.1})");
   CHECK_ERROR_CONTAINS(read_metrics(d), "metrics.jsonl:1: no key 'test_loss'");
+  // no train_acc (ACD-U logs none): read, as NaN
+  d = write("no_train_acc", R"({"epoch":1,"train_loss":2,"test_loss":2.1,"test_acc":0.3})");
+  RunMetrics no_train_acc = read_metrics(d);
+  CHECK(std::isnan(no_train_acc.train_acc.at(0)));
+  CHECK(no_train_acc.test_acc.at(0) == doctest::Approx(0.3));
+  CHECK_NOTHROW(plot_runs({d}, root + "/no_train_acc.png"));
   d = write("text", R"({"epoch":1,"train_loss":"high","train_acc":0.1,"test_loss":2.1,"test_acc":0.1})");
   CHECK_ERROR_CONTAINS(read_metrics(d), "metrics.jsonl:1: 'train_loss' is \"high\" where a number was expected");
   d = write("fraction", R"({"epoch":1.5,"train_loss":2,"train_acc":0.1,"test_loss":2.1,"test_acc":0.1})");
@@ -349,6 +355,15 @@ TEST_CASE("plot_runs: two panels, every run in its colour, a PNG of the requeste
   CHECK(small.count(0, 0, 320, 300, palette(0)) > 0);  // the single point is drawn
   plot_runs({a}, root + "/labelled.png", {"my label"}, 2000, 900);
   CHECK(load_png(root + "/labelled.png").w == 2000);
+
+  // many runs (a report over a whole experiment): the legend grows the figure, never fails
+  std::vector<std::string> many;
+  for (int r = 0; r < 24; ++r) many.push_back(write_run(root + "/many/run" + std::to_string(r), 3, 0.1 + 0.01 * r));
+  plot_runs(many, root + "/many.png", {}, 640, 560);
+  Image tall = load_png(root + "/many.png");
+  CHECK(tall.w == 640);
+  CHECK(tall.h > 560);
+  CHECK(tall.count(0, 0, 320, tall.h, palette(5)) > 0);  // the sixth run's curve is drawn
 }
 
 TEST_CASE("write_png: any number of panels, series of any kind") {
