@@ -7,7 +7,8 @@
 #   scripts/experiments_cifar10_families.sh [STAGE ...]     (no stage: all of them, in order)
 #
 # Stages (a trailing 0 / 1 is the seed): fitnet0 fitnet1 fitnet2st0 fitnet2st1 at0 at1 catkd0
-#   catkd1 wkdf0 wkdf1 rkd0 rkd1 sp0 sp1 pkt0 pkt1 cc0 cc1 london0 london1 vrm0 vrm1
+#   catkd1 wkdf0 wkdf1 rkd0 rkd1 sp0 sp1 pkt0 pkt1 cc0 cc1 london0 london1 ofd0 ofd1 (LONDON's OFD feature loss alone:
+#   london_weight 0, the control that separates LONDON's term) vrm0 vrm1
 #   fusion0 fusion1 (kd+at+rkd) two_teachers0 two_teachers1 (resnet56 + the resnet20 assistant of
 #   experiments_cifar10.sh, mean of the logits, KD)
 #   vit_teacher (the project's ViT teacher: vit_small_cifar from scratch, recipes/cifar10_vit_laptop.json)
@@ -82,6 +83,7 @@ stage() {
     pkt) distill pkt "$seed" --method pkt --teacher-cache --cache-dir "$RUNS/cache" ;;
     cc) distill cc "$seed" --method cc --teacher-cache --cache-dir "$RUNS/cache" ;;
     london) distill london "$seed" --method london ;;
+    ofd) distill ofd "$seed" --method london --set london_weight=0 ;;  # LONDON's feature loss alone (its control)
     vrm) read -r -a vrm_set <<< "${VRM_SET:-}"; distill vrm "$seed" --method vrm "${vrm_set[@]}" ;;
     fusion) distill fusion_kd_at_rkd "$seed" --method kd+at+rkd --set kd.T=4 --set ce_weight=0.1 --set kd.kd_weight=0.9 ;;
     two_teachers)
@@ -103,7 +105,7 @@ stage() {
 
 stages=("$@")
 if [[ ${#stages[@]} -eq 0 ]]; then
-  for m in fitnet fitnet2st at catkd wkdf rkd sp pkt cc london vrm fusion two_teachers; do stages+=("${m}0" "${m}1"); done
+  for m in fitnet fitnet2st at catkd wkdf rkd sp pkt cc london ofd vrm fusion two_teachers; do stages+=("${m}0" "${m}1"); done
   stages+=(vit_teacher hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 hcd_vit_mbv2_0 kd_vit_mbv2_0)
 fi
 for s in "${stages[@]}"; do stage "$s"; done
