@@ -34,7 +34,7 @@ Backend parse_backend(const std::string& name) {
   if (name == "onednn") {
     KD_CHECK(onednn_available(),
              "backend 'onednn' asked for (--backend or KDLAB_BACKEND), but this kdlab was built without oneDNN; "
-             "install libdnnl-dev and reconfigure with -DKDLAB_WITH_DNNL=ON, or use the 'cpu' backend");
+             "install libdnnl-dev ocl-icd-opencl-dev and reconfigure with -DKDLAB_WITH_DNNL=ON, or use the 'cpu' backend");
     return Backend::onednn;
   }
   throw Error(fmt::format("unknown backend '{}' (--backend or KDLAB_BACKEND); known: cpu, onednn", name));

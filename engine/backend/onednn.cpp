@@ -727,8 +727,8 @@ void clear_cache() {
 namespace kd::onednn {
 
 static Error unavailable(const char* op) {
-  return Error(fmt::format("onednn::{}: this kdlab was built without oneDNN (install libdnnl-dev and reconfigure "
-                           "with -DKDLAB_WITH_DNNL=ON); use the cpu backend",
+  return Error(fmt::format("onednn::{}: this kdlab was built without oneDNN (install libdnnl-dev ocl-icd-opencl-dev and "
+                           "reconfigure with -DKDLAB_WITH_DNNL=ON); use the cpu backend",
                            op));
 }
 
