@@ -258,6 +258,10 @@ RunSummary run_training(Run& run, bool resume) {
   KD_CHECK(!ec && fs::is_directory(run.out_dir), "cannot create the run directory '{}': {}", run.out_dir,
            ec ? ec.message() : "not a directory");
   set_threads(cfg.threads);
+  if (static bool warned = false; !warned) {  // once per process: a speed hint, not an error
+    warned = true;
+    if (const std::string w = blas_core_warning(); !w.empty()) fmt::print(stderr, "warning: {}\n", w);
+  }
   nn::Classifier& model = *run.model;
   int64_t num_classes = 0;
   {  // the class count, from one image in evaluation mode (touches no statistics)

@@ -3,10 +3,27 @@
 #include <cmath>
 
 #include "engine/kernels/gemm.h"
+#include "engine/version.h"
 #include "test_util.h"
 
 using namespace kd;
 using kdtest::json;
+
+TEST_CASE("OpenBLAS kernel set: the fallback warning names the fix, and only for pre-AVX2 kernels on AVX2 CPUs") {
+  CHECK(!kd::blas_core().empty());
+  // OpenBLAS 0.3.21 on an Emerald Rapids (family 6 model 207) picks Prescott: the case that cost 13%.
+  const std::string w512 = kd::blas_core_warning_for("Prescott", "avx512");
+  CHECK(w512.find("'Prescott'") != std::string::npos);
+  CHECK(w512.find("OPENBLAS_CORETYPE=SkylakeX") != std::string::npos);
+  CHECK(kd::blas_core_warning_for("Nehalem", "avx2").find("OPENBLAS_CORETYPE=Haswell") != std::string::npos);
+  CHECK(kd::blas_core_warning_for("core2", "avx2").find("OPENBLAS_CORETYPE=Haswell") != std::string::npos);
+  CHECK(kd::blas_core_warning_for("Sandybridge", "avx512").find("SkylakeX") != std::string::npos);
+  CHECK(kd::blas_core_warning_for("SkylakeX", "avx512").empty());
+  CHECK(kd::blas_core_warning_for("Cooperlake", "avx512").empty());
+  CHECK(kd::blas_core_warning_for("Haswell", "avx2").empty());
+  CHECK(kd::blas_core_warning_for("Zen", "avx2").empty());
+  CHECK(kd::blas_core_warning_for("Prescott", "scalar").empty());  // nothing better to choose
+}
 
 TEST_CASE("gemm: OpenBLAS sgemm matches the reference loop on odd sizes, all transposes") {
   Generator gen(3);

@@ -24,6 +24,7 @@
 #include "engine/backend/backend.h"
 #include "engine/generator.h"
 #include "engine/kernels/cpu_kernels.h"
+#include "engine/version.h"
 #include "engine/ops.h"
 #include "engine/parallel.h"
 #include "examples/cli/cli.h"
@@ -139,6 +140,7 @@ nlohmann::json bench_model(const BenchOptions& o) {
           {"model", o.model},
           {"backend", backend::backend_name(backend::active_backend())},
           {"isa", kernels::cpu().name},
+          {"openblas_core", blas_core()},
           {"batch", o.batch},
           {"threads", num_threads()},
           {"warmup", o.warmup},
@@ -187,6 +189,7 @@ void register_bench(CLI::App& app) {
                    p.openblas, p.onednn);
       return;
     }
+    if (const std::string w = blas_core_warning(); !w.empty() && !o->json) fmt::print(stderr, "warning: {}\n", w);
     KD_CHECK(!o->model.empty(), "kdlab bench: give --model NAME (kdlab info --list) or --sgemm");
     KD_CHECK(o->batch >= 1 && o->iters >= 1 && o->warmup >= 0,
              "kdlab bench: --batch and --iters must be >= 1 and --warmup >= 0");
@@ -195,9 +198,9 @@ void register_bench(CLI::App& app) {
       fmt::print("{}\n", r.dump());
       return;
     }
-    fmt::print("model {} ({:.1f} M MACs/image), batch {}, {} threads, backend {}, ISA {}\n", o->model,
-               r["macs_per_image"].get<double>() / 1e6, o->batch, r["threads"].get<int>(),
-               r["backend"].get<std::string>(), r["isa"].get<std::string>());
+    fmt::print("model {} ({:.1f} M MACs/image), batch {}, {} threads, backend {}, ISA {}, OpenBLAS kernels {}\n",
+               o->model, r["macs_per_image"].get<double>() / 1e6, o->batch, r["threads"].get<int>(),
+               r["backend"].get<std::string>(), r["isa"].get<std::string>(), r["openblas_core"].get<std::string>());
     if (o->phase != "infer")
       fmt::print("training   {:8.1f} images/s  ({:.1f} ms/step, {:.1f} GFLOP/s, {:.0f}% of sgemm peak)\n",
                  r["train_images_per_s"].get<double>(), r["train_step_ms"].get<double>(),
