@@ -31,7 +31,7 @@
 # runs/c10_<name>_seed<N> (the baseline, KD and DKD runs of experiments_cifar10.sh sit beside them,
 # so `kdlab report runs --prefix c10_` compares all); finished runs are skipped, interrupted ones
 # resume. Needs the shared data (../shared/data, ../shared/teachers) or the same files under DATA
-# / TEACHER.
+# / TEACHER; the ViT stages take their teacher from VIT, runs/c10_vit_teacher or teachers/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KDLAB=${KDLAB:-build/kdlab}
@@ -92,8 +92,11 @@ stage() {
         --teacher resnet20:runs/c10_assistant_resnet20/model_last.safetensors --set teacher_combine=mean \
         --method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9 --teacher-cache --cache-dir "$RUNS/cache" --seed "$seed" ;;
     hcd_vit|kd_vit|hcd_vit_mbv2_|kd_vit_mbv2_)
-      local vit=$RUNS/c10_vit_teacher/model_best.safetensors
-      [[ -f $vit ]] || { echo "$name needs the ViT teacher: run the stage vit_teacher first"; exit 2; }
+      # The ViT teacher: VIT if set, else this machine's run of the stage vit_teacher, else the copy
+      # committed in teachers/ (the run recorded in docs/RESULTS.md).
+      local vit=${VIT:-$RUNS/c10_vit_teacher/model_best.safetensors}
+      [[ -z ${VIT:-} && ! -f $vit ]] && vit=teachers/cifar10_vit_small_cifar.safetensors
+      [[ -f $vit ]] || { echo "$name needs the ViT teacher ($vit): run the stage vit_teacher first"; exit 2; }
       local student=(--student resnet8) method=(--method hcd)
       [[ $name == *mbv2_ ]] && student=(--student mobilenetv2 --lr 0.01)
       [[ $name == kd_* ]] && method=(--method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9)
