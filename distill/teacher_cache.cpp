@@ -112,38 +112,55 @@ static Tensor draw_views(const data::Dataset& train, const data::TransformConfig
 
 // ------------------------------------------------------------------ build / load
 
+// A guide's cache file loaded: its logits (N, V, K), and with `pooled` its pooled features
+// (N, V, D) into *pooled; an undefined tensor when the file is absent or its fingerprint is not
+// `fp` (then the caller builds the cache again).
+static Tensor load_cache_file(const std::string& file, const std::string& fp, const Tensor& views, Tensor* pooled) {
+  if (file.empty() || !fs::exists(file)) return Tensor();
+  nn::SafetensorsFile f = nn::load_safetensors(file);
+  auto it = f.metadata.find("fingerprint");
+  if (it == f.metadata.end() || it->second != fp) {
+    fmt::print("teacher cache: {} does not hold what its name says (a corrupt or renamed file); rebuilding it\n", file);
+    return Tensor();
+  }
+  const int64_t N = views.size(0), V = views.size(1);
+  auto m = nn::to_map(f.tensors);
+  KD_CHECK(m.count("views") && m.count("logits"), "teacher cache '{}' lacks its 'views' or 'logits'; delete it", file);
+  Tensor logits = m.at("logits");
+  KD_CHECK(m.at("views").shape() == views.shape() && logits.dim() == 3 && logits.size(0) == N && logits.size(1) == V,
+           "teacher cache '{}' has the wrong shapes ({}); delete it", file, shape_str(logits.shape()));
+  KD_CHECK(max(abs(sub(m.at("views").to(DType::f32), views.to(DType::f32)))).item() == 0.0,
+           "teacher cache '{}' holds other views than these; delete it", file);
+  if (pooled) {
+    KD_CHECK(m.count("pooled") && m.at("pooled").dim() == 3 && m.at("pooled").size(0) == N &&
+                 m.at("pooled").size(1) == V,
+             "teacher cache '{}' lacks its 'pooled' features (N, V, D); delete it", file);
+    *pooled = m.at("pooled");
+  }
+  return logits;
+}
+
 // One guide's logits (N, V, K) on the views, and with `pooled` also its pooled features
-// (N, V, D) into *pooled: loaded from `file` when its fingerprint matches, else computed (eval
-// mode, no gradient, batches of images of one view) and saved there.
+// (N, V, D) into *pooled: loaded from its file when the fingerprint matches, else computed (eval
+// mode, no gradient, batches of images of one view) and saved there. A run that needs only the
+// logits also reads them from the file with pooled features of the same settings (a superset,
+// built by RKD, PKT, CC or HCD), so KD after one of those does not run the teacher again.
 static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc,
                            const Tensor& views, uint64_t seed, const std::string& dir, int64_t batch_size,
                            bool& built, Tensor* pooled = nullptr) {
   const int64_t N = train.size(), C = train.channels(), H = train.height(), W = train.width(), V = views.size(1);
   const std::string fp = fingerprint(guide, train, tc, V, seed, pooled != nullptr);
   const std::string file = guide_file(dir, guide, fp);
-  if (!file.empty() && fs::exists(file)) {
-    nn::SafetensorsFile f = nn::load_safetensors(file);
-    auto it = f.metadata.find("fingerprint");
-    if (it != f.metadata.end() && it->second == fp) {
-      auto m = nn::to_map(f.tensors);
-      KD_CHECK(m.count("views") && m.count("logits"), "teacher cache '{}' lacks its 'views' or 'logits'; delete it",
-               file);
-      Tensor logits = m.at("logits");
-      KD_CHECK(m.at("views").shape() == views.shape() && logits.dim() == 3 && logits.size(0) == N &&
-                   logits.size(1) == V,
-               "teacher cache '{}' has the wrong shapes ({}); delete it", file, shape_str(logits.shape()));
-      KD_CHECK(max(abs(sub(m.at("views").to(DType::f32), views.to(DType::f32)))).item() == 0.0,
-               "teacher cache '{}' holds other views than these; delete it", file);
-      if (pooled) {
-        KD_CHECK(m.count("pooled") && m.at("pooled").dim() == 3 && m.at("pooled").size(0) == N &&
-                     m.at("pooled").size(1) == V,
-                 "teacher cache '{}' lacks its 'pooled' features (N, V, D); delete it", file);
-        *pooled = m.at("pooled");
-      }
-      fmt::print("teacher cache: loaded {} ({} from {}, {} views per image)\n", file, guide.model, guide.weights, V);
-      return logits;
-    }
-    fmt::print("teacher cache: {} does not hold what its name says (a corrupt or renamed file); rebuilding it\n", file);
+  Tensor cached = load_cache_file(file, fp, views, pooled);
+  std::string from = file;
+  if (!cached.defined() && !pooled) {  // the logits of a file that also holds the pooled features
+    const std::string fp_pooled = fingerprint(guide, train, tc, V, seed, /*with_pooled=*/true);
+    from = guide_file(dir, guide, fp_pooled);
+    cached = load_cache_file(from, fp_pooled, views, nullptr);
+  }
+  if (cached.defined()) {
+    fmt::print("teacher cache: loaded {} ({} from {}, {} views per image)\n", from, guide.model, guide.weights, V);
+    return cached;
   }
   NoGradGuard no_grad;
   guide.net->eval();

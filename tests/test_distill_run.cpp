@@ -85,6 +85,25 @@ TEST_CASE("teacher cache: the stored logits are the teacher's on exactly the stu
     CHECK(max_abs_diff(again.pooled(b), pooled.pooled(b)) == 0.0);
   }
 
+  SUBCASE("a logits-only run reads the logits of a file with pooled features (built first, by RKD or HCD)") {
+    const std::string dir2 = kdtest::temp_path("cache_dir_pooled_first");
+    auto pooled = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, dir2, 256, /*with_pooled=*/true);
+    CHECK(pooled.built_now());
+    auto logits_only = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 3, 0, dir2);
+    CHECK_FALSE(logits_only.built_now());  // the teacher did not run again
+    CHECK_FALSE(logits_only.has_pooled());
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(dir2)) files += e.path().extension() == ".safetensors";
+    CHECK(files == 1);
+    data::Batch b;
+    loader.start_epoch(0);
+    REQUIRE(loader.next(b));
+    CHECK(max_abs_diff(logits_only.logits(0, b), pooled.logits(0, b)) == 0.0);
+    CHECK(max_abs_diff(logits_only.logits(0, b), cache.logits(0, b)) < 1e-5);  // the same teacher on the same views
+    auto other_views = distill::TeacherCache::build_or_load(guides, run.train_set, tc, 2, 0, dir2);
+    CHECK(other_views.built_now());  // other settings are not taken from it
+  }
+
   SUBCASE("a batch drawn without the cache is refused") {
     data::LoaderOptions plain = lo;
     plain.choose_aug = nullptr;
