@@ -26,8 +26,8 @@
 # within 100 steps, accuracy stays at chance), so it runs with beta 0.7, the official resnet56 ->
 # resnet20 config (recipes/cifar100/catkd_resnet56_resnet20.json), the closest published pair.
 # RKD, PKT and CC read only the teacher's pooled feature, which the teacher cache stores beside
-# the logits (a second resnet56 cache file, built once by the first of them; the ViT stages share
-# one such file, built by the first of them, KD reading its logits); the other feature
+# the logits (a second resnet56 cache file, built once by the first of them; the ViT stages' HCD runs
+# build one such file, and KD stages run after them read its logits); the other feature
 # and relation methods read feature maps: every step runs the teacher (about 3x the time). Runs go to
 # runs/c10_<name>_seed<N> (the baseline, KD and DKD runs of experiments_cifar10.sh sit beside them,
 # so `kdlab report runs --prefix c10_` compares all); finished runs are skipped, interrupted ones
