@@ -15,6 +15,9 @@
 #   then, with it as the teacher: hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 (resnet8 students: HCD against KD
 #   from the same teacher), hcd_vit_mbv2_0 kd_vit_mbv2_0 (MobileNetV2 students; LR 0.01 as for the
 #   MobileNet pairs of the CIFAR-100 benchmark)
+#   kd_vit_t1_0 kd_vit_t1_1 (KD from the ViT with HCD's logit terms: T 1, CE 1, KD 1; HCD without
+#   its sub-logit branches and orthogonality loss, the control that shows what those add)
+#   base_mbv2_0 (MobileNetV2 trained alone, LR 0.01: the baseline of the MobileNetV2 pair)
 #   vrmtune_r<RATIO>_w<WEIGHT> (VRM's tuning runs: 5000 training images held out as the validation
 #   split, seed 0, 8 epochs, unreliable_ratio=RATIO, is_weight = ic_weight = WEIGHT; pick by the best
 #   validation accuracy, never the test set; e.g. vrmtune_r0.2_w1), then vrm0 vrm1 with
@@ -66,6 +69,10 @@ stage() {
       --threads "$THREADS" "${EXTRA[@]}"
     return
   fi
+  if [[ $1 == base_mbv2_0 ]]; then  # the MobileNetV2 student alone (cross-entropy), the HCD pair's baseline
+    run base_mbv2_seed0 train "${COMMON[@]}" --model mobilenetv2 --lr 0.01 --seed 0
+    return
+  fi
   if [[ $1 =~ ^vrmtune_r([0-9.]+)_w([0-9.]+)$ ]]; then  # VRM's tuning on the validation split
     local r=${BASH_REMATCH[1]} w=${BASH_REMATCH[2]}
     run "$1" distill "${COMMON[@]}" "${DIST[@]}" --seed 0 --method vrm --set epochs=8 --set val_split=5000 \
@@ -92,7 +99,7 @@ stage() {
       run "two_teachers_kd_seed$seed" distill "${COMMON[@]}" --teacher "resnet56:$TEACHER" \
         --teacher resnet20:runs/c10_assistant_resnet20/model_last.safetensors --set teacher_combine=mean \
         --method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9 --teacher-cache --cache-dir "$RUNS/cache" --seed "$seed" ;;
-    hcd_vit|kd_vit|hcd_vit_mbv2_|kd_vit_mbv2_)
+    hcd_vit|kd_vit|kd_vit_t1_|hcd_vit_mbv2_|kd_vit_mbv2_)
       # The ViT teacher: VIT if set, else this machine's run of the stage vit_teacher, else the copy
       # committed in teachers/ (the run recorded in docs/RESULTS.md).
       local vit=${VIT:-$RUNS/c10_vit_teacher/model_best.safetensors}
@@ -101,6 +108,8 @@ stage() {
       local student=(--student resnet8) method=(--method hcd)
       [[ $name == *mbv2_ ]] && student=(--student mobilenetv2 --lr 0.01)
       [[ $name == kd_* ]] && method=(--method kd --set T=4 --set ce_weight=0.1 --set kd_weight=0.9)
+      # HCD's own logit terms without its feature branches: its control (T 1, CE 1, KD 1)
+      [[ $name == kd_vit_t1_ ]] && method=(--method kd --set T=1 --set ce_weight=1 --set kd_weight=1)
       run "${name%_}_seed$seed" distill "${COMMON[@]}" --teacher "vit_small_cifar:$vit" "${student[@]}" "${method[@]}" \
         --teacher-cache --cache-dir "$RUNS/cache" --seed "$seed" ;;
     *) echo "unknown stage $1"; exit 2 ;;
@@ -110,6 +119,6 @@ stage() {
 stages=("$@")
 if [[ ${#stages[@]} -eq 0 ]]; then
   for m in fitnet fitnet2st at catkd wkdf rkd sp pkt cc london ofd vrm fusion two_teachers; do stages+=("${m}0" "${m}1"); done
-  stages+=(vit_teacher hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 hcd_vit_mbv2_0 kd_vit_mbv2_0)
+  stages+=(vit_teacher hcd_vit0 hcd_vit1 kd_vit0 kd_vit1 kd_vit_t1_0 kd_vit_t1_1 base_mbv2_0 hcd_vit_mbv2_0 kd_vit_mbv2_0)
 fi
 for s in "${stages[@]}"; do stage "$s"; done
