@@ -22,7 +22,7 @@
 
 #include "distill/distiller.h"
 #include "distill/teacher_cache.h"
-#include "distill/train.h"
+#include "train/train.h"
 
 namespace kd::distill {
 

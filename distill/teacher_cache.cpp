@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "distill/progress.h"
+#include "train/progress.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"

@@ -3,7 +3,7 @@
 //
 // The input is a whole checkpoint file, loaded into the model and optimizer of
 // kdfuzz::checkpoint_model() (the ones make_corpus writes the seeds with), then used as
-// distill/train.cpp uses it on --resume: the generators restored; the scalars and the schedule
+// train/train.cpp uses it on --resume: the generators restored; the scalars and the schedule
 // must have the JSON types the format promises.
 #include "fuzz_util.h"
 #include "nn/checkpoint.h"

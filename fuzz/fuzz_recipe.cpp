@@ -1,9 +1,9 @@
-// fuzz_recipe.cpp: libFuzzer target for the recipe format (distill/recipe.h).
+// fuzz_recipe.cpp: libFuzzer target for the recipe format (train/recipe.h).
 //
 // The input is a recipe file's text (parse_recipe, what load_recipe runs on a file's content),
 // and also a command-line override "key=value" (kdlab train --set, kdlab distill --set). An
 // accepted configuration must serialise (to_json is written into every run's config.json).
-#include "distill/recipe.h"
+#include "train/recipe.h"
 #include "fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -14,7 +14,7 @@
 #include <fstream>
 
 #include "datasets/dataset.h"
-#include "distill/recipe.h"
+#include "train/recipe.h"
 #include "engine/npy.h"
 #include "engine/ops.h"
 #include "fuzz_util.h"

@@ -9,7 +9,7 @@
 #include "datasets/label_noise.h"
 #include "distill/gmm.h"
 #include "distill/output/acd_u.h"
-#include "distill/train.h"
+#include "train/train.h"
 #include "nn/models/model.h"
 #include "nn/optim.h"
 #include "test_util.h"

@@ -1,12 +1,12 @@
-// kdlab analyze's measures (distill/analysis.h) against an independent float64 PyTorch reference
+// kdlab analyze's measures (analysis/analysis.h) against an independent float64 PyTorch reference
 // (tests/reference/gen_analysis.py), their invariants, the image transforms of the invariance
 // test, and the command end to end on the synthetic set.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
-#include "distill/analysis.h"
-#include "distill/train.h"
+#include "analysis/analysis.h"
+#include "train/train.h"
 #include "engine/ops.h"
 #include "test_util.h"
 

@@ -16,7 +16,7 @@
 
 #include "datasets/archive.h"
 #include "datasets/dataset.h"
-#include "distill/recipe.h"
+#include "train/recipe.h"
 #include "engine/npy.h"
 #include "fuzz/fuzz_util.h"
 #include "nn/checkpoint.h"

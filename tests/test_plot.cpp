@@ -6,8 +6,8 @@
 #include <fstream>
 #include <set>
 
-#include "distill/plot.h"
-#include "distill/plot_font.h"
+#include "analysis/plot.h"
+#include "analysis/plot_font.h"
 #include "test_util.h"
 
 #pragma GCC diagnostic push

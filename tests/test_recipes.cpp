@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "distill/distill_run.h"
-#include "distill/recipe.h"
+#include "train/recipe.h"
 #include "engine/npy.h"
 #include "test_util.h"
 

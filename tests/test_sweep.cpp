@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "distill/report.h"
+#include "analysis/report.h"
 #include "test_util.h"
 
 using namespace kd;

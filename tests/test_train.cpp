@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "distill/recipe.h"
-#include "distill/train.h"
+#include "train/recipe.h"
+#include "train/train.h"
 #include "nn/safetensors.h"
 #include "distill_run_test_util.h"
 #include "test_util.h"

@@ -14,7 +14,7 @@
 #include "datasets/loader.h"
 #include "datasets/transforms.h"
 #include "distill/output/common.h"
-#include "distill/progress.h"
+#include "train/progress.h"
 #include "engine/autograd.h"
 #include "engine/generator.h"
 #include "engine/ops.h"

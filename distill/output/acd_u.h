@@ -80,7 +80,7 @@
 
 #include "distill/distiller.h"
 #include "distill/gmm.h"
-#include "distill/train.h"
+#include "train/train.h"
 
 namespace kd::distill {
 

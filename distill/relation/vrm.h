@@ -45,7 +45,7 @@
 #include "datasets/transforms.h"
 #include "distill/distiller.h"
 #include "distill/output/common.h"
-#include "distill/train.h"
+#include "train/train.h"
 
 namespace kd::distill {
 

@@ -1,7 +1,7 @@
 // kdlab analyze --teacher M:W --student M:W [--student M:W ...] --dataset D --data-dir DIR
 //               [--split test] [--limit N] [--out DIR]
 //
-// Compares each student with the teacher on the same images (distill/analysis.h): accuracy,
+// Compares each student with the teacher on the same images (analysis/analysis.h): accuracy,
 // top-1 agreement, KL and JS between predictions, calibration (ECE), linear and debiased CKA of
 // the pooled features, invariance under flip / shift / noise, and cost (parameters, MACs,
 // latency, throughput, compression). Give a distilled and an independently trained student to
@@ -13,10 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "distill/analysis.h"
-#include "distill/progress.h"
+#include "analysis/analysis.h"
+#include "train/progress.h"
 #include "distill/teacher_cache.h"
-#include "distill/train.h"
+#include "train/train.h"
 #include "examples/cli/cli.h"
 #include "nn/safetensors.h"
 

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "distill/train.h"
+#include "train/train.h"
 #include "engine/npy.h"
 #include "examples/cli/cli.h"
 #include "nn/safetensors.h"

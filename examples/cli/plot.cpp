@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 #include <regex>
 
-#include "distill/plot.h"
+#include "analysis/plot.h"
 #include "engine/error.h"
 #include "examples/cli/cli.h"
 

@@ -20,7 +20,7 @@
 #include <regex>
 
 #include "distill/distill_run.h"
-#include "distill/report.h"
+#include "analysis/report.h"
 #include "examples/cli/cli.h"
 #include "nn/safetensors.h"
 

@@ -1,7 +1,7 @@
 // kdlab train --model M --dataset D --data-dir DIR [--recipe R] [--epochs E ...] --out RUN_DIR [--resume]
 #include <fmt/format.h>
 
-#include "distill/train.h"
+#include "train/train.h"
 #include "examples/cli/cli.h"
 
 namespace kd::cli {

@@ -14,7 +14,7 @@
 
 #include "distill/distill_run.h"
 #include "distill/output/wkd_cost.h"
-#include "distill/progress.h"
+#include "train/progress.h"
 #include "engine/autograd.h"
 #include "engine/npy.h"
 #include "engine/ops.h"

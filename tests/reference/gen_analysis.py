@@ -1,4 +1,4 @@
-"""Golden values for distill/analysis.h (kdlab analyze): agreement, KL, JS, ECE, linear and
+"""Golden values for analysis/analysis.h (kdlab analyze): agreement, KL, JS, ECE, linear and
 debiased CKA, written independently in float64 PyTorch following the papers' definitions
 (ECE: Guo et al. 2017, 15 equal-width bins; CKA: Kornblith et al. 2019; debiased CKA: the
 unbiased HSIC estimator of Song et al. 2012 as in Nguyen et al. 2021).

@@ -1,4 +1,4 @@
-#include "distill/train.h"
+#include "train/train.h"
 
 #include <cblas.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "datasets/label_noise.h"
-#include "distill/progress.h"
+#include "train/progress.h"
 #include "engine/autograd.h"
 #include "engine/npy.h"
 #include "engine/ops.h"

@@ -1,4 +1,4 @@
-#include "distill/recipe.h"
+#include "train/recipe.h"
 
 #include <cmath>
 #include <fstream>

@@ -1,4 +1,4 @@
-// plot_font.h: the small bitmap font that distill/plot.cpp draws its text with.
+// plot_font.h: the small bitmap font that analysis/plot.cpp draws its text with.
 //
 // Every glyph is 5 pixels wide and up to 9 rows tall: rows 0-6 stand on the baseline (capitals
 // and digits fill all seven, lowercase letters rows 2-6) and rows 7-8 hold descenders (g j p q y

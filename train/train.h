@@ -19,7 +19,7 @@
 
 #include "datasets/dataset.h"
 #include "datasets/loader.h"
-#include "distill/recipe.h"
+#include "train/recipe.h"
 #include "nn/checkpoint.h"
 #include "nn/models/model.h"
 #include "nn/optim.h"

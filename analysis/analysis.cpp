@@ -1,5 +1,5 @@
 // analysis.cpp: see analysis.h. Every measure is a readable loop over rows of logits or features.
-#include "distill/analysis.h"
+#include "analysis/analysis.h"
 
 #include <algorithm>
 #include <chrono>
@@ -10,7 +10,7 @@
 #include "distill/output/wkd_cost.h"
 #include "engine/autograd.h"
 #include "distill/distill_run.h"
-#include "distill/plot.h"
+#include "analysis/plot.h"
 #include "engine/ops.h"
 
 namespace kd::analysis {

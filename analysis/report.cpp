@@ -1,5 +1,5 @@
 // report.cpp: see report.h.
-#include "distill/report.h"
+#include "analysis/report.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "distill/plot.h"
+#include "analysis/plot.h"
 #include "engine/error.h"
 #include "nn/safetensors.h"
 

@@ -1,4 +1,4 @@
-#include "distill/progress.h"
+#include "train/progress.h"
 
 #include <fmt/format.h>
 #include <unistd.h>

@@ -1,6 +1,6 @@
 // plot.cpp: the Canvas primitives, the chart layout, metrics.jsonl reading and the bar chart.
 // See plot.h for the picture each function draws.
-#include "distill/plot.h"
+#include "analysis/plot.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "distill/plot_font.h"
+#include "analysis/plot_font.h"
 #include "engine/error.h"
 
 // stb_image_write's functions are made static to this file, so that no other file that also
