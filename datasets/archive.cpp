@@ -236,31 +236,5 @@ void read_tar(const std::string& path, const std::function<bool(const std::strin
   }
 }
 
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-  fs::path target(path);
-  std::error_code ec;
-  if (target.has_parent_path() && !target.parent_path().empty()) {
-    fs::create_directories(target.parent_path(), ec);
-    KD_CHECK(!ec, "cannot create the folder '{}' for '{}': {}", target.parent_path().string(), path, ec.message());
-  }
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    KD_CHECK(out.good(), "cannot write '{}': {}", tmp, std::strerror(errno));
-    out.write((const char*)bytes.data(), (std::streamsize)bytes.size());
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      fs::remove(tmp, ec);
-      throw Error(fmt::format("writing '{}' failed (disk full?)", path));
-    }
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::error_code ec2;
-    fs::remove(tmp, ec2);
-    throw Error(fmt::format("cannot move '{}' into place as '{}': {}", tmp, path, ec.message()));
-  }
-}
 
 }  // namespace kd::data

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/atomic_file.h"
+
 namespace kd::data {
 
 // All bytes of a file (plain or gzip-compressed: gzip is detected from the content, not the
@@ -36,8 +38,7 @@ struct TarEntry {
 void read_tar(const std::string& path, const std::function<bool(const std::string& name)>& want,
               const std::function<void(TarEntry& entry)>& visit);
 
-// Writes `bytes` to `path` atomically: to a temporary file beside it, then renamed over it, so a
-// crash or a full disk never leaves a half-written file under the final name.
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
+// The atomic writer is engine/atomic_file.h's kd::write_file_atomic.
+using kd::write_file_atomic;
 
 }  // namespace kd::data

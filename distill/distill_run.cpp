@@ -216,7 +216,6 @@ train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir,
   if (cfg.method == "acd_u") {  // two networks co-teaching: its own loop (distill/output/acd_u.h)
     KD_CHECK(!cfg.teacher.empty(),
              "acd_u needs its second network: --teacher MODEL [--teacher-weights W] (pretrained or not)");
-    KD_CHECK(!resume, "acd_u runs keep no checkpoint and cannot be resumed; start the run again");
     AcdUOptions opt = acd_u_options(params_from_json(cfg.method_params));
     train::Run run = train::prepare_run(cfg, out_dir, command_line);
     const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
@@ -229,7 +228,7 @@ train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir,
     fmt::print("{}\n{}\nacd_u: network 1 {} ({} parameters), network 2 {}{}, {} epochs, run directory {}\n",
                run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
                cfg.teacher_weights.empty() ? " (from scratch)" : " from " + cfg.teacher_weights, cfg.epochs, out_dir);
-    return run_acd_u(run, second, opt, run.clean_train_labels);
+    return run_acd_u(run, second, opt, run.clean_train_labels, resume);
   }
   DistillSetup setup;
   train::Run run = prepare_distill_run(cfg, out_dir, command_line, setup);

@@ -8,6 +8,7 @@
 // and the data follows it: numel * itemsize bytes in C order. Everything read from a file is
 // checked before it is used: sizes are validated before any allocation.
 #include "engine/npy.h"
+#include "engine/atomic_file.h"
 
 #include <bit>
 #include <cctype>

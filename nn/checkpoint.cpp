@@ -12,12 +12,24 @@ using json = nlohmann::json;
 static constexpr const char* kFormat = "kdlab.training_checkpoint";
 
 static void check_label(const std::string& label) {
-  KD_CHECK(!label.empty() && label.find('.') == std::string::npos && label != "optim",
-           "checkpoint module label '{}' must be non-empty, contain no '.', and not be 'optim'", label);
+  KD_CHECK(!label.empty() && label.find('.') == std::string::npos && label.rfind("optim", 0) != 0 && label != "state",
+           "checkpoint module label '{}' must be non-empty, contain no '.', not be 'optim' (nor start with it) and not be 'state'",
+           label);
+}
+
+// The tensor prefix and metadata key of an optimizer's label: "" -> "optim", "2" -> "optim_2".
+static std::string optim_key(const std::string& label) {
+  KD_CHECK(label.find('.') == std::string::npos, "checkpoint optimizer label '{}' must contain no '.'", label);
+  return label.empty() ? "optim" : "optim_" + label;
 }
 
 void save_training_checkpoint(const std::string& path, const LabeledModules& modules, const Optimizer* optimizer,
                               const TrainingCheckpoint& info) {
+  save_training_checkpoint(path, modules, LabeledOptimizers{{"", const_cast<Optimizer*>(optimizer)}}, info);
+}
+
+void save_training_checkpoint(const std::string& path, const LabeledModules& modules,
+                              const LabeledOptimizers& optimizers, const TrainingCheckpoint& info) {
   NamedTensors tensors;
   std::set<std::string> labels;
   for (const auto& [label, m] : modules) {
@@ -27,11 +39,15 @@ void save_training_checkpoint(const std::string& path, const LabeledModules& mod
     for (const auto& [n, t] : m->state_dict()) tensors.emplace_back(label + "." + n, t);
   }
   std::map<std::string, std::string> meta;
-  if (optimizer) {
+  for (const auto& [label, optimizer] : optimizers) {
+    if (!optimizer) continue;
+    const std::string key = optim_key(label);
+    KD_CHECK(!meta.count(key), "checkpoint optimizer label '{}' is used twice", label);
     OptimizerState st = optimizer->state_dict();
-    for (const auto& [n, t] : st.tensors) tensors.emplace_back("optim." + n, t);
-    meta["optim"] = st.scalars.dump();
+    for (const auto& [n, t] : st.tensors) tensors.emplace_back(key + "." + n, t);
+    meta[key] = st.scalars.dump();
   }
+  for (const auto& [n, t] : info.tensors) tensors.emplace_back("state." + n, t);
   meta["format"] = kFormat;
   meta["format_version"] = "1";
   meta["epoch"] = std::to_string(info.epoch);
@@ -125,7 +141,7 @@ static void check_same_layout(const json& got, const json& want, const std::stri
 
 // Loads a checkpoint already read as a safetensors file; `path` names it in messages.
 static TrainingCheckpoint load_checkpoint_file(const SafetensorsFile& file, const std::string& path,
-                                               const LabeledModules& modules, Optimizer* optimizer) {
+                                               const LabeledModules& modules, const LabeledOptimizers& optimizers) {
   const auto& meta = file.metadata;
   auto fmt_it = meta.find("format");
   KD_CHECK(fmt_it != meta.end() && fmt_it->second == kFormat,
@@ -137,12 +153,14 @@ static TrainingCheckpoint load_checkpoint_file(const SafetensorsFile& file, cons
 
   // Sort the tensors by their label.
   std::map<std::string, std::map<std::string, Tensor>> by_label;
-  OptimizerState optim_state;
+  std::map<std::string, OptimizerState> optim_states;  // by key: "optim", "optim_2"
+  NamedTensors state_tensors;
   for (const auto& [name, t] : file.tensors) {
     size_t dot = name.find('.');
     KD_CHECK(dot != std::string::npos, "{}: checkpoint tensor '{}' has no '<label>.' prefix", path, name);
     std::string label = name.substr(0, dot), rest = name.substr(dot + 1);
-    if (label == "optim") optim_state.tensors.emplace_back(rest, t);
+    if (label.rfind("optim", 0) == 0) optim_states[label].tensors.emplace_back(rest, t);
+    else if (label == "state") state_tensors.emplace_back(rest, t);
     else by_label[label][rest] = t;
   }
 
@@ -174,9 +192,13 @@ static TrainingCheckpoint load_checkpoint_file(const SafetensorsFile& file, cons
     KD_CHECK(wanted.count(label), "{}: the checkpoint holds module '{}' but it was not given to load into", path,
              label);
 
-  if (optimizer) {
-    KD_CHECK(meta.count("optim"), "{}: the checkpoint holds no optimizer state", path);
-    optim_state.scalars = meta_json(meta, "optim", path);
+  for (const auto& [optim_label, optimizer] : optimizers) {
+    if (!optimizer) continue;
+    const std::string key = optim_key(optim_label);
+    KD_CHECK(meta.count(key), "{}: the checkpoint holds no optimizer state{}", path,
+             optim_label.empty() ? std::string() : " '" + key + "'");
+    OptimizerState& optim_state = optim_states[key];
+    optim_state.scalars = meta_json(meta, key, path);
     const json& type = optim_state.scalars.is_object() ? optim_state.scalars.value("type", json()) : json();
     KD_CHECK(!type.is_string() || type == optimizer->type_name(),
              "{}: the checkpoint's optimizer state was saved by {} but this optimizer is {}", path,
@@ -187,6 +209,7 @@ static TrainingCheckpoint load_checkpoint_file(const SafetensorsFile& file, cons
   for (const auto& [label, m] : modules) m->load_state_dict(by_label.at(label), true);
 
   TrainingCheckpoint out;
+  out.tensors = std::move(state_tensors);
   out.epoch = meta_int(meta, "epoch", path);
   out.step = meta_int(meta, "step", path);
   out.schedule = meta_json(meta, "schedule", path);
@@ -203,12 +226,17 @@ static TrainingCheckpoint load_checkpoint_file(const SafetensorsFile& file, cons
 
 TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
                                             Optimizer* optimizer) {
-  return load_checkpoint_file(load_safetensors(path), path, modules, optimizer);
+  return load_checkpoint_file(load_safetensors(path), path, modules, LabeledOptimizers{{"", optimizer}});
+}
+
+TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
+                                            const LabeledOptimizers& optimizers) {
+  return load_checkpoint_file(load_safetensors(path), path, modules, optimizers);
 }
 
 TrainingCheckpoint parse_training_checkpoint(const std::string& bytes, const std::string& source,
                                              const LabeledModules& modules, Optimizer* optimizer) {
-  return load_checkpoint_file(parse_safetensors(bytes, source), source, modules, optimizer);
+  return load_checkpoint_file(parse_safetensors(bytes, source), source, modules, LabeledOptimizers{{"", optimizer}});
 }
 
 TrainingCheckpoint load_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer) {

@@ -5,11 +5,15 @@
 //                              ("model." for the network; e.g. "helpers." for a distiller's
 //                              trainable helper modules)
 //             "optim.<name>"   the optimizer's state tensors (momentum buffers, Adam moments)
+//             "optim_<label>.<name>"  those of a further, labelled optimizer (a regime with two
+//                              networks, ACD-U, keeps one optimizer each)
+//             "state.<name>"   the regime's own tensors (TrainingCheckpoint::tensors: loss
+//                              histories, selection masks), returned as they were saved
 //   metadata  "format"         "kdlab.training_checkpoint", "format_version" "1"
 //             "epoch", "step"  epochs completed and optimizer steps taken (decimal text)
 //             "schedule"       the LR schedule as JSON (Schedule::to_json), or "null"
 //             "rng.<name>"     each generator's Generator::state()
-//             "optim"          the optimizer's scalars as JSON (type, groups, options)
+//             "optim"          the optimizer's scalars as JSON (type, groups, options); "optim_<label>"
 //             "scalars"        any other JSON the caller keeps (best accuracy, config, ...)
 //             "kdlab_version", "git_revision"
 // The file is written atomically (path.tmp, then rename), so a crash while saving leaves the
@@ -34,10 +38,19 @@ struct TrainingCheckpoint {
   nlohmann::json schedule;                        // Schedule::to_json(), or null
   std::map<std::string, std::string> rng_states;  // name -> Generator::state()
   nlohmann::json scalars = nlohmann::json::object();
+  NamedTensors tensors;  // saved as "state.<name>"; any dtype; no shape is checked on load
 };
 
 // The modules a checkpoint holds, each under a label that prefixes its tensor names.
 using LabeledModules = std::vector<std::pair<std::string, Module*>>;
+// The optimizers a checkpoint holds: label "" is the main one ("optim."), any other label is
+// saved as "optim_<label>.".
+using LabeledOptimizers = std::vector<std::pair<std::string, Optimizer*>>;
+
+void save_training_checkpoint(const std::string& path, const LabeledModules& modules,
+                              const LabeledOptimizers& optimizers, const TrainingCheckpoint& info);
+TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
+                                            const LabeledOptimizers& optimizers);
 
 void save_training_checkpoint(const std::string& path, const LabeledModules& modules, const Optimizer* optimizer,
                               const TrainingCheckpoint& info);

@@ -386,33 +386,5 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   write_file_atomic(path, serialize_safetensors(tensors, metadata));
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  std::string tmp = path;
-  tmp += ".tmp";
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();  // for messages
-  auto fail = [&](const char* what, int err, int fd) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot write '{}': {} failed: {} (is the directory '{}' there and writable?)", path,
-                            what, std::strerror(err), dir));
-  };
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    int err = errno;
-    throw Error(fmt::format("cannot write '{}': cannot create '{}': {} (is the directory '{}' there and writable?)",
-                            path, tmp, std::strerror(err), dir));
-  }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) fail("write", errno, fd);
-    done += (size_t)w;
-  }
-  if (::fsync(fd) != 0) fail("fsync", errno, fd);
-  if (::close(fd) != 0) fail("close", errno, -1);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno, -1);
-}
 
 }  // namespace kd::nn

@@ -18,6 +18,7 @@
 #include <map>
 #include <string>
 
+#include "engine/atomic_file.h"
 #include "nn/module.h"
 
 namespace kd::nn {
@@ -45,8 +46,7 @@ std::string serialize_safetensors(const NamedTensors& tensors, const std::map<st
 // name -> tensor (an error if a name appears twice).
 std::map<std::string, Tensor> to_map(const NamedTensors& tensors);
 
-// Writes `bytes` to `path` atomically (path.tmp, fsync, rename), with a clear error when the
-// directory is not writable. Used by every kdlab file writer that must not leave half a file.
-void write_file_atomic(const std::string& path, const std::string& bytes);
+// The atomic writer (temporary file, fsync, rename) is engine/atomic_file.h's kd::write_file_atomic.
+using kd::write_file_atomic;
 
 }  // namespace kd::nn

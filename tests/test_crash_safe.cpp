@@ -1,7 +1,8 @@
 // Crash safety of training (issue #11): a real `kdlab train` run killed with SIGKILL at random
 // moments, then resumed each time, ends with exactly the weights of an uninterrupted run
 // (single-threaded, fixed seed); every checkpoint left behind is complete and loadable; an
-// unwritable run directory is a clear error.
+// unwritable run directory is a clear error. ACD-U's two-network regime resumes the same way,
+// also from inside an unlearning phase (its snapshots in the checkpoint).
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -13,6 +14,8 @@
 #include <fstream>
 #include <random>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "nn/safetensors.h"
 #include "test_util.h"
@@ -27,9 +30,9 @@ static const std::vector<std::string> kTrainArgs{
     "--epochs", "4", "--batch-size", "32", "--threads", "1", "--seed", "5", "--set", "log_every=1000"};
 
 // Starts kdlab with args + --out dir [+ --resume]; returns the child's pid.
-static pid_t start(const std::string& dir, bool resume) {
+static pid_t start(const std::string& dir, bool resume, const std::vector<std::string>& kdlab_args = kTrainArgs) {
   std::vector<std::string> args{KDLAB_BIN};
-  args.insert(args.end(), kTrainArgs.begin(), kTrainArgs.end());
+  args.insert(args.end(), kdlab_args.begin(), kdlab_args.end());
   args.push_back("--out");
   args.push_back(dir);
   if (resume) args.push_back("--resume");
@@ -124,4 +127,76 @@ TEST_CASE("an unwritable run directory is a clear error, not a crash") {
   const int rc = pclose(p);
   CHECK(rc != 0);
   CHECK(out.find("cannot create the run directory") != std::string::npos);
+}
+
+// ACD-U: 7 epochs with a warm-up epoch, selections at epochs 5 and 7 (0-based 4 and 6, the last
+// skipped) and two unlearning epochs after each, so a checkpoint after epoch 5 holds the
+// unlearning snapshots, the loss histories and the forget sets.
+static const std::vector<std::string> kAcdUArgs{
+    "distill", "--method", "acd_u", "--student", "resnet8", "--teacher", "resnet8", "--dataset", "synthetic",
+    "--train-limit", "256", "--test-limit", "64", "--epochs", "7", "--batch-size", "32", "--threads", "1",
+    "--seed", "3", "--label-noise", "sym:0.4", "--set", "warmup=1", "--set", "select_start=2", "--set",
+    "select_every=2", "--set", "forget_epochs=2", "--set", "rampup=1", "--set", "log_every=1000"};
+
+// The epoch a checkpoint file holds (0 while there is none); the file is replaced atomically, so
+// reading it while the run writes the next one is safe.
+static int64_t checkpoint_epoch(const std::string& dir) {
+  const std::string path = dir + "/checkpoint.safetensors";
+  if (!fs::exists(path)) return 0;
+  return std::stoll(nn::load_safetensors(path).metadata.at("epoch"));
+}
+
+// Starts a run and kills it with SIGKILL as soon as its checkpoint holds `epochs` epochs.
+static void run_until_checkpoint(const std::string& dir, bool resume, int64_t epochs) {
+  pid_t pid = start(dir, resume, kAcdUArgs);
+  int status = 0;
+  for (int waited = 0; waited < 600000 && checkpoint_epoch(dir) < epochs; waited += 5) {
+    REQUIRE_MESSAGE(waitpid(pid, &status, WNOHANG) == 0, "the run ended before its checkpoint reached epoch ", epochs);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+}
+
+static std::vector<nlohmann::json> metric_lines(const std::string& dir) {
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> out;
+  for (std::string l; std::getline(f, l);)
+    if (!l.empty()) out.push_back(nlohmann::json::parse(l));
+  return out;
+}
+
+TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearning phase): the run of one go") {
+  const std::string full = kdtest::temp_path("acd_u_full"), killed = kdtest::temp_path("acd_u_killed");
+  int status = 0;
+  pid_t pid = start(full, false, kAcdUArgs);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+
+  run_until_checkpoint(killed, false, 3);  // the loss history of epoch 3 is needed by the selection of 5
+  run_until_checkpoint(killed, true, 5);   // after the first selection: an unlearning phase is on
+  const auto ckpt = nn::load_safetensors(killed + "/checkpoint.safetensors");
+  REQUIRE(ckpt.metadata.at("epoch") == "5");
+  CHECK(ckpt.metadata.at("modules").find("snapshot1") != std::string::npos);  // resumed inside the phase
+  CHECK(ckpt.metadata.count("optim_2"));                                     // network 2's optimizer
+  pid = start(killed, true, kAcdUArgs);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+
+  CHECK(weights_of(killed + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
+  CHECK(weights_of(killed + "/second_last.safetensors") == weights_of(full + "/second_last.safetensors"));
+  // every epoch's record equal, times aside
+  const auto a = metric_lines(full), b = metric_lines(killed);
+  REQUIRE(a.size() == 7);
+  REQUIRE(b.size() == 7);
+  CHECK(a[4].value("selected1", -1) >= 0);  // the selection really happened at epoch 5
+  for (size_t e = 0; e < a.size(); ++e)
+    for (auto& [key, value] : a[e].items()) {
+      if (key == "time_s" || key == "images_per_s") continue;
+      INFO("epoch ", e + 1, " ", key);
+      CHECK(b[e].contains(key));
+      if (b[e].contains(key)) CHECK(b[e][key] == value);
+    }
 }

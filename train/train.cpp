@@ -14,6 +14,8 @@
 
 #include "datasets/label_noise.h"
 #include "train/progress.h"
+#include "train/run_recorder.h"
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/npy.h"
 #include "engine/ops.h"
@@ -92,21 +94,18 @@ nn::Schedule make_schedule(const TrainConfig& c) {
   return s;
 }
 
-static std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, const nn::NamedTensors& model_params,
-                                                      const nn::NamedTensors& helper_params) {
-  auto groups = nn::training_param_groups(model_params, helper_params, c.lr, c.lr, c.weight_decay, c.momentum,
+std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, const nn::NamedTensors& model_params,
+                                              const nn::NamedTensors& helper_params, double lr) {
+  if (lr < 0) lr = c.lr;
+  auto groups = nn::training_param_groups(model_params, helper_params, lr, lr, c.weight_decay, c.momentum,
                                           c.no_decay_1d);
+  KD_CHECK(!groups.empty(), "the network has no trainable parameters (all frozen?): nothing to optimise");
   if (c.optimizer == "sgd") return std::make_unique<nn::SGD>(std::move(groups), nn::SGDOptions{0.0, c.nesterov});
   if (c.optimizer == "adam") return std::make_unique<nn::Adam>(std::move(groups));
   if (c.optimizer == "adamw") return std::make_unique<nn::AdamW>(std::move(groups));
   throw Error(fmt::format("unknown optimizer '{}'; known: sgd, adam, adamw", c.optimizer));
 }
 
-void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name, int64_t num_classes) {
-  nn::save_safetensors(path, model.state_dict(),
-                       {{"model", model_name}, {"num_classes", std::to_string(num_classes)},
-                        {"kdlab_version", version_string()}, {"git_revision", git_revision()}});
-}
 
 EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits,
                     int64_t limit) {
@@ -219,44 +218,13 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   return run;
 }
 
-// ------------------------------------------------------------------ run records
-
-static void write_text_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    KD_CHECK(f.good(), "cannot write '{}': check that the directory exists and is writable", tmp);
-    f << text;
-    f.flush();
-    KD_CHECK(f.good(), "writing '{}' failed (disk full?)", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  KD_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp, path, ec.message());
-}
-
-// metrics.jsonl keeps only the epochs the checkpoint has (a crash may have left one more line).
-static void truncate_metrics(const std::string& path, int64_t epochs_done) {
-  std::ifstream f(path);
-  if (!f.good()) return;
-  std::string line, kept;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.value("epoch", (int64_t)0) <= epochs_done) kept += line + "\n";
-  }
-  write_text_atomic(path, kept);
-}
-
 // ------------------------------------------------------------------ the loop
 
 RunSummary run_training(Run& run, bool resume) {
   const TrainConfig& cfg = run.config;
   KD_CHECK(cfg.epochs > 0 && cfg.batch_size > 0, "epochs ({}) and batch_size ({}) must be positive", cfg.epochs,
            cfg.batch_size);
-  std::error_code ec;
-  fs::create_directories(run.out_dir, ec);
-  KD_CHECK(!ec && fs::is_directory(run.out_dir), "cannot create the run directory '{}': {}", run.out_dir,
-           ec ? ec.message() : "not a directory");
+  const RunRecorder recorder(run.out_dir);
   set_threads(cfg.threads);
   if (static bool warned = false; !warned) {  // once per process: a speed hint, not an error
     warned = true;
@@ -286,8 +254,7 @@ RunSummary run_training(Run& run, bool resume) {
 
   nn::LabeledModules modules{{"model", &model}};
   for (auto& m : run.extra_modules) modules.push_back(m);
-  const std::string ckpt_path = run.out_dir + "/checkpoint.safetensors";
-  const std::string metrics_path = run.out_dir + "/metrics.jsonl";
+  const std::string ckpt_path = recorder.checkpoint_path();
 
   // position and running sums (restored on resume)
   int64_t start_epoch = 0, skip_batches = 0;
@@ -305,18 +272,11 @@ RunSummary run_training(Run& run, bool resume) {
     best_val_acc = ck.scalars.value("best_val_accuracy", -1.0);
     val_selected_test_acc = ck.scalars.value("val_selected_test_accuracy", 0.0);
     partial = ck.scalars.value("partial", nlohmann::json::object());
-    truncate_metrics(metrics_path, start_epoch);
     fmt::print("resuming from {} at epoch {} batch {}\n", ckpt_path, start_epoch + 1, skip_batches);
-  } else {
-    write_text_atomic(metrics_path, "");
   }
+  recorder.start_metrics(resume, start_epoch);
 
   nlohmann::json record = {{"config", cfg.to_json()},
-                           {"command", run.command_line},
-                           {"kdlab_version", version_string()},
-                           {"git_revision", git_revision()},
-                           {"backends", build_backends()},
-                           {"cpu_isa", cpu_isa_available()},
                            {"train_set", run.train_set.summary()},
                            {"test_set", run.test_set.summary()},
                            {"val_set", run.val_set.size() > 0 ? run.val_set.summary() : std::string("none")},
@@ -324,7 +284,7 @@ RunSummary run_training(Run& run, bool resume) {
                            {"parameters", model.num_parameters()},
                            {"schedule", schedule.describe()}};
   for (auto& [k, v] : run.extra_record.items()) record[k] = v;
-  write_text_atomic(run.out_dir + "/config.json", record.dump(2) + "\n");
+  recorder.write_config(run.command_line, record);
 
   auto save_checkpoint = [&](int64_t epochs_done, int64_t batch_in_epoch, const nlohmann::json& sums) {
     nn::TrainingCheckpoint info;
@@ -439,7 +399,7 @@ RunSummary run_training(Run& run, bool resume) {
     if (is_best) {
       best_acc = ev.accuracy;
       best_epoch = epoch + 1;
-      save_weights(run.out_dir + "/model_best.safetensors", model, cfg.model, num_classes);
+      recorder.save_weights("model_best.safetensors", model, cfg.model, num_classes);
     }
     nlohmann::json line = {{"epoch", epoch + 1},
                            {"train_loss", loss_sum / seen},
@@ -463,7 +423,7 @@ RunSummary run_training(Run& run, bool resume) {
       line["val_acc"] = val.accuracy;
       line["val_selected_test_acc"] = val_selected_test_acc;
     }
-    std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
+    recorder.append_metrics(line);
     fmt::print("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} (best {:.4f} @ {}) | {:.1f}s, "
                "{:.0f} img/s\n",
                epoch + 1, cfg.epochs, loss_sum / seen, correct / seen, ev.loss, ev.accuracy, best_acc, best_epoch,
@@ -473,7 +433,7 @@ RunSummary run_training(Run& run, bool resume) {
     if (cfg.save_every_epoch || epoch + 1 == cfg.epochs) save_checkpoint(epoch + 1, 0, nlohmann::json::object());
   }
   std::signal(SIGINT, old_handler);
-  if (!summary.interrupted) save_weights(run.out_dir + "/model_last.safetensors", model, cfg.model, num_classes);
+  if (!summary.interrupted) recorder.save_weights("model_last.safetensors", model, cfg.model, num_classes);
   summary.last_accuracy = last_acc;
   summary.best_accuracy = std::max(best_acc, 0.0);
   summary.best_epoch = best_epoch;

@@ -20,6 +20,7 @@
 #include "datasets/dataset.h"
 #include "datasets/loader.h"
 #include "train/recipe.h"
+#include "train/run_recorder.h"
 #include "nn/checkpoint.h"
 #include "nn/models/model.h"
 #include "nn/optim.h"
@@ -104,11 +105,14 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).
 void set_threads(int64_t threads);
 
+// The optimizer a config describes (sgd, adam, adamw; weight decay, momentum, no decay on 1-D
+// parameters) over a model's trainable parameters and a distiller's helpers, at base LR `lr`
+// (config.lr when negative). The one optimizer factory: train, distill and ACD-U use it.
+std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& config, const nn::NamedTensors& model_params,
+                                              const nn::NamedTensors& helper_params = {}, double lr = -1);
+
 // Builds the schedule a config describes.
 nn::Schedule make_schedule(const TrainConfig& config);
 
-// Writes a state dict as safetensors (atomically), with the model name and class count as metadata.
-void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name,
-                  int64_t num_classes);
 
 }  // namespace kd::train

@@ -4,6 +4,7 @@
 #include "distill/output/acd_u.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,10 +16,13 @@
 #include "datasets/transforms.h"
 #include "distill/output/common.h"
 #include "train/progress.h"
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/generator.h"
 #include "engine/ops.h"
 #include "engine/version.h"
+#include "nn/checkpoint.h"
+#include "nn/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -357,28 +361,9 @@ void set_encoder_eval(nn::Module& m, const std::string& prefix, const std::strin
   }
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    KD_CHECK(f.good(), "cannot write '{}': check that the directory exists and is writable", tmp);
-    f << text;
-    f.flush();
-    KD_CHECK(f.good(), "writing '{}' failed (disk full?)", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  KD_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp, path, ec.message());
-}
 
 std::unique_ptr<nn::Optimizer> make_optimizer(const train::TrainConfig& c, const nn::Module& model, double lr) {
-  auto groups = nn::training_param_groups(model.named_parameters(), {}, lr, lr, c.weight_decay, c.momentum,
-                                          c.no_decay_1d);
-  KD_CHECK(!groups.empty(), "acd_u: the network has no trainable parameters (all frozen?)");
-  if (c.optimizer == "sgd") return std::make_unique<nn::SGD>(std::move(groups), nn::SGDOptions{0.0, c.nesterov});
-  if (c.optimizer == "adam") return std::make_unique<nn::Adam>(std::move(groups));
-  if (c.optimizer == "adamw") return std::make_unique<nn::AdamW>(std::move(groups));
-  throw Error(fmt::format("unknown optimizer '{}'; known: sgd, adam, adamw", c.optimizer));
+  return train::make_optimizer(c, model.named_parameters(), {}, lr);
 }
 
 // A running mean of logged values.
@@ -727,8 +712,28 @@ void split_epoch(Net& net, const data::Dataset& train_set, int64_t eval_batch, c
 
 // ============================================================================ the run
 
+// ---- the checkpoint: doubles kept bit for bit as int64 (safetensors readers turn F64 into f32)
+static Tensor doubles_to_tensor(const std::vector<std::vector<double>>& rows) {
+  const int64_t R = (int64_t)rows.size(), N = R ? (int64_t)rows[0].size() : 0;
+  std::vector<int64_t> bits;
+  bits.reserve((size_t)(R * N));
+  for (const auto& row : rows)
+    for (double v : row) bits.push_back(std::bit_cast<int64_t>(v));
+  return from_vector(bits, {R, N});  // (R, N)
+}
+static std::vector<std::vector<double>> tensor_to_doubles(const Tensor& t, int64_t N, const std::string& what) {
+  KD_CHECK(t.dim() == 2 && t.size(1) == N && t.dtype() == DType::i64,
+           "acd_u checkpoint: '{}' should be (epochs, {}) int64, got {} {} (a checkpoint of another run?)", what, N,
+           dtype_name(t.dtype()), shape_str(t.shape()));
+  const std::vector<int64_t> bits = to_int_vector(t);
+  std::vector<std::vector<double>> rows((size_t)t.size(0), std::vector<double>((size_t)N));
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int64_t i = 0; i < N; ++i) rows[r][(size_t)i] = std::bit_cast<double>(bits[r * (size_t)N + (size_t)i]);
+  return rows;
+}
+
 train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
-                            const Tensor& clean_labels) {
+                            const Tensor& clean_labels, bool resume) {
   const train::TrainConfig& cfg = run.config;
   KD_CHECK(run.model && second, "acd_u: both networks are needed (run.model = network 1, `second` = network 2)");
   KD_CHECK(run.model.get() != second.get(), "acd_u: network 1 and network 2 must be two different models");
@@ -745,10 +750,7 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
     KD_CHECK(clean_labels.dim() == 1 && clean_labels.size(0) == N && clean_labels.dtype() == DType::i64,
              "acd_u: clean_labels must be (N = {}) int64 like the training labels, got {} {}", N,
              dtype_name(clean_labels.dtype()), shape_str(clean_labels.shape()));
-  std::error_code ec;
-  fs::create_directories(run.out_dir, ec);
-  KD_CHECK(!ec && fs::is_directory(run.out_dir), "acd_u: cannot create the run directory '{}': {}", run.out_dir,
-           ec ? ec.message() : "not a directory");
+  const train::RunRecorder recorder(run.out_dir);
   train::set_threads(cfg.threads);
 
   // the class count of each network, from one test image in evaluation mode
@@ -806,26 +808,87 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
   cx.conf_penalty = opt.conf_penalty == "on" || (opt.conf_penalty == "auto" && cfg.label_noise.rfind("asym", 0) == 0);
   const int64_t eval_bs = std::max<int64_t>(cfg.batch_size, 256);
 
-  // the label condition's predictions before any training ("second_initial")
-  std::vector<int64_t> initial_pred;
-  if (opt.unlearning && opt.label_condition == "second_initial") {
+  // what carries over from one epoch to the next (the checkpoint holds it)
+  std::vector<int64_t> initial_pred;  // the label condition's predictions before any training
+  double best_acc = -1, last_acc = 0, total_time = 0;
+  int64_t best_epoch = 0, start_epoch = 0;
+  bool unlearning_flag = false;
+  const auto save_checkpoint = [&](int64_t epochs_done) {
+    nn::TrainingCheckpoint info;
+    info.epoch = epochs_done;
+    info.step = n1.opt->steps_taken();
+    info.schedule = schedule.to_json();
+    info.scalars = {{"best_accuracy", best_acc}, {"best_epoch", best_epoch}, {"last_accuracy", last_acc},
+                    {"total_time", total_time}, {"unlearning", unlearning_flag},
+                    {"encoder_frozen", n2.encoder_frozen}, {"snapshots", n1.snapshot != nullptr}};
+    nn::LabeledModules modules{{"model", n1.model}, {"second", n2.model}};
+    for (Net* net : {&n1, &n2}) {
+      if (net->snapshot) modules.emplace_back("snapshot" + net->tag, net->snapshot.get());
+      if (!net->history.empty()) info.tensors.emplace_back("history" + net->tag, doubles_to_tensor(net->history));
+      if (!net->forget.empty())
+        info.tensors.emplace_back("forget" + net->tag, from_vector(net->forget, {(int64_t)net->forget.size()}));
+    }
+    if (!initial_pred.empty()) info.tensors.emplace_back("initial_pred", from_vector(initial_pred, {N}));
+    nn::save_training_checkpoint(recorder.checkpoint_path(), modules, {{"", n1.opt.get()}, {"2", n2.opt.get()}},
+                                 info);
+  };
+  if (resume) {
+    const std::string ckpt = recorder.checkpoint_path();
+    KD_CHECK(fs::exists(ckpt), "--resume: no checkpoint at '{}' (start without --resume)", ckpt);
+    // What to build before loading: the snapshots of an unlearning phase, and network 2's optimizer
+    // over all of it once its encoder has thawed.
+    const nn::SafetensorsFile file = nn::load_safetensors(ckpt);
+    const auto scalars = nlohmann::json::parse(file.metadata.count("scalars") ? file.metadata.at("scalars") : "{}",
+                                               nullptr, false);
+    KD_CHECK(scalars.is_object() && scalars.contains("snapshots"),
+             "--resume: '{}' is not an acd_u checkpoint (it has no acd_u state; was it written by another method?)",
+             ckpt);
+    if (n2.encoder_frozen && !scalars.value("encoder_frozen", true)) {
+      n2.model->unfreeze();
+      n2.encoder_frozen = false;
+      n2.opt = make_optimizer(cfg, *n2.model, cfg.lr * n2.lr_scale);
+    }
+    nn::LabeledModules modules{{"model", n1.model}, {"second", n2.model}};
+    if (scalars.value("snapshots", false)) {
+      for (Net* net : {&n1, &n2}) {
+        net->snapshot = frozen_copy(*net->model, copy_config);
+        modules.emplace_back("snapshot" + net->tag, net->snapshot.get());
+      }
+    }
+    nn::TrainingCheckpoint ck =
+        nn::load_training_checkpoint(ckpt, modules, nn::LabeledOptimizers{{"", n1.opt.get()}, {"2", n2.opt.get()}});
+    start_epoch = ck.epoch;
+    best_acc = ck.scalars.value("best_accuracy", -1.0);
+    best_epoch = ck.scalars.value("best_epoch", (int64_t)0);
+    last_acc = ck.scalars.value("last_accuracy", 0.0);
+    total_time = ck.scalars.value("total_time", 0.0);
+    unlearning_flag = ck.scalars.value("unlearning", false);
+    for (auto& [name, t] : ck.tensors) {
+      for (Net* net : {&n1, &n2}) {
+        if (name == "history" + net->tag) net->history = tensor_to_doubles(t, N, name);
+        if (name == "forget" + net->tag) {
+          KD_CHECK(t.dim() == 1 && t.size(0) == N && t.dtype() == DType::u8,
+                   "acd_u checkpoint: '{}' should be ({}) uint8, got {} {}", name, N, dtype_name(t.dtype()),
+                   shape_str(t.shape()));
+          const uint8_t* p = t.contiguous().data<uint8_t>();
+          net->forget.assign(p, p + N);
+        }
+      }
+      if (name == "initial_pred") initial_pred = to_int_vector(t);
+    }
+    fmt::print("resuming from {} at epoch {}\n", ckpt, start_epoch + 1);
+  } else if (opt.unlearning && opt.label_condition == "second_initial") {
     std::vector<double> unused;
     eval_train(n2, train_set, eval_bs, unused, initial_pred);
   }
 
   // run record
-  const std::string metrics_path = run.out_dir + "/metrics.jsonl";
-  write_text_atomic(metrics_path, "");
+  recorder.start_metrics(resume, start_epoch);
   nlohmann::json params_json = nlohmann::json::object();
   for (auto& [k, v] : acd_u_params(opt)) params_json[k] = v;
   nlohmann::json record = {{"config", cfg.to_json()},
-                           {"command", run.command_line},
                            {"method", "acd_u"},
                            {"acd_u", params_json},
-                           {"kdlab_version", version_string()},
-                           {"git_revision", git_revision()},
-                           {"backends", build_backends()},
-                           {"cpu_isa", cpu_isa_available()},
                            {"train_set", train_set.summary()},
                            {"test_set", run.test_set.summary()},
                            {"num_classes", K},
@@ -838,17 +901,14 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
                            {"schedule", schedule.describe()}};
   if (know_clean) record["label_noise_rate"] = 1.0 - (double)std::count(truly_clean.begin(), truly_clean.end(), 1) / N;
   for (auto& [k, v] : run.extra_record.items()) record[k] = v;
-  write_text_atomic(run.out_dir + "/config.json", record.dump(2) + "\n");
+  recorder.write_config(run.command_line, record);
   if (opt.unlearning && first_selection_epoch(opt) >= cfg.epochs - 1)
     fmt::print("acd_u: note: no forget-set selection happens in {} epochs (the first would be at epoch {}); lower "
                "select_start / select_every for a short run\n",
                cfg.epochs, first_selection_epoch(opt) + 1);
 
   train::RunSummary summary;
-  double best_acc = -1, last_acc = 0, total_time = 0;
-  int64_t best_epoch = 0;
-  bool unlearning_flag = false;
-  for (int64_t epoch = 0; epoch < cfg.epochs; ++epoch) {
+  for (int64_t epoch = start_epoch; epoch < cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     cx.epoch = epoch;
     cx.parts.clear();
@@ -958,7 +1018,7 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
     if (ev1.accuracy > best_acc) {
       best_acc = ev1.accuracy;
       best_epoch = epoch + 1;
-      train::save_weights(run.out_dir + "/model_best.safetensors", *n1.model, n1.model_name, K);
+      recorder.save_weights("model_best.safetensors", *n1.model, n1.model_name, K);
     }
     for (auto& [name, m] : cx.parts) line[name == "lambda_u" ? name : "loss_" + name] = m.get();
     line["train_loss"] = cx.parts.count("total1") ? cx.parts["total1"].get() : 0.0;
@@ -972,15 +1032,16 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
     line["lr2"] = cx.lr * n2.lr_scale;
     line["time_s"] = train_seconds;
     line["images_per_s"] = cx.seen / std::max(train_seconds, 1e-9);
-    std::ofstream(metrics_path, std::ios::app) << line.dump() << "\n";
+    recorder.append_metrics(line);
     fmt::print("epoch {}/{} ({}): train loss {:.4f} | test acc net1 {:.4f} net2 {:.4f} ensemble {:.4f} (best {:.4f} @ "
                "{}) | {:.1f}s\n",
                epoch + 1, cfg.epochs, line["phase"].get<std::string>(), line["train_loss"].get<double>(), ev1.accuracy,
                ev2.accuracy, ens_acc, best_acc, best_epoch, train_seconds);
     total_time += train_seconds;
+    save_checkpoint(epoch + 1);
   }
-  train::save_weights(run.out_dir + "/model_last.safetensors", *n1.model, n1.model_name, K);
-  train::save_weights(run.out_dir + "/second_last.safetensors", *n2.model, n2.model_name, K);
+  recorder.save_weights("model_last.safetensors", *n1.model, n1.model_name, K);
+  recorder.save_weights("second_last.safetensors", *n2.model, n2.model_name, K);
   summary.last_accuracy = last_acc;
   summary.best_accuracy = std::max(best_acc, 0.0);
   summary.best_epoch = best_epoch;

@@ -190,8 +190,12 @@ std::string find_head(const nn::Module& model, int64_t num_classes);
 // clean-split sizes, precision / recall of each split against the true clean set, forget-set
 // sizes, test accuracy of both networks and of the ensemble, LR, time, images/s);
 // model_last.safetensors and model_best.safetensors (network 1, best by its test accuracy);
-// second_last.safetensors (network 2). No checkpoints: a run cannot be resumed.
+// second_last.safetensors (network 2); checkpoint.safetensors after every epoch: both networks,
+// both optimizers, the unlearning snapshots while a phase runs, the loss histories, the forget
+// sets, the label condition's initial predictions and the best accuracy. `resume` continues from
+// it at the next epoch, bit for bit on one thread (every generator of an epoch is seeded from
+// (seed, epoch), so nothing else carries over); a Ctrl-C or a kill loses the epoch in progress.
 train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
-                            const Tensor& clean_labels);
+                            const Tensor& clean_labels, bool resume = false);
 
 }  // namespace kd::distill
