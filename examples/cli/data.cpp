@@ -1,16 +1,44 @@
+// kdlab data get NAME [--dir DIR] [--mirror URL]: download a data set's official archives (checked,
+//   resumable; datasets/download.h) and print the --data-dir to train with.
 // kdlab data pack --dataset D --data-dir DIR --split S --out FILE.bin
 #include <fmt/format.h>
 
 #include <chrono>
 
 #include "datasets/dataset.h"
+#include "datasets/download.h"
 #include "examples/cli/cli.h"
 
 namespace kd::cli {
 
+static void register_data_get(CLI::App& data) {
+  std::vector<std::string> names;
+  for (const auto& d : data::remote_datasets()) names.push_back(d.name);
+  auto* get = data.add_subcommand(
+      "get", "Download a data set's official archives (checksum verified, resumed when interrupted) and print "
+             "the --data-dir to use");
+  struct Opts {
+    std::string name, dir = "data", mirror;
+  };
+  auto o = std::make_shared<Opts>();
+  get->add_option("name", o->name, "the data set to download")
+      ->required()
+      ->check(CLI::IsMember(names));
+  get->add_option("--dir", o->dir, "folder to download into (created when missing)")->capture_default_str();
+  get->add_option("--mirror", o->mirror,
+                  "base URL to download from instead of the official one (default: $KDLAB_DATA_MIRROR when set)");
+  get->callback([o] {
+    data::DownloadOptions options;
+    options.mirror = o->mirror;
+    data::DatasetDownload got = data::download_dataset(o->name, o->dir, options);
+    fmt::print("{} is ready; train with:\n  --dataset {} --data-dir {}\n", o->name, o->name, got.data_dir);
+  });
+}
+
 void register_data(CLI::App& app) {
   auto* data = app.add_subcommand("data", "Data-set tools");
   data->require_subcommand(1);
+  register_data_get(*data);
   auto* pack = data->add_subcommand("pack", "Decode a data set once and write it in the CIFAR binary format");
   struct Opts {
     std::string dataset = "imagefolder", data_dir, split = "train", out;
