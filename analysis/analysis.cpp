@@ -299,20 +299,31 @@ static plot::Color heat(double v) {
 
 void heatmap_png(const std::string& path, const Tensor& m, const std::vector<std::string>& rows,
                  const std::vector<std::string>& cols, const std::string& title) {
-  const int cell = 56, left = 150, top = 60;
   const int R = (int)m.size(0), C = (int)m.size(1);
-  plot::Canvas cv(left + C * cell + 20, top + R * cell + 40);
-  cv.text(10, 10, title, plot::kBlack, 2);
+  KD_CHECK(R == (int)rows.size() && C == (int)cols.size(),
+           "heatmap_png('{}'): a {} x {} matrix with {} row and {} column labels", path, R, C, rows.size(),
+           cols.size());
+  const double size = 13, cell = 58, pad = 10;  // font size and cell side, pixels
+  double row_w = 0;
+  for (const std::string& r : rows) row_w = std::max(row_w, plot::text_width(r, size));
+  const double left = pad + row_w + pad, top = pad + plot::text_height(16) + pad;
+  const double width = std::max(left + C * cell + pad, 2 * pad + plot::text_width(title, 16));
+  plot::Canvas cv((int)std::ceil(width), (int)std::ceil(top + R * cell + plot::text_height(size) + 2 * pad));
+  cv.text(pad, pad, title, plot::kBlack, 16);
   for (int i = 0; i < R; ++i) {
-    cv.text(10, top + i * cell + cell / 2 - 6, rows[i], plot::kBlack, 1);
+    const double y = top + i * cell, mid = y + (cell - 2) / 2 - plot::text_height(size) / 2;
+    cv.text(left - pad, mid, rows[i], plot::kBlack, size, plot::Align::right);
     for (int j = 0; j < C; ++j) {
       const double v = m.at({i, j});
-      cv.fill_rect(left + j * cell, top + i * cell, cell - 2, cell - 2, heat(v));
-      cv.text(left + j * cell + 10, top + i * cell + cell / 2 - 6, fmt::format("{:.2f}", v), v > 0.6 ? plot::kWhite : plot::kBlack);
+      cv.fill_rect(left + j * cell, y, cell - 2, cell - 2, heat(v));
+      cv.text(left + j * cell + (cell - 2) / 2, mid, fmt::format("{:.2f}", v), v > 0.6 ? plot::kWhite : plot::kBlack,
+              size, plot::Align::center);
     }
   }
-  for (int j = 0; j < C; ++j) cv.text(left + j * cell + 6, top + R * cell + 8, cols[j], plot::kBlack, 1);
-  cv.save_png(path);
+  for (int j = 0; j < C; ++j)
+    cv.text(left + j * cell + (cell - 2) / 2, top + R * cell + pad / 2, cols[j], plot::kBlack, size,
+            plot::Align::center);
+  cv.save(path);
 }
 
 // ------------------------------------------------------------------ localisation
@@ -413,25 +424,26 @@ void cam_grid_png(const std::string& path, const data::Dataset& dataset, const T
   const int64_t C = dataset.channels(), H = dataset.height(), W = dataset.width();
   const int scale = std::max<int>(1, 96 / (int)H), cw = (int)W * scale, ch = (int)H * scale, pad = 6, top = 30;
   plot::Canvas cv(3 * (cw + pad) + pad, top + (int)count * (ch + pad) + pad);
-  cv.text(pad, 8, "image | teacher CAM | student CAM (true class)", plot::kBlack, 1);
+  cv.text(pad, 8, "image | teacher CAM | student CAM (true class)", plot::kBlack, 13);
   const uint8_t* img = dataset.images.contiguous().data<uint8_t>();
+  std::vector<uint8_t> rgb((size_t)H * W * 3);  // one picture of the grid, (H, W, 3)
   for (int64_t i = 0; i < count; ++i)
     for (int col = 0; col < 3; ++col) {
-      const int x0 = pad + col * (cw + pad), y0 = top + (int)i * (ch + pad);
-      for (int y = 0; y < ch; ++y)
-        for (int x = 0; x < cw; ++x) {
-          const int64_t py = y / scale, px = x / scale;
-          auto chan = [&](int64_t c) { return img[((i * C + std::min(c, C - 1)) * H + py) * W + px]; };
-          plot::Color c{chan(0), chan(1), chan(2)};
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x) {
+          auto chan = [&](int64_t c) { return (double)img[((i * C + std::min(c, C - 1)) * H + y) * W + x]; };
+          double r = chan(0), g = chan(1), b = chan(2);
           if (col > 0) {  // overlay the map: red where it is high
             const Tensor& m = col == 1 ? tc : sc;
-            const double v = m.at({i, py * m.size(1) / H, px * m.size(2) / W});
-            c = {(uint8_t)(c.r * (1 - 0.6 * v) + 255 * 0.6 * v), (uint8_t)(c.g * (1 - 0.6 * v)), (uint8_t)(c.b * (1 - 0.6 * v))};
+            const double v = 0.6 * m.at({i, y * m.size(1) / H, x * m.size(2) / W});
+            r = r * (1 - v) + 255 * v, g *= 1 - v, b *= 1 - v;
           }
-          cv.set(x0 + x, y0 + y, c);
+          uint8_t* p = &rgb[((size_t)y * W + x) * 3];
+          p[0] = (uint8_t)r, p[1] = (uint8_t)g, p[2] = (uint8_t)b;
         }
+      cv.image(pad + col * (cw + pad), top + (int)i * (ch + pad), rgb, (int)W, (int)H, scale);
     }
-  cv.save_png(path);
+  cv.save(path);
 }
 
 // ------------------------------------------------------------------ adversarial transfer

@@ -55,7 +55,8 @@ std::vector<std::pair<std::string, Tensor>> feature_taps(nn::Classifier& model, 
 // (Lt, Ls) linear CKA between every teacher tap and every student tap.
 Tensor layer_cka_matrix(const std::vector<std::pair<std::string, Tensor>>& teacher,
                         const std::vector<std::pair<std::string, Tensor>>& student);
-// A heat map PNG of a matrix in [0, 1] with row / column labels and the value in each cell.
+// A heat map of a matrix in [0, 1] with row / column labels and the value in each cell, as a PNG
+// or an SVG by the path's extension (drawn on plot::Canvas).
 void heatmap_png(const std::string& path, const Tensor& m, const std::vector<std::string>& rows,
                  const std::vector<std::string>& cols, const std::string& title);
 
@@ -66,8 +67,8 @@ Tensor class_activation_maps(nn::Classifier& model, const data::Dataset& dataset
 // size by nearest neighbour when they differ), and the mean IoU of their top `frac` pixels.
 double cam_correlation(const Tensor& a, const Tensor& b);
 double cam_top_iou(const Tensor& a, const Tensor& b, double frac = 0.2);
-// A PNG grid: for each of the first `count` images, the image, the teacher's CAM overlaid, the
-// student's CAM overlaid.
+// A grid (PNG or SVG by the extension): for each of the first `count` images, the image, the
+// teacher's CAM overlaid, the student's CAM overlaid.
 void cam_grid_png(const std::string& path, const data::Dataset& dataset, const Tensor& teacher_cams,
                   const Tensor& student_cams, int64_t count = 8);
 

@@ -1,6 +1,12 @@
-// plot.cpp: the Canvas primitives, the chart layout, metrics.jsonl reading and the bar chart.
+// plot.cpp: the cairo-backed Canvas, the chart layout, metrics.jsonl reading and the bar chart.
 // See plot.h for the picture each function draws.
+//
+// Every figure is drawn once onto a cairo recording surface (the list of drawing operations, in
+// pixel units) and replayed at save() into an image surface (written as PNG) or an SVG surface
+// (vectors; the text as glyph outlines), so the two formats show the same picture.
 #include "analysis/plot.h"
+
+#include <cairo-svg.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,18 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "analysis/plot_font.h"
 #include "engine/error.h"
-
-// stb_image_write's functions are made static to this file, so that no other file that also
-// compiles the implementation (a test, another tool) can clash with this one at link time.
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STB_IMAGE_WRITE_STATIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include <stb/stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "engine/atomic_file.h"
 
 namespace fs = std::filesystem;
 
@@ -29,10 +25,36 @@ namespace kd::plot {
 
 namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr Color kGrid{232, 232, 232};     // grid lines
-constexpr Color kAxis{60, 60, 60};        // frame, ticks, tick labels
-constexpr Color kText{20, 20, 20};        // titles and labels
-constexpr Color kKeyGray{110, 110, 110};  // legend keys for line styles
+constexpr Color kGrid{228, 228, 228};               // grid lines
+constexpr Color kAxis{60, 60, 60};                  // frame, ticks, tick labels
+constexpr Color kText{20, 20, 20};                  // titles and labels
+constexpr Color kNote{90, 90, 90};                  // notes such as "axis starts at 80%"
+constexpr Color kKeyGray{100, 100, 100};            // legend keys for line styles
+constexpr const char* kFontFamily = "DejaVu Sans";  // fonts-dejavu-core; fontconfig falls back to a sans face
+constexpr double kDash[] = {7, 4};                  // a dashed line: 7 pixels drawn, 4 skipped
+
+void set_color(cairo_t* cr, Color c) { cairo_set_source_rgb(cr, c.r / 255.0, c.g / 255.0, c.b / 255.0); }
+
+void set_font(cairo_t* cr, double size) {
+  cairo_select_font_face(cr, kFontFamily, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  cairo_set_font_size(cr, size);
+}
+
+// A context on a 1 x 1 surface, for measuring text before the figure's size is known.
+struct Measurer {
+  cairo_surface_t* surface = cairo_image_surface_create(CAIRO_FORMAT_A8, 1, 1);
+  cairo_t* cr = cairo_create(surface);
+  explicit Measurer(double size) { set_font(cr, size); }
+  ~Measurer() {
+    cairo_destroy(cr);
+    cairo_surface_destroy(surface);
+  }
+};
+
+cairo_status_t append_to_string(void* closure, const unsigned char* data, unsigned int length) {
+  static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
+}
 }  // namespace
 
 Color palette(int i) {
@@ -41,182 +63,177 @@ Color palette(int i) {
   return colors[((i % 10) + 10) % 10];
 }
 
+ImageFormat image_format(const std::string& path) {
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return (char)std::tolower(c); });
+  if (ext == ".png") return ImageFormat::png;
+  if (ext == ".svg") return ImageFormat::svg;
+  throw Error(
+      fmt::format("cannot tell the image format of '{}' from its extension '{}': name the file .png (pixels) "
+                  "or .svg (vectors)",
+                  path, ext));
+}
+
 // ================================================================ the canvas
+
+double text_width(const std::string& utf8, double size) {
+  Measurer m(size);
+  cairo_text_extents_t te;
+  cairo_text_extents(m.cr, utf8.c_str(), &te);
+  return te.x_advance;
+}
+
+double text_height(double size) {
+  Measurer m(size);
+  cairo_font_extents_t fe;
+  cairo_font_extents(m.cr, &fe);
+  return fe.ascent + fe.descent;
+}
 
 Canvas::Canvas(int width, int height, Color background) : width_(width), height_(height) {
   KD_CHECK(width > 0 && height > 0 && width <= 16384 && height <= 16384,
            "a canvas of {} x {} pixels: width and height must be in 1..16384", width, height);
-  rgb_.resize((size_t)width * height * 3);
-  for (size_t i = 0; i < rgb_.size(); i += 3) {
-    rgb_[i] = background.r;
-    rgb_[i + 1] = background.g;
-    rgb_[i + 2] = background.b;
-  }
+  const cairo_rectangle_t extents{0, 0, (double)width, (double)height};
+  surface_ = cairo_recording_surface_create(CAIRO_CONTENT_COLOR, &extents);
+  cr_ = cairo_create(surface_);
+  KD_CHECK(cairo_status(cr_) == CAIRO_STATUS_SUCCESS, "cairo cannot start a {} x {} drawing: {}", width, height,
+           cairo_status_to_string(cairo_status(cr_)));
+  set_color(cr_, background);
+  cairo_paint(cr_);
+  cairo_set_line_join(cr_, CAIRO_LINE_JOIN_ROUND);
 }
 
-Color Canvas::pixel(int x, int y) const {
-  KD_CHECK(x >= 0 && y >= 0 && x < width_ && y < height_, "pixel ({}, {}) is outside the {} x {} canvas", x, y, width_,
-           height_);
-  const uint8_t* p = &rgb_[((size_t)y * width_ + x) * 3];
-  return {p[0], p[1], p[2]};
+Canvas::~Canvas() {
+  cairo_destroy(cr_);
+  cairo_surface_destroy(surface_);
 }
 
-void Canvas::set(int x, int y, Color c) {
-  if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
-  uint8_t* p = &rgb_[((size_t)y * width_ + x) * 3];
-  p[0] = c.r;
-  p[1] = c.g;
-  p[2] = c.b;
+void Canvas::fill_rect(double x, double y, double w, double h, Color c) {
+  set_color(cr_, c);
+  cairo_rectangle(cr_, x, y, w, h);
+  cairo_fill(cr_);
 }
 
-void Canvas::blend(int x, int y, Color c, double alpha) {
-  if (x < 0 || y < 0 || x >= width_ || y >= height_ || alpha <= 0) return;
-  if (alpha >= 1) return set(x, y, c);
-  uint8_t* p = &rgb_[((size_t)y * width_ + x) * 3];
-  // out = alpha * c + (1 - alpha) * background, per channel, rounded
-  p[0] = (uint8_t)std::lround(alpha * c.r + (1 - alpha) * p[0]);
-  p[1] = (uint8_t)std::lround(alpha * c.g + (1 - alpha) * p[1]);
-  p[2] = (uint8_t)std::lround(alpha * c.b + (1 - alpha) * p[2]);
+void Canvas::rect(double x, double y, double w, double h, Color c, double thickness) {
+  set_color(cr_, c);
+  cairo_set_line_width(cr_, thickness);
+  cairo_rectangle(cr_, x + thickness / 2, y + thickness / 2, w - thickness, h - thickness);
+  cairo_stroke(cr_);
 }
 
-void Canvas::fill_rect(int x, int y, int w, int h, Color c) {
-  const int x0 = std::max(x, 0), y0 = std::max(y, 0);
-  const int x1 = std::min(x + w, width_), y1 = std::min(y + h, height_);
-  for (int yy = y0; yy < y1; ++yy)
-    for (int xx = x0; xx < x1; ++xx) set(xx, yy, c);
-}
-
-void Canvas::rect(int x, int y, int w, int h, Color c, int thickness) {
-  fill_rect(x, y, w, thickness, c);                  // top
-  fill_rect(x, y + h - thickness, w, thickness, c);  // bottom
-  fill_rect(x, y, thickness, h, c);                  // left
-  fill_rect(x + w - thickness, y, thickness, h, c);  // right
-}
-
-// Pixel (px, py) has its centre at (px + 0.5, py + 0.5). A pixel whose centre is at distance d
-// from the segment is covered by clamp(thickness/2 + 0.5 - d, 0, 1): fully inside the stroke,
-// fading to nothing over one pixel at its edge (that fade is the anti-aliasing).
-void Canvas::line(double x0, double y0, double x1, double y1, Color c, double thickness) {
-  if (!std::isfinite(x0) || !std::isfinite(y0) || !std::isfinite(x1) || !std::isfinite(y1)) return;
-  const double half = thickness / 2;
-  const int bx0 = std::max(0, (int)std::floor(std::min(x0, x1) - half - 1));
-  const int by0 = std::max(0, (int)std::floor(std::min(y0, y1) - half - 1));
-  const int bx1 = std::min(width_ - 1, (int)std::ceil(std::max(x0, x1) + half + 1));
-  const int by1 = std::min(height_ - 1, (int)std::ceil(std::max(y0, y1) + half + 1));
-  const double dx = x1 - x0, dy = y1 - y0;
-  const double len2 = dx * dx + dy * dy;
-  for (int py = by0; py <= by1; ++py) {
-    for (int px = bx0; px <= bx1; ++px) {
-      const double cx = px + 0.5, cy = py + 0.5;
-      // t: where the closest point of the segment lies, 0 at (x0, y0) and 1 at (x1, y1)
-      double t = len2 > 0 ? ((cx - x0) * dx + (cy - y0) * dy) / len2 : 0;
-      t = std::clamp(t, 0.0, 1.0);
-      const double ex = cx - (x0 + t * dx), ey = cy - (y0 + t * dy);
-      const double d = std::sqrt(ex * ex + ey * ey);
-      blend(px, py, c, std::clamp(half + 0.5 - d, 0.0, 1.0));
-    }
-  }
-}
-
-void Canvas::disc(double cx, double cy, double radius, Color c) { line(cx, cy, cx, cy, c, 2 * radius); }
-
-void Canvas::polyline(const std::vector<double>& xs, const std::vector<double>& ys, Color c, double thickness,
-                      bool dashed, double dash, double gap) {
+void Canvas::polyline(const std::vector<double>& xs, const std::vector<double>& ys, Color c, double width,
+                      bool dashed) {
   KD_CHECK(xs.size() == ys.size(), "polyline: {} x values but {} y values", xs.size(), ys.size());
-  KD_CHECK(!dashed || (dash > 0 && gap >= 0), "polyline: dash ({}) must be positive and gap ({}) not negative", dash,
-           gap);
   const size_t n = xs.size();
-  auto finite = [&](size_t i) { return std::isfinite(xs[i]) && std::isfinite(ys[i]); };
-  double phase = 0;  // how far into the current dash + gap period the pattern is
+  auto finite = [&](size_t i) { return i < n && std::isfinite(xs[i]) && std::isfinite(ys[i]); };
+  set_color(cr_, c);
+  // the dots first: points with no finite neighbour, as filled circles
+  for (size_t i = 0; i < n; ++i)
+    if (finite(i) && !(i > 0 && finite(i - 1)) && !finite(i + 1)) {
+      cairo_new_sub_path(cr_);
+      cairo_arc(cr_, xs[i], ys[i], width + 1, 0, 2 * M_PI);
+      cairo_fill(cr_);
+    }
+  // then the lines: a new sub-path after every break (the dash pattern restarts there)
   for (size_t i = 0; i < n; ++i) {
     if (!finite(i)) continue;
-    const bool prev_ok = i > 0 && finite(i - 1);
-    const bool next_ok = i + 1 < n && finite(i + 1);
-    if (!prev_ok && !next_ok) disc(xs[i], ys[i], thickness + 1, c);  // a point on its own: a dot
-    if (!next_ok) continue;
-    const double x0 = xs[i], y0 = ys[i], x1 = xs[i + 1], y1 = ys[i + 1];
-    if (!dashed) {
-      line(x0, y0, x1, y1, c, thickness);
-      continue;
+    if (i > 0 && finite(i - 1))
+      cairo_line_to(cr_, xs[i], ys[i]);
+    else
+      cairo_move_to(cr_, xs[i], ys[i]);
+  }
+  cairo_set_line_width(cr_, width);
+  cairo_set_line_cap(cr_, CAIRO_LINE_CAP_BUTT);
+  if (dashed) cairo_set_dash(cr_, kDash, 2, 0);
+  cairo_stroke(cr_);
+  cairo_set_dash(cr_, nullptr, 0, 0);
+}
+
+// Draws `utf8` with the left end of its baseline at the current point shifted by the alignment.
+static void show_text(cairo_t* cr, const std::string& utf8, Color c, double size, Align align) {
+  set_font(cr, size);
+  cairo_font_extents_t fe;
+  cairo_font_extents(cr, &fe);
+  cairo_text_extents_t te;
+  cairo_text_extents(cr, utf8.c_str(), &te);
+  const double shift = align == Align::left ? 0 : align == Align::center ? te.x_advance / 2 : te.x_advance;
+  cairo_rel_move_to(cr, -shift, fe.ascent);  // from the top of the box to the baseline
+  set_color(cr, c);
+  cairo_show_text(cr, utf8.c_str());
+  cairo_new_path(cr);
+}
+
+void Canvas::text(double x, double y, const std::string& utf8, Color c, double size, Align align) {
+  cairo_move_to(cr_, x, y);
+  show_text(cr_, utf8, c, size, align);
+}
+
+void Canvas::text_up(double x, double y, const std::string& utf8, Color c, double size, Align align) {
+  cairo_save(cr_);
+  cairo_translate(cr_, x, y);
+  cairo_rotate(cr_, -M_PI / 2);  // the text's x axis now points up the page, its y axis to the right
+  cairo_move_to(cr_, 0, 0);
+  show_text(cr_, utf8, c, size, align);
+  cairo_restore(cr_);
+}
+
+void Canvas::image(double x, double y, const std::vector<uint8_t>& rgb, int w, int h, int scale) {
+  KD_CHECK(w > 0 && h > 0 && scale > 0 && rgb.size() == (size_t)w * h * 3,
+           "Canvas::image: {} bytes for a {} x {} RGB image (expected {}), scale {}", rgb.size(), w, h,
+           (size_t)w * h * 3, scale);
+  // cairo's RGB24: one 32-bit word per pixel, 0x00RRGGBB, rows `stride` bytes apart
+  cairo_surface_t* img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
+  const int stride = cairo_image_surface_get_stride(img);
+  unsigned char* data = cairo_image_surface_get_data(img);
+  for (int r = 0; r < h; ++r) {
+    uint32_t* row = reinterpret_cast<uint32_t*>(data + (size_t)r * stride);
+    for (int col = 0; col < w; ++col) {
+      const uint8_t* p = &rgb[((size_t)r * w + col) * 3];
+      row[col] = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
     }
-    // walk along the segment, drawing where the pattern is "on"
-    const double len = std::hypot(x1 - x0, y1 - y0);
-    double s = 0;
-    while (s < len) {
-      const bool on = phase < dash;
-      const double step = std::min(len - s, on ? dash - phase : dash + gap - phase);
-      if (on) {
-        const double a = s / len, b = (s + step) / len;
-        line(x0 + a * (x1 - x0), y0 + a * (y1 - y0), x0 + b * (x1 - x0), y0 + b * (y1 - y0), c, thickness);
-      }
-      s += step;
-      phase = std::fmod(phase + step, dash + gap);
-    }
   }
+  cairo_surface_mark_dirty(img);
+  cairo_save(cr_);
+  cairo_translate(cr_, x, y);
+  cairo_scale(cr_, scale, scale);
+  cairo_set_source_surface(cr_, img, 0, 0);
+  cairo_pattern_set_filter(cairo_get_source(cr_), CAIRO_FILTER_NEAREST);
+  cairo_rectangle(cr_, 0, 0, w, h);
+  cairo_fill(cr_);
+  cairo_restore(cr_);
+  cairo_surface_destroy(img);  // the recording keeps its own reference
 }
 
-// UTF-8 bytes -> code points (a malformed byte becomes '?').
-static std::vector<uint32_t> decode_utf8(const std::string& s) {
-  std::vector<uint32_t> out;
-  for (size_t i = 0; i < s.size();) {
-    const uint8_t b = (uint8_t)s[i];
-    const int extra = b < 0x80 ? 0 : (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xE ? 2 : (b >> 3) == 0x1E ? 3 : -1;
-    bool ok = extra >= 0 && i + extra < s.size();
-    for (int k = 1; ok && k <= extra; ++k) ok = ((uint8_t)s[i + k] >> 6) == 0x2;  // 10xxxxxx
-    if (!ok) {  // a stray continuation byte or a cut sequence
-      out.push_back('?');
-      ++i;
-      continue;
-    }
-    uint32_t code = extra == 0 ? b : extra == 1 ? (b & 0x1F) : extra == 2 ? (b & 0x0F) : (b & 0x07);
-    for (int k = 1; k <= extra; ++k) code = (code << 6) | ((uint8_t)s[i + k] & 0x3F);
-    out.push_back(code);
-    i += extra + 1;
-  }
-  return out;
-}
-
-int text_width(const std::string& s, int scale) {
-  const int n = (int)decode_utf8(s).size();
-  return n == 0 ? 0 : (n * kGlyphAdvance - (kGlyphAdvance - kGlyphWidth)) * scale;
-}
-
-int text_height(int scale) { return kGlyphHeight * scale; }
-
-void Canvas::text(int x, int y, const std::string& s, Color c, int scale) {
-  const std::vector<uint32_t> codes = decode_utf8(s);
-  for (size_t i = 0; i < codes.size(); ++i) {
-    const Glyph& g = glyph_for(codes[i]);
-    const int gx = x + (int)i * kGlyphAdvance * scale;
-    for (int row = 0; row < kGlyphHeight; ++row)
-      for (int col = 0; col < kGlyphWidth; ++col)
-        if (glyph_ink(g, col, row)) fill_rect(gx + col * scale, y + row * scale, scale, scale, c);
-  }
-}
-
-// Turned a quarter turn anticlockwise: glyph row r lands r pixels right of x, and glyph column k
-// of character i lands (i * advance + k + 1) pixels above y.
-void Canvas::text_up(int x, int y, const std::string& s, Color c, int scale) {
-  const std::vector<uint32_t> codes = decode_utf8(s);
-  for (size_t i = 0; i < codes.size(); ++i) {
-    const Glyph& g = glyph_for(codes[i]);
-    for (int row = 0; row < kGlyphHeight; ++row)
-      for (int col = 0; col < kGlyphWidth; ++col)
-        if (glyph_ink(g, col, row))
-          fill_rect(x + row * scale, y - ((int)i * kGlyphAdvance + col + 1) * scale, scale, scale, c);
-  }
-}
-
-void Canvas::save_png(const std::string& path) const {
+void Canvas::save(const std::string& path) const {
+  const ImageFormat format = image_format(path);
   const fs::path p(path);
   std::error_code ec;
   if (p.has_parent_path()) fs::create_directories(p.parent_path(), ec);
-  KD_CHECK(!ec, "cannot create the directory '{}' for the plot: {}", p.parent_path().string(), ec.message());
-  const std::string tmp = path + ".tmp";
-  const int ok = stbi_write_png(tmp.c_str(), width_, height_, 3, rgb_.data(), width_ * 3);
-  KD_CHECK(ok != 0, "cannot write the PNG '{}' (is the directory writable and the disk not full?)", tmp);
-  fs::rename(tmp, path, ec);
-  KD_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp, path, ec.message());
+  KD_CHECK(!ec, "cannot create the directory '{}' for the figure: {}", p.parent_path().string(), ec.message());
+  KD_CHECK(cairo_status(cr_) == CAIRO_STATUS_SUCCESS, "cairo failed while drawing '{}': {}", path,
+           cairo_status_to_string(cairo_status(cr_)));
+
+  // replay the recording into the output surface, which writes its bytes into `bytes`
+  std::string bytes;
+  cairo_surface_t* out = format == ImageFormat::png
+                             ? cairo_image_surface_create(CAIRO_FORMAT_RGB24, width_, height_)
+                             : cairo_svg_surface_create_for_stream(append_to_string, &bytes, width_, height_);
+  if (format == ImageFormat::svg) cairo_svg_surface_set_document_unit(out, CAIRO_SVG_UNIT_PX);
+  cairo_t* cr = cairo_create(out);
+  cairo_set_source_surface(cr, surface_, 0, 0);
+  cairo_paint(cr);
+  cairo_destroy(cr);
+  cairo_status_t status;
+  if (format == ImageFormat::png) {
+    cairo_surface_flush(out);
+    status = cairo_surface_write_to_png_stream(out, append_to_string, &bytes);
+  } else {
+    cairo_surface_finish(out);  // an SVG surface writes its document when finished
+    status = cairo_surface_status(out);
+  }
+  cairo_surface_destroy(out);
+  KD_CHECK(status == CAIRO_STATUS_SUCCESS, "cairo cannot render '{}': {}", path, cairo_status_to_string(status));
+  write_file_atomic(path, bytes);
 }
 
 // ================================================================ ticks
@@ -259,13 +276,48 @@ namespace {
 
 // The axis ranges of a chart and where its plotting area lies on the canvas.
 struct Axes {
-  int x = 0, y = 0, w = 0, h = 0;  // the plotting area, in pixels
+  double x = 0, y = 0, w = 0, h = 0;  // the plotting area, in pixels (whole numbers)
   double xlo = 0, xhi = 1, ylo = 0, yhi = 1;
   double xstep = 1, ystep = 1;
   std::vector<double> xticks, yticks;
   double X(double v) const { return x + (v - xlo) / (xhi - xlo) * w; }
   double Y(double v) const { return y + h - (v - ylo) / (yhi - ylo) * h; }
 };
+
+// The sizes of a chart's text and marks, all from its font size (pixels).
+struct Metrics {
+  double s;       // labels, ticks, legend
+  double title;   // titles
+  double line_h;  // the height of one line of text at size s
+  double pad, tick, gap;
+  double line_w;  // curves
+  explicit Metrics(double size)
+      : s(size),
+        title(1.2 * size),
+        line_h(text_height(size)),
+        pad(0.7 * size),
+        tick(0.35 * size),
+        gap(0.3 * size),
+        line_w(std::max(2.0, size / 7)) {}
+  double legend_key() const { return 2.6 * s; }     // the length of a legend's line key
+  double legend_colgap() const { return 1.2 * s; }  // between legend columns
+  double legend_row() const { return 1.25 * line_h; }
+};
+
+// The font size for a panel of this size: 14 pixels for a 640 x 560 panel, between 9 and 28.
+double font_size(double panel_w, double h) { return std::clamp(std::min(panel_w / 45, h / 40), 9.0, 28.0); }
+
+// The centre of the pixel row or column around v, where a 1-pixel line is sharp.
+double crisp(double v) { return std::floor(v) + 0.5; }
+
+void stroke_line(cairo_t* cr, double x0, double y0, double x1, double y1, Color c, double width) {
+  set_color(cr, c);
+  cairo_set_line_width(cr, width);
+  cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
+  cairo_move_to(cr, x0, y0);
+  cairo_line_to(cr, x1, y1);
+  cairo_stroke(cr);
+}
 
 // [lo, hi] of the finite values, widened when empty or a single value.
 std::pair<double, double> finite_range(const std::vector<const std::vector<double>*>& columns) {
@@ -288,61 +340,71 @@ bool all_integers(const std::vector<const std::vector<double>*>& columns) {
   return true;
 }
 
-// The frame, grid, ticks and tick labels of a chart (the x ticks only when draw_xticks).
-void draw_axes(Canvas& cv, const Axes& ax, int s, bool draw_xticks) {
-  const int tick = 4 * s;
+double widest_tick_label(const std::vector<double>& ticks, double step, double size) {
+  double w = 0;
+  for (double v : ticks) w = std::max(w, text_width(format_tick(v, step), size));
+  return w;
+}
+
+// The grid, ticks and tick labels of a chart (the x ticks only when draw_xticks).
+void draw_axes(Canvas& cv, const Axes& ax, const Metrics& M, bool draw_xticks) {
+  cairo_t* cr = cv.cr();
   for (double v : ax.yticks) {
-    const int py = (int)std::lround(ax.Y(v));
-    cv.fill_rect(ax.x, py, ax.w, 1, kGrid);
-    cv.fill_rect(ax.x - tick, py, tick, 1, kAxis);
-    const std::string label = format_tick(v, ax.ystep);
-    cv.text(ax.x - tick - 3 * s - text_width(label, s), py - kGlyphAscent * s / 2, label, kAxis, s);
+    const double py = crisp(ax.Y(v));
+    stroke_line(cr, ax.x, py, ax.x + ax.w, py, kGrid, 1);
+    stroke_line(cr, ax.x - M.tick, py, ax.x, py, kAxis, 1);
+    cv.text(ax.x - M.tick - M.gap, py - M.line_h / 2, format_tick(v, ax.ystep), kAxis, M.s, Align::right);
   }
-  if (draw_xticks) {
-    for (double v : ax.xticks) {
-      const int px = (int)std::lround(ax.X(v));
-      cv.fill_rect(px, ax.y, 1, ax.h, kGrid);
-      cv.fill_rect(px, ax.y + ax.h, 1, tick, kAxis);
-      const std::string label = format_tick(v, ax.xstep);
-      cv.text(px - text_width(label, s) / 2, ax.y + ax.h + tick + 3 * s, label, kAxis, s);
-    }
+  if (!draw_xticks) return;
+  for (double v : ax.xticks) {
+    const double px = crisp(ax.X(v));
+    stroke_line(cr, px, ax.y, px, ax.y + ax.h, kGrid, 1);
+    stroke_line(cr, px, ax.y + ax.h, px, ax.y + ax.h + M.tick, kAxis, 1);
+    cv.text(px, ax.y + ax.h + M.tick + M.gap, format_tick(v, ax.xstep), kAxis, M.s, Align::center);
   }
 }
 
 void draw_frame(Canvas& cv, const Axes& ax) { cv.rect(ax.x, ax.y, ax.w + 1, ax.h + 1, kAxis, 1); }
 
-// The text scale for a panel of this size: 1 for small ones, 2 from 640 x 440 pixels up, ...
-int text_scale(int panel_width, int height) { return std::max(1, std::min(panel_width / 320, height / 220)); }
-
-// Where everything of one panel goes. The legend is a grid of equal columns (each entry a short
-// line in its series' style, then the label) under the x-axis label.
+// Where everything of one panel goes. The legend is a grid of equal columns (each entry a key,
+// then the label) under the x-axis label.
 struct PanelLayout {
-  Axes ax;       // ranges and ticks; the pixel rectangle is set by draw_panel
-  int left = 0;  // pixels from the panel's left edge to the plotting area
-  int title_h = 0, xticks_h = 0, xlabel_h = 0;
-  std::vector<const Series*> legend;  // the series with a label
-  int legend_cols = 1, legend_col_w = 0, legend_rows = 0;
+  Axes ax;          // ranges and ticks; the pixel rectangle is set by draw_panel
+  double left = 0;  // pixels from the panel's left edge to the plotting area
+  double title_h = 0, xticks_h = 0, xlabel_h = 0;
+  double legend_col_w = 0;
+  int legend_cols = 1, legend_rows = 0;
 };
 
-int legend_sample_length(int s) { return 14 * s; }
-int legend_gap(int s) { return 12 * s; }
+// The (row, column) of each legend entry in a grid of `cols` columns, filled row by row; an
+// entry marked new_row starts a row.
+std::vector<std::pair<int, int>> legend_cells(const std::vector<LegendEntry>& legend, int cols) {
+  std::vector<std::pair<int, int>> cells;
+  int row = 0, col = 0;
+  for (const LegendEntry& e : legend) {
+    if (col == cols || (e.new_row && col > 0)) ++row, col = 0;
+    cells.push_back({row, col++});
+  }
+  return cells;
+}
 
 // Ranges, ticks, margins and the legend grid of a panel pw pixels wide.
-PanelLayout layout_panel(const Panel& panel, int pw, int s) {
-  const int pad = 8 * s;
+PanelLayout layout_panel(const Panel& panel, double pw, const Metrics& M) {
   PanelLayout L;
   std::vector<const std::vector<double>*> xs, ys;
-  for (const Series& se : panel.series) {
-    KD_CHECK(se.x.size() == se.y.size(), "series '{}' of panel '{}' has {} x values but {} y values", se.label,
-             panel.title, se.x.size(), se.y.size());
+  for (size_t i = 0; i < panel.series.size(); ++i) {
+    const Series& se = panel.series[i];
+    KD_CHECK(se.x.size() == se.y.size(), "series {} of panel '{}' has {} x values but {} y values", i, panel.title,
+             se.x.size(), se.y.size());
     xs.push_back(&se.x);
     ys.push_back(&se.y);
-    if (!se.label.empty()) L.legend.push_back(&se);
   }
   Axes& ax = L.ax;
-  std::tie(ax.xlo, ax.xhi) = finite_range(xs);
+  auto [xlo, xhi] = finite_range(xs);
   auto [ylo, yhi] = finite_range(ys);
-  const double ypad = 0.05 * (yhi - ylo);  // 5% of room above and below the curves
+  const double xpad = 0.02 * (xhi - xlo), ypad = 0.05 * (yhi - ylo);  // room around the curves
+  ax.xlo = xlo - xpad;
+  ax.xhi = xhi + xpad;
   ax.ylo = ylo - ypad;
   ax.yhi = yhi + ypad;
   ax.xstep = nice_step(ax.xhi - ax.xlo, 7);
@@ -352,89 +414,107 @@ PanelLayout layout_panel(const Panel& panel, int pw, int s) {
   ax.yticks = ticks_with_step(ax.ylo, ax.yhi, ax.ystep);
 
   // margins: the y-axis label and the widest y tick label decide the left one
-  int ytick_w = 0;
-  for (double v : ax.yticks) ytick_w = std::max(ytick_w, text_width(format_tick(v, ax.ystep), s));
-  L.left = pad + (panel.ylabel.empty() ? 0 : text_height(s) + pad) + ytick_w + 3 * s + 4 * s;
-  L.title_h = panel.title.empty() ? 0 : text_height(s + 1) + pad;
-  L.xticks_h = 4 * s + 3 * s + text_height(s);
-  L.xlabel_h = panel.xlabel.empty() ? 0 : pad / 2 + text_height(s);
+  L.left = M.pad + (panel.ylabel.empty() ? 0 : M.line_h + M.pad) + widest_tick_label(ax.yticks, ax.ystep, M.s) +
+           M.tick + M.gap;
+  L.title_h = panel.title.empty() ? 0 : text_height(M.title) + M.pad;
+  L.xticks_h = M.tick + M.gap + M.line_h;
+  L.xlabel_h = panel.xlabel.empty() ? 0 : M.pad / 2 + M.line_h;
 
   // the legend grid: as many columns of the widest entry as fit under the plotting area
-  const int avail = pw - L.left - 2 * pad;
-  for (const Series* se : L.legend)
-    L.legend_col_w = std::max(L.legend_col_w, legend_sample_length(s) + 4 * s + text_width(se->label, s));
-  const int n = (int)L.legend.size();
+  const double avail = pw - L.left - 1.5 * M.pad;
+  for (const LegendEntry& e : panel.legend)
+    L.legend_col_w = std::max(L.legend_col_w, M.legend_key() + M.gap + text_width(e.label, M.s));
+  const int n = (int)panel.legend.size();
   if (n > 0) {
-    L.legend_cols = std::clamp((avail + legend_gap(s)) / (L.legend_col_w + legend_gap(s)), 1, n);
-    L.legend_rows = (n + L.legend_cols - 1) / L.legend_cols;
+    L.legend_cols = std::clamp((int)((avail + M.legend_colgap()) / (L.legend_col_w + M.legend_colgap())), 1, n);
+    L.legend_rows = (int)legend_cells(panel.legend, L.legend_cols).back().first + 1;
   }
   return L;
 }
 
+double legend_height(int rows, const Metrics& M) { return rows == 0 ? 0 : M.pad + rows * M.legend_row(); }
+
+// A legend entry's key at (x, top y) in a row: a short line in the entry's style, or a swatch.
+void draw_legend_key(Canvas& cv, const LegendEntry& e, double x, double y, const Metrics& M) {
+  const double mid = y + M.line_h / 2;
+  if (e.line) {
+    cv.polyline({x, x + M.legend_key()}, {mid, mid}, e.color, M.line_w, *e.line == LineStyle::dashed);
+  } else {
+    const double side = 0.75 * M.s;
+    cv.fill_rect(x + (M.legend_key() - side) / 2, mid - side / 2, side, side, e.color);
+  }
+}
+
 // Draws a panel in the rectangle (px, py, pw, ph), leaving room for legend_rows rows of legend
 // (the most any panel of the figure has, so that all plotting areas line up).
-void draw_panel(Canvas& cv, const Panel& panel, PanelLayout L, int px, int py, int pw, int ph, int legend_rows, int s) {
-  const int pad = 8 * s, line_h = kLineHeight * s;
-  const int legend_h = legend_rows == 0 ? 0 : pad + legend_rows * line_h;
+void draw_panel(Canvas& cv, const Panel& panel, PanelLayout L, double px, double py, double pw, double ph,
+                int legend_rows, const Metrics& M) {
   Axes& ax = L.ax;
-  ax.x = px + L.left;
-  ax.y = py + pad + L.title_h;
-  ax.w = pw - L.left - 2 * pad;
-  ax.h = ph - pad - L.title_h - L.xticks_h - L.xlabel_h - legend_h - pad;
+  ax.x = std::round(px + L.left);
+  ax.y = std::round(py + M.pad + L.title_h);
+  ax.w = std::round(pw - L.left - 1.5 * M.pad);
+  ax.h = std::round(ph - M.pad - L.title_h - L.xticks_h - L.xlabel_h - legend_height(legend_rows, M) - M.pad);
   KD_CHECK(ax.w > 20 && ax.h > 20,
-           "the figure is too small for panel '{}' ({} x {} pixels with {} rows of legend): make it larger",
+           "the figure is too small for panel '{}' ({:.0f} x {:.0f} pixels with {} rows of legend): make it larger",
            panel.title, pw, ph, legend_rows);
 
-  // title, grid and ticks, curves, frame, axis labels, legend
-  if (!panel.title.empty())
-    cv.text(ax.x + ax.w / 2 - text_width(panel.title, s + 1) / 2, py + pad, panel.title, kText, s + 1);
-  draw_axes(cv, ax, s, true);
+  // title, grid and ticks, curves (clipped to the plotting area), frame, axis labels, legend
+  if (!panel.title.empty()) cv.text(ax.x + ax.w / 2, py + M.pad, panel.title, kText, M.title, Align::center);
+  draw_axes(cv, ax, M, true);
+  cairo_t* cr = cv.cr();
+  cairo_save(cr);
+  cairo_rectangle(cr, ax.x, ax.y, ax.w + 1, ax.h + 1);
+  cairo_clip(cr);
   for (const Series& se : panel.series) {
     std::vector<double> X(se.x.size()), Y(se.y.size());
     for (size_t i = 0; i < se.x.size(); ++i) {
       X[i] = ax.X(se.x[i]);
       Y[i] = ax.Y(se.y[i]);
     }
-    cv.polyline(X, Y, se.color, 2, se.dashed);
+    cv.polyline(X, Y, se.color, M.line_w, se.style == LineStyle::dashed);
   }
+  cairo_restore(cr);
   draw_frame(cv, ax);
-  const int below = ax.y + ax.h + L.xticks_h;
-  if (!panel.xlabel.empty())
-    cv.text(ax.x + ax.w / 2 - text_width(panel.xlabel, s) / 2, below + pad / 2, panel.xlabel, kText, s);
-  if (!panel.ylabel.empty())
-    cv.text_up(px + pad, ax.y + ax.h / 2 + text_width(panel.ylabel, s) / 2, panel.ylabel, kText, s);
-  const int legend_y = below + L.xlabel_h + pad;
-  for (size_t i = 0; i < L.legend.size(); ++i) {
-    const Series& se = *L.legend[i];
-    const int lx = ax.x + (int)(i % L.legend_cols) * (L.legend_col_w + legend_gap(s));
-    const int ly = legend_y + (int)(i / L.legend_cols) * line_h;
-    const double mid = ly + kGlyphAscent * s / 2.0;
-    cv.polyline({(double)lx, (double)(lx + legend_sample_length(s))}, {mid, mid}, se.color, 2, se.dashed, 5, 3);
-    cv.text(lx + legend_sample_length(s) + 4 * s, ly, se.label, kText, s);
+  const double below = ax.y + ax.h + L.xticks_h;
+  if (!panel.xlabel.empty()) cv.text(ax.x + ax.w / 2, below + M.pad / 2, panel.xlabel, kText, M.s, Align::center);
+  if (!panel.ylabel.empty()) cv.text_up(px + M.pad, ax.y + ax.h / 2, panel.ylabel, kText, M.s, Align::center);
+  const double legend_y = below + L.xlabel_h + M.pad;
+  const std::vector<std::pair<int, int>> cells = legend_cells(panel.legend, L.legend_cols);
+  for (size_t i = 0; i < panel.legend.size(); ++i) {
+    const LegendEntry& e = panel.legend[i];
+    const auto [row, col] = cells[i];
+    const double lx = ax.x + col * (L.legend_col_w + M.legend_colgap());
+    const double ly = legend_y + row * M.legend_row();
+    draw_legend_key(cv, e, lx, ly, M);
+    cv.text(lx + M.legend_key() + M.gap, ly, e.label, kText, M.s);
   }
 }
 
 }  // namespace
 
-void write_png(const std::string& path, const std::vector<Panel>& panels, int width, int height) {
-  KD_CHECK(!panels.empty(), "write_png('{}'): no panels to draw", path);
+void write_chart(const std::string& path, const std::vector<Panel>& panels, int width, int height) {
+  KD_CHECK(!panels.empty(), "write_chart('{}'): no panels to draw", path);
+  image_format(path);  // a wrong extension fails before any drawing
   const int n = (int)panels.size();
-  const int s = text_scale(width / n, height);
+  const Metrics M(font_size((double)width / n, height));
   std::vector<PanelLayout> layouts;
   int legend_rows = 0;
+  double top_and_bottom = 0;  // the most any panel needs besides its plotting area and legend
   for (int i = 0; i < n; ++i) {
-    layouts.push_back(layout_panel(panels[i], width * (i + 1) / n - width * i / n, s));
-    legend_rows = std::max(legend_rows, layouts.back().legend_rows);
+    const PanelLayout& L = layouts.emplace_back(layout_panel(panels[i], (double)width / n, M));
+    legend_rows = std::max(legend_rows, L.legend_rows);
+    top_and_bottom = std::max(top_and_bottom, 2 * M.pad + L.title_h + L.xticks_h + L.xlabel_h);
   }
   // A long legend (a report over many runs) makes the figure taller rather than squeezing the
-  // axes: the legend takes at most about half of it.
-  height = std::max(height, 2 * (8 + legend_rows * kLineHeight) * s + 100 * s);
+  // axes: the plotting area keeps at least the legend's height.
+  const double legend_h = legend_height(legend_rows, M);
+  height = std::max(height, (int)std::ceil(top_and_bottom + 2 * legend_h));
   Canvas cv(width, height);
   for (int i = 0; i < n; ++i) {
-    const int x0 = width * i / n, x1 = width * (i + 1) / n;
-    draw_panel(cv, panels[i], layouts[i], x0, 0, x1 - x0, height, legend_rows, s);
+    const double x0 = std::round((double)width * i / n), x1 = std::round((double)width * (i + 1) / n);
+    draw_panel(cv, panels[i], layouts[i], x0, 0, x1 - x0, height, legend_rows, M);
   }
-  cv.save_png(path);
+  cv.save(path);
 }
 
 // ================================================================ runs
@@ -524,11 +604,44 @@ RunMetrics read_metrics(const std::string& run_dir, const std::string& label) {
   return m;
 }
 
-void plot_runs(const std::vector<std::string>& run_dirs, const std::string& out_png,
-               const std::vector<std::string>& labels, int width, int height) {
+LineStyle series_style(Split split) { return split == Split::train ? LineStyle::dashed : LineStyle::solid; }
+
+std::vector<Panel> run_panels(const std::vector<RunMetrics>& runs) {
+  Panel loss{"Loss", "epoch", "loss", {}, {}};
+  Panel acc{"Accuracy", "epoch", "accuracy (%)", {}, {}};
+  auto percent = [](std::vector<double> v) {
+    for (double& x : v) x *= 100;
+    return v;
+  };
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const RunMetrics& r = runs[i];
+    const Color c = palette((int)i);
+    // train first, so that the test curve (solid) lies on top where the two cross
+    loss.series.push_back({r.epoch, r.train_loss, c, series_style(Split::train)});
+    loss.series.push_back({r.epoch, r.test_loss, c, series_style(Split::test)});
+    acc.series.push_back({r.epoch, percent(r.train_acc), c, series_style(Split::train)});
+    acc.series.push_back({r.epoch, percent(r.test_acc), c, series_style(Split::test)});
+    double best = -INFINITY;
+    for (double a : r.test_acc)
+      if (std::isfinite(a)) best = std::max(best, a);
+    loss.legend.push_back({r.label, c, std::nullopt});
+    acc.legend.push_back(
+        {std::isfinite(best) ? fmt::format("{} (best test {:.2f}%)", r.label, 100 * best) : r.label, c, std::nullopt});
+  }
+  // then the key to the line styles, the same in both panels
+  for (Panel* p : {&loss, &acc}) {
+    p->legend.push_back({"train (dashed)", kKeyGray, series_style(Split::train), true});
+    p->legend.push_back({"test (solid)", kKeyGray, series_style(Split::test)});
+  }
+  return {loss, acc};
+}
+
+void plot_runs(const std::vector<std::string>& run_dirs, const std::string& out, const std::vector<std::string>& labels,
+               int width, int height) {
   KD_CHECK(!run_dirs.empty(), "plot: no run directories given (usage: kdlab plot RUN_DIR... --out curves.png)");
   KD_CHECK(labels.empty() || labels.size() == run_dirs.size(), "plot: {} labels for {} runs (give one per run or none)",
            labels.size(), run_dirs.size());
+  image_format(out);  // a wrong extension fails before reading the runs
   std::vector<RunMetrics> runs;
   for (size_t i = 0; i < run_dirs.size(); ++i)
     runs.push_back(read_metrics(run_dirs[i], labels.empty() ? "" : labels[i]));
@@ -539,123 +652,163 @@ void plot_runs(const std::vector<std::string>& run_dirs, const std::string& out_
       if (count[runs[i].label] > 1 && !fs::is_regular_file(run_dirs[i]))
         runs[i].label = parent_and_base_name(run_dirs[i]);
   }
-
-  Panel loss{"Loss", "epoch", "loss", {}};
-  Panel acc{"Accuracy", "epoch", "accuracy (%)", {}};
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const RunMetrics& r = runs[i];
-    const Color c = palette((int)i);
-    auto percent = [](std::vector<double> v) {
-      for (double& x : v) x *= 100;
-      return v;
-    };
-    double best = -INFINITY;
-    for (double a : r.test_acc)
-      if (std::isfinite(a)) best = std::max(best, a);
-    loss.series.push_back({"", r.epoch, r.train_loss, c, false});
-    loss.series.push_back({"", r.epoch, r.test_loss, c, true});
-    acc.series.push_back({"", r.epoch, percent(r.test_acc), c, false});
-    acc.series.push_back({"", r.epoch, percent(r.train_acc), c, true});
-    // the legend: one entry per run (a series with no points draws only its legend entry)
-    loss.series.push_back({r.label, {}, {}, c, false});
-    acc.series.push_back(
-        {std::isfinite(best) ? fmt::format("{} (best {:.2f}%)", r.label, 100 * best) : r.label, {}, {}, c, false});
-  }
-  // then the key to the line styles
-  loss.series.push_back({"train", {}, {}, kKeyGray, false});
-  loss.series.push_back({"test", {}, {}, kKeyGray, true});
-  acc.series.push_back({"test", {}, {}, kKeyGray, false});
-  acc.series.push_back({"train", {}, {}, kKeyGray, true});
-  write_png(out_png, {loss, acc}, width, height);
+  write_chart(out, run_panels(runs), width, height);
 }
 
 // ================================================================ bars
 
+std::string bar_value_label(const Bar& bar, int decimals) {
+  if (bar.n > 1) return fmt::format("{:.{}f} ± {:.{}f}", bar.mean, decimals, bar.std, decimals);
+  return fmt::format("{:.{}f}", bar.mean, decimals);
+}
+
+namespace {
+// A break mark: a white band across [x0, x1] centred at height y, its two edges zigzags, drawn
+// over the axis line or a bar to show that the axis is cut below it.
+void draw_break(Canvas& cv, double x0, double x1, double y, const Metrics& M) {
+  const double tooth = 0.5 * M.s, amp = 0.15 * M.s, half = 0.22 * M.s;
+  std::vector<double> xs;
+  for (double x = x0; x < x1; x += tooth) xs.push_back(x);
+  xs.push_back(x1);
+  auto edge = [&](size_t i, double mid) { return mid + (i % 2 ? -amp : amp); };  // up and down, tooth by tooth
+  cairo_t* cr = cv.cr();
+  cairo_move_to(cr, xs[0], edge(0, y - half));  // the band: along the upper edge, back along the lower
+  for (size_t i = 1; i < xs.size(); ++i) cairo_line_to(cr, xs[i], edge(i, y - half));
+  for (size_t i = xs.size(); i-- > 0;) cairo_line_to(cr, xs[i], edge(i, y + half));
+  cairo_close_path(cr);
+  set_color(cr, kWhite);
+  cairo_fill(cr);
+  for (double mid : {y - half, y + half}) {  // its two edges
+    cairo_move_to(cr, xs[0], edge(0, mid));
+    for (size_t i = 1; i < xs.size(); ++i) cairo_line_to(cr, xs[i], edge(i, mid));
+  }
+  set_color(cr, kAxis);
+  cairo_set_line_width(cr, 1.2);
+  cairo_stroke(cr);
+}
+}  // namespace
+
+BarAxis bar_axis(const std::vector<Bar>& bars, std::optional<double> y_min) {
+  KD_CHECK(!bars.empty(), "bar_axis: no bars");
+  // the range of the error bars (the means where there are none), plus room for the values above
+  double lo = INFINITY, hi = -INFINITY;
+  for (const Bar& b : bars) {
+    const double spread = b.n > 1 ? b.std : 0.0;
+    lo = std::min(lo, b.mean - spread), hi = std::max(hi, b.mean + spread);
+  }
+  const double span = hi > lo ? hi - lo : std::max(std::fabs(hi) * 0.1, 1.0);
+  BarAxis axis;
+  if (y_min) {
+    axis.lo = *y_min;
+  } else if (lo >= 0 && (lo < 0.7 * hi || lo == hi)) {
+    axis.lo = 0;  // bars close enough to zero, or all equal (nothing to zoom in on): start at zero
+  } else if (lo >= 0) {
+    const double step = nice_step(span * 1.3, 5);
+    axis.lo = std::floor((lo - 0.15 * span) / step) * step;  // zoomed in: just below the lowest bar
+  } else {
+    axis.lo = lo - 0.1 * span;  // negative values
+  }
+  const double highest = axis.lo < 0 ? std::max(hi, 0.0) : hi;
+  axis.hi = highest + 0.15 * (highest - axis.lo);  // room for the values above the error bars
+  KD_CHECK(axis.lo < axis.hi, "bar_chart: y_min {} is above the highest bar ({})", axis.lo, hi);
+  axis.step = nice_step(axis.hi - axis.lo, 6);
+  return axis;
+}
+
+std::string bar_axis_note(const BarAxis& axis, const std::string& ylabel) {
+  if (axis.lo <= 0) return "";
+  const bool percent = ylabel.find('%') != std::string::npos;
+  return fmt::format("axis starts at {}{}, not at 0", format_tick(axis.lo, axis.step), percent ? "%" : "");
+}
+
 void bar_chart(const std::string& path, const std::string& title, const std::string& ylabel,
                const std::vector<Bar>& bars, int width, int height, std::optional<double> y_min, int decimals) {
   KD_CHECK(!bars.empty(), "bar_chart('{}'): no bars to draw", path);
-  for (const Bar& b : bars)
+  image_format(path);
+  for (const Bar& b : bars) {
     KD_CHECK(std::isfinite(b.mean) && std::isfinite(b.std) && b.std >= 0,
              "bar_chart: bar '{}' has mean {} and std {} (both must be finite, std not negative)", b.label, b.mean,
              b.std);
-  Canvas cv(width, height);
-  const int s = text_scale(width, height);
-  const int pad = 8 * s;
-  const int n = (int)bars.size();
-
-  // y range: the error bars plus room for the value labels above them
-  double lo = INFINITY, hi = -INFINITY;
-  for (const Bar& b : bars) lo = std::min(lo, b.mean - b.std), hi = std::max(hi, b.mean + b.std);
-  const double span = hi > lo ? hi - lo : std::max(std::fabs(hi) * 0.1, 1.0);
-  Axes ax;
-  if (y_min) {
-    ax.ylo = *y_min;
-  } else if (lo >= 0 && lo < 0.7 * hi) {
-    ax.ylo = 0;  // bars close enough to zero: start at zero
-  } else if (lo >= 0) {
-    const double step = nice_step(span * 1.3, 5);
-    ax.ylo = std::floor((lo - 0.15 * span) / step) * step;  // zoomed in: just below the lowest error bar
-  } else {
-    ax.ylo = lo - 0.1 * span;  // negative values
+    KD_CHECK(b.n >= 1 && (b.n > 1 || b.std == 0),
+             "bar_chart: bar '{}' is over n = {} values with std {} (n must be at least 1, and one value has no "
+             "spread: pass std 0)",
+             b.label, b.n, b.std);
   }
-  const double highest = ax.ylo < 0 ? std::max(hi, 0.0) : hi;
-  ax.yhi = highest + 0.15 * (highest - ax.ylo);  // room for the values above the error bars
-  KD_CHECK(ax.ylo < ax.yhi, "bar_chart: y_min {} is above the highest bar ({})", ax.ylo, hi);
-  ax.ystep = nice_step(ax.yhi - ax.ylo, 6);
+  const Metrics M(font_size(width, height));
+  const int n = (int)bars.size();
+  const BarAxis axis = bar_axis(bars, y_min);
+  Axes ax;
+  ax.ylo = axis.lo;
+  ax.yhi = axis.hi;
+  ax.ystep = axis.step;
   ax.yticks = ticks_with_step(ax.ylo, ax.yhi, ax.ystep);
   ax.xlo = 0;
   ax.xhi = n;
-  int ytick_w = 0;
-  for (double v : ax.yticks) ytick_w = std::max(ytick_w, text_width(format_tick(v, ax.ystep), s));
+  const std::string note = bar_axis_note(axis, ylabel);
+  const bool cut = !note.empty();
 
   // the bar labels: across when they fit their slots, else turned to read upwards
-  const int title_h = title.empty() ? 0 : text_height(s + 1) + pad;
-  const int left = pad + (ylabel.empty() ? 0 : text_height(s) + pad) + ytick_w + 3 * s + 4 * s;
-  const int right = 2 * pad;
-  const int slot_w = (width - left - right) / n;
-  int label_w = 0;
-  for (const Bar& b : bars) label_w = std::max(label_w, text_width(b.label, s));
-  const bool upright = label_w > slot_w - 4 * s;
-  const int labels_h = 4 * s + (upright ? label_w : text_height(s));
-  ax.x = left;
-  ax.y = pad + title_h;
-  ax.w = width - left - right;
-  ax.h = height - ax.y - labels_h - pad;
+  const double title_h = title.empty() ? 0 : text_height(M.title) + M.pad;
+  const double note_h = cut ? M.line_h + M.pad / 2 : 0;
+  const double left =
+      M.pad + (ylabel.empty() ? 0 : M.line_h + M.pad) + widest_tick_label(ax.yticks, ax.ystep, M.s) + M.tick + M.gap;
+  const double right = 2 * M.pad;
+  const double slot_w = (width - left - right) / n;
+  double label_w = 0;
+  for (const Bar& b : bars) label_w = std::max(label_w, text_width(b.label, M.s));
+  const bool upright = label_w > slot_w - M.gap;
+  const double labels_h = M.tick + (upright ? label_w : M.line_h);
+  ax.x = std::round(left);
+  ax.y = std::round(M.pad + title_h + note_h);
+  ax.w = std::round(width - left - right);
+  ax.h = std::round(height - ax.y - labels_h - M.pad);
   KD_CHECK(ax.w > 20 && ax.h > 20, "bar_chart: {} x {} pixels is too small for {} bars: make it larger", width, height,
            n);
 
-  if (!title.empty()) cv.text(ax.x + ax.w / 2 - text_width(title, s + 1) / 2, pad, title, kText, s + 1);
-  draw_axes(cv, ax, s, false);
-  const double base = std::clamp(0.0, ax.ylo, ax.yhi);  // bars grow from 0, or from the axis when zoomed
+  Canvas cv(width, height);
+  if (!title.empty()) cv.text(ax.x + ax.w / 2, M.pad, title, kText, M.title, Align::center);
+  if (cut) cv.text(ax.x + ax.w / 2, M.pad + title_h, note, kNote, M.s, Align::center);
+  draw_axes(cv, ax, M, false);
+  const double base = std::clamp(0.0, ax.ylo, ax.yhi);  // bars grow from 0, or from the axis when cut
   // the pixel row of a value, kept inside the plotting area (a bar below a given y_min ends there)
-  auto row = [&](double v) { return (int)std::lround(std::clamp(ax.Y(v), (double)ax.y, (double)(ax.y + ax.h))); };
+  auto row = [&](double v) { return std::clamp(ax.Y(v), ax.y, ax.y + ax.h); };
+  const double bw = std::max(2.0, std::round(ax.w / n * 0.6));
   for (int i = 0; i < n; ++i) {
     const Bar& b = bars[i];
     const Color c = b.color ? *b.color : palette(i);
-    const int cx = (int)std::lround(ax.X(i + 0.5));
-    const int bw = std::max(2, (int)(ax.w / n * 0.6));
-    const int bar_top = row(std::max(b.mean, base)), bar_bottom = row(std::min(b.mean, base));
+    const double cx = std::round(ax.X(i + 0.5));
+    const double bar_top = row(std::max(b.mean, base)), bar_bottom = row(std::min(b.mean, base));
     cv.fill_rect(cx - bw / 2, bar_top, bw, bar_bottom - bar_top, c);
-    // the error bar: a vertical line from mean - std to mean + std with caps
-    const int ey0 = row(b.mean + b.std), ey1 = row(b.mean - b.std);
-    const int cap = std::max(4, bw / 4);
-    cv.fill_rect(cx - 1, ey0, 2, ey1 - ey0 + 1, kBlack);
-    cv.fill_rect(cx - cap, ey0 - 1, 2 * cap, 2, kBlack);
-    cv.fill_rect(cx - cap, ey1 - 1, 2 * cap, 2, kBlack);
-    // the value above the error bar (smaller when it does not fit the slot)
-    const std::string value = fmt::format("{:.{}f}±{:.{}f}", b.mean, decimals, b.std, decimals);
-    const int vs = text_width(value, s) <= slot_w - 2 * s ? s : 1;
-    const int above = row(std::max(b.mean + b.std, base));
-    cv.text(cx - text_width(value, vs) / 2, above - 4 * s - kGlyphAscent * vs, value, kText, vs);
+    double value_top = b.mean;  // what the value label sits above
+    if (b.n > 1) {              // the error bar: a vertical line from mean - std to mean + std, with caps
+      const double ey0 = row(b.mean + b.std), ey1 = row(b.mean - b.std), cap = std::max(4.0, bw / 4);
+      stroke_line(cv.cr(), cx, ey0, cx, ey1, kBlack, 2);
+      stroke_line(cv.cr(), cx - cap, ey0, cx + cap, ey0, kBlack, 2);
+      stroke_line(cv.cr(), cx - cap, ey1, cx + cap, ey1, kBlack, 2);
+      value_top = b.mean + b.std;
+    }
+    // the value above the bar (smaller when it does not fit the slot)
+    const std::string value = bar_value_label(b, decimals);
+    const double fits = (slot_w - M.gap) / std::max(1.0, text_width(value, M.s));
+    const double vs = std::max(7.0, M.s * std::min(1.0, fits));
+    cv.text(cx, row(std::max(value_top, base)) - M.gap - text_height(vs), value, kText, vs, Align::center);
     // the label under the bar
     if (upright)
-      cv.text_up(cx - text_height(s) / 2, ax.y + ax.h + 4 * s + label_w, b.label, kText, s);
+      cv.text_up(cx - M.line_h / 2, ax.y + ax.h + M.tick, b.label, kText, M.s, Align::right);
     else
-      cv.text(cx - text_width(b.label, s) / 2, ax.y + ax.h + 4 * s, b.label, kText, s);
+      cv.text(cx, ax.y + ax.h + M.tick, b.label, kText, M.s, Align::center);
   }
   draw_frame(cv, ax);
-  if (!ylabel.empty()) cv.text_up(pad, ax.y + ax.h / 2 + text_width(ylabel, s) / 2, ylabel, kText, s);
-  cv.save_png(path);
+  if (cut) {  // break marks across the axis and every bar, a little above the bottom
+    const double yb = ax.y + ax.h - 0.9 * M.s;
+    draw_break(cv, ax.x - 0.6 * M.s, ax.x + 0.6 * M.s, yb, M);
+    for (int i = 0; i < n; ++i) {
+      const double cx = std::round(ax.X(i + 0.5));
+      if (row(std::max(bars[i].mean, base)) < yb - 0.5 * M.s) draw_break(cv, cx - bw / 2 - 2, cx + bw / 2 + 2, yb, M);
+    }
+  }
+  if (!ylabel.empty()) cv.text_up(M.pad, ax.y + ax.h / 2, ylabel, kText, M.s, Align::center);
+  cv.save(path);
 }
 
 }  // namespace kd::plot

@@ -97,11 +97,15 @@ std::string write_sweep_report(const std::string& dir, const std::string& prefix
                       has_val ? " " + (g.val_sel.empty() ? std::string("-") : pm(g.val_sel)) + " |" : "",
                       se[se.size() / 2], gain);
     auto [m, s] = mean_std(g.last);
-    bars.push_back({g.last.size() > 1 ? fmt::format("{} (n={})", name, g.last.size()) : name, m, s, std::nullopt});
+    const int n = (int)g.last.size();
+    bars.push_back({n > 1 ? fmt::format("{} (n={})", name, n) : name, m, s, n, std::nullopt});
     all_dirs.insert(all_dirs.end(), g.dirs.begin(), g.dirs.end());
   }
   md += "\n![accuracy](accuracy.png)\n\n![curves](curves.png)\n";
-  plot::bar_chart(dir + "/accuracy.png", "test accuracy, last epoch (mean ± std)", "top-1 %", bars);
+  const bool over_seeds = std::any_of(bars.begin(), bars.end(), [](const plot::Bar& b) { return b.n > 1; });
+  plot::bar_chart(dir + "/accuracy.png",
+                  over_seeds ? "test accuracy, last epoch (mean ± std over seeds)" : "test accuracy, last epoch",
+                  "top-1 %", bars);
   plot::plot_runs(all_dirs, dir + "/curves.png");
   nn::write_file_atomic(dir + "/report.md", md);
   fmt::print("{}\nwrote {}/report.md, accuracy.png, curves.png\n", md, dir);

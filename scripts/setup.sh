@@ -11,11 +11,14 @@ BUILD_DIR="${KDLAB_BUILD_DIR:-$KDLAB_ROOT/build}"
 # ocl-icd-opencl-dev: Debian's oneDNN CMake config requires the OpenCL headers (libdnnl-dev only
 # recommends them, and this script installs without recommends).
 # libcurl4-openssl-dev: `kdlab data get` downloads the official data-set archives through libcurl.
+# libcairo2-dev and fonts-dejavu-core: the charts (analysis/plot.cpp) are drawn with cairo, whose
+# text goes through fontconfig to a font that must be installed (DejaVu Sans).
 # jupyter-nbconvert and the Python kernel, NumPy, matplotlib: the notebooks (notebooks/), which
 # scripts/test.sh executes.
 PACKAGES=(build-essential cmake ninja-build pkg-config git bc
           libopenblas-dev libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev libstb-dev doctest-dev libfmt-dev
-          nlohmann-json3-dev libcli11-dev zlib1g-dev libcurl4-openssl-dev dataset-fashion-mnist
+          nlohmann-json3-dev libcli11-dev zlib1g-dev libcurl4-openssl-dev libcairo2-dev fonts-dejavu-core
+          dataset-fashion-mnist
           jupyter-nbconvert python3-ipykernel python3-matplotlib python3-numpy python3-nbformat)
 
 missing=()

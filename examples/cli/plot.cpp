@@ -1,7 +1,9 @@
-// kdlab plot RUN_DIR... [--out curves.png] [--bars accuracy.png [--metric last|best]]
+// kdlab plot RUN_DIR... [--out curves.png|curves.svg] [--bars accuracy.png|.svg [--metric last|best]]
 //
 // --bars draws one bar per group of runs: runs whose directory names differ only in a trailing
-// "_seedN" form one group (mean ± std over its seeds); any other run is its own bar.
+// "_seedN" form one group (mean ± std over its seeds); any other run is its own bar (its value,
+// no error bar). Each figure is a PNG or an SVG by its file's extension.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -14,19 +16,21 @@
 namespace kd::cli {
 
 void register_plot(CLI::App& app) {
-  auto* cmd = app.add_subcommand("plot", "Loss and accuracy curves of one or more runs, overlaid, as a PNG");
+  auto* cmd = app.add_subcommand("plot", "Loss and accuracy curves of one or more runs, overlaid, as a PNG or SVG");
   struct Opts {
     std::vector<std::string> runs;
     std::string out = "curves.png", bars, metric = "last", title = "test accuracy";
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("runs", o->runs, "run directories (each with metrics.jsonl)")->required();
-  cmd->add_option("--out", o->out, "output PNG of the curves")->capture_default_str();
-  cmd->add_option("--bars", o->bars, "also draw a bar chart of the final accuracy (mean ± std over _seedN runs)");
+  cmd->add_option("--out", o->out, "output image of the curves: .png or .svg")->capture_default_str();
+  cmd->add_option("--bars", o->bars,
+                  "also draw a bar chart of the final accuracy (mean ± std over _seedN runs), .png or .svg");
   cmd->add_option("--metric", o->metric, "last (final epoch) or best (best epoch) accuracy for --bars")
       ->capture_default_str();
   cmd->add_option("--title", o->title, "title of the bar chart")->capture_default_str();
   cmd->callback([o] {
+    if (!o->bars.empty()) plot::image_format(o->bars);  // a wrong extension fails before any drawing
     plot::plot_runs(o->runs, o->out);
     fmt::print("wrote {}\n", o->out);
     if (o->bars.empty()) return;
@@ -51,9 +55,11 @@ void register_plot(CLI::App& app) {
       for (double x : v) mean += x / v.size();
       for (double x : v) var += (x - mean) * (x - mean) / std::max<size_t>(v.size() - 1, 1);
       const std::string label = v.size() > 1 ? fmt::format("{} (n={})", name, v.size()) : name;
-      bars.push_back({label, mean, std::sqrt(var), std::nullopt});
+      bars.push_back({label, mean, std::sqrt(var), (int)v.size(), std::nullopt});
     }
-    plot::bar_chart(o->bars, o->title + " (" + o->metric + " epoch)", "top-1 %", bars);
+    const bool over_seeds = std::any_of(bars.begin(), bars.end(), [](const plot::Bar& b) { return b.n > 1; });
+    plot::bar_chart(o->bars, o->title + " (" + o->metric + " epoch" + (over_seeds ? ", mean ± std over seeds)" : ")"),
+                    "top-1 %", bars);
     fmt::print("wrote {}\n", o->bars);
   });
 }
