@@ -11,6 +11,7 @@
 #include "engine/autograd.h"
 #include "distill/distill_run.h"
 #include "analysis/plot.h"
+#include "train/train.h"
 #include "engine/ops.h"
 
 namespace kd::analysis {
@@ -39,26 +40,15 @@ static void transform_batch(Tensor& x, const std::string& transform, Generator& 
 }
 
 Outputs predict(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, const std::string& transform) {
-  const bool was_training = model.is_training();
-  model.eval();
-  NoGradGuard ng;
-  data::LoaderOptions lo;
-  lo.batch_size = batch_size;
-  lo.shuffle = false;
-  lo.transform = data::eval_transform(dataset);
-  data::DataLoader loader(dataset, lo);
-  loader.start_epoch(0);
   Generator gen(0);
   std::vector<Tensor> logits, pooled;
-  data::Batch b;
-  while (loader.next(b)) {
+  train::for_each_eval_batch(model, dataset, batch_size, [&](const data::Batch& b) {
     Tensor x = b.images.contiguous();  // (B, C, H, W)
     transform_batch(x, transform, gen);
     nn::ModelOutput out = model.forward(x);
     logits.push_back(out.logits.contiguous());
     if (out.pooled.defined()) pooled.push_back(out.pooled.contiguous());
-  }
-  model.train(was_training);
+  });
   Outputs o;
   o.logits = cat(logits, 0);  // (N, K)
   if (!pooled.empty()) o.pooled = cat(pooled, 0);  // (N, C)
@@ -247,22 +237,9 @@ double rbf_cka(const Tensor& X, const Tensor& Y, double sigma_frac) {
 }
 
 std::vector<std::pair<std::string, Tensor>> feature_taps(nn::Classifier& model, const data::Dataset& dataset, int64_t n) {
-  const bool was_training = model.is_training();
-  model.eval();
-  NoGradGuard ng;
-  n = std::min(n, dataset.size());
-  data::LoaderOptions lo;
-  lo.batch_size = 128;
-  lo.shuffle = false;
-  lo.transform = data::eval_transform(dataset);
-  std::vector<int64_t> idx(n);
-  std::iota(idx.begin(), idx.end(), 0);
-  data::DataLoader loader(data::subset(dataset, idx), lo);
-  loader.start_epoch(0);
   std::vector<std::vector<Tensor>> parts;
   std::vector<std::string> names;
-  data::Batch b;
-  while (loader.next(b)) {
+  train::for_each_eval_batch(model, dataset, /*batch_size=*/128, [&](const data::Batch& b) {
     nn::ModelOutput out = model.forward(b.images);
     std::vector<Tensor> taps = out.feats;
     if (out.pooled.defined()) taps.push_back(out.pooled);
@@ -272,8 +249,7 @@ std::vector<std::pair<std::string, Tensor>> feature_taps(nn::Classifier& model, 
       parts.resize(taps.size());
     }
     for (size_t i = 0; i < taps.size(); ++i) parts[i].push_back(taps[i].reshape({taps[i].size(0), -1}).contiguous());
-  }
-  model.train(was_training);
+  }, std::min(n, dataset.size()));
   std::vector<std::pair<std::string, Tensor>> result;
   for (size_t i = 0; i < names.size(); ++i) result.push_back({names[i], cat(parts[i], 0)});  // (n, C*H*W)
   return result;
@@ -331,22 +307,8 @@ void heatmap_png(const std::string& path, const Tensor& m, const std::vector<std
 Tensor class_activation_maps(nn::Classifier& model, const data::Dataset& dataset, int64_t n) {
   const int64_t K = dataset.num_classes();
   Tensor w = distill::classifier_weight(model, K).contiguous();  // (K, C)
-  const bool was_training = model.is_training();
-  model.eval();
-  NoGradGuard ng;
-  n = std::min(n, dataset.size());
-  std::vector<int64_t> idx(n);
-  std::iota(idx.begin(), idx.end(), 0);
-  data::Dataset ds = data::subset(dataset, idx);
-  data::LoaderOptions lo;
-  lo.batch_size = 128;
-  lo.shuffle = false;
-  lo.transform = data::eval_transform(ds);
-  data::DataLoader loader(ds, lo);
-  loader.start_epoch(0);
   std::vector<Tensor> maps;
-  data::Batch b;
-  while (loader.next(b)) {
+  train::for_each_eval_batch(model, dataset, /*batch_size=*/128, [&](const data::Batch& b) {
     nn::ModelOutput out = model.forward(b.images);
     Tensor f = out.feats.back().contiguous();  // (B, C, H, W): the map the classifier pools
     KD_CHECK(f.dim() == 4 && f.size(1) == w.size(1), "CAM: the last feature map {} does not feed a classifier of {} inputs",
@@ -366,8 +328,7 @@ Tensor class_activation_maps(nn::Classifier& model, const data::Dataset& dataset
       for (int64_t p = 0; p < HW; ++p) out_map[p] = (out_map[p] - lo_v) / span;  // to [0, 1]
     }
     maps.push_back(cam);
-  }
-  model.train(was_training);
+  }, std::min(n, dataset.size()));
   return cat(maps, 0);
 }
 

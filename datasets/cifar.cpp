@@ -250,7 +250,14 @@ void pack_cifar_binary(const Dataset& dataset, const std::string& out_path) {
   }
   std::string names;
   for (const std::string& s : dataset.class_names) names += s + "\n";
-  // The names first: a reader that finds the data file also finds its names.
+  // The folder of --out is made (as the packer always did); then the names first: a reader that
+  // finds the data file also finds its names.
+  const std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    KD_CHECK(!ec, "cannot create the folder '{}' for '{}': {}", parent.string(), out_path, ec.message());
+  }
   write_file_atomic(out_path + ".meta.txt", std::vector<uint8_t>(names.begin(), names.end()));
   write_file_atomic(out_path, bytes);
 }

@@ -17,11 +17,6 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   const std::string dir = parent.empty() ? std::string(".") : parent.string();
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  if (!parent.empty()) {  // a missing folder is made (a new run folder, --out dir/file.png)
-    std::error_code ec;
-    std::filesystem::create_directories(parent, ec);
-    if (ec) throw Error(fmt::format("cannot write '{}': cannot create the folder '{}': {}", path, dir, ec.message()));
-  }
   auto fail = [&](const char* step, int err, int fd) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());

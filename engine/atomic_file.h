@@ -4,14 +4,14 @@
 // reports, plots) goes through write_file_atomic, so that a crash, a kill or a full disk while
 // saving leaves either the old file or the new one, never a truncated mix:
 //
-//   0. a missing parent folder is created;
 //   1. the bytes go to a temporary file beside the target (PATH.tmp-<pid>, same file system);
 //   2. fsync: the bytes are on the disk before the name can point at them;
 //   3. rename over PATH (atomic on POSIX file systems);
 //   4. fsync of the folder, so that the rename itself survives a power cut.
 //
 // A failure at any step removes the temporary file and throws kd::Error naming the path, the
-// step and the system's reason.
+// step and the system's reason. The folder must exist: a missing one is an error (usually a
+// mistyped path), not silently made; callers that own a folder (a run folder) make it first.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -107,8 +107,8 @@ std::unique_ptr<nn::Optimizer> make_optimizer(const TrainConfig& c, const nn::Na
 }
 
 
-EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits,
-                    int64_t limit) {
+void for_each_eval_batch(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
+                         const std::function<void(const data::Batch& batch)>& visit, int64_t limit) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
@@ -116,29 +116,35 @@ EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t
   lo.batch_size = batch_size;
   lo.shuffle = false;
   lo.transform = data::eval_transform(dataset);
-  data::Dataset ds = limit > 0 && limit < dataset.size() ? data::subset(dataset, [&] {
-    std::vector<int64_t> idx(limit);
-    for (int64_t i = 0; i < limit; ++i) idx[i] = i;
-    return idx;
-  }()) : dataset;
+  const data::Dataset ds = first_n(dataset, limit);
   data::DataLoader loader(ds, lo);
   loader.start_epoch(0);
+  data::Batch b;
+  try {
+    while (loader.next(b)) visit(b);
+  } catch (...) {
+    model.train(was_training);
+    throw;
+  }
+  model.train(was_training);
+}
+
+EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits,
+                    int64_t limit) {
   EvalResult r;
   double loss_sum = 0;
   int64_t correct = 0;
   std::vector<Tensor> all_logits;
-  data::Batch b;
-  while (loader.next(b)) {
+  for_each_eval_batch(model, dataset, batch_size, [&](const data::Batch& b) {
     nn::ModelOutput out = model.forward(b.images);  // logits (B, K)
     loss_sum += cross_entropy(out.logits, b.labels, {.reduction = Reduction::Sum}).item();
     correct += (int64_t)sum(eq(argmax(out.logits, 1), b.labels).to(DType::f32)).item();
     r.count += b.size();
     if (keep_logits) all_logits.push_back(out.logits);
-  }
+  }, limit);
   r.accuracy = r.count ? (double)correct / r.count : 0.0;
   r.loss = r.count ? loss_sum / r.count : 0.0;
   if (keep_logits && !all_logits.empty()) r.logits = cat(all_logits, 0);
-  model.train(was_training);
   return r;
 }
 

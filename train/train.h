@@ -54,6 +54,13 @@ struct EvalResult {
   int64_t count = 0;
   Tensor logits;        // (N, K) in data set order, when asked for
 };
+// The evaluation pass, written once: the model in evaluation mode without gradients (its mode
+// restored afterwards, also on an error), `dataset` in order with the test transform (only its
+// first `limit` images when limit > 0), visit(batch) for every batch. evaluate, kdlab analyze's
+// passes and WKD-L's feature pass all go through it.
+void for_each_eval_batch(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
+                         const std::function<void(const data::Batch& batch)>& visit, int64_t limit = 0);
+
 // Evaluation mode, no gradient, data set order. limit > 0 evaluates the first `limit` images.
 EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits = false,
                     int64_t limit = 0);
