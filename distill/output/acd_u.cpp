@@ -346,7 +346,7 @@ Tensor augmented_views(const data::Dataset& d, const std::vector<int64_t>& idx, 
 Tensor random_permutation(int64_t n, Generator& gen) {
   std::vector<int64_t> p(n);
   std::iota(p.begin(), p.end(), 0);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[gen.randint(0, i + 1)]);
+  gen.shuffle(p);
   return from_vector(p, {n});
 }
 
