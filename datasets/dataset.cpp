@@ -117,7 +117,7 @@ Dataset random_subset(const Dataset& dataset, int64_t n, uint64_t seed) {
   std::vector<int64_t> order(dataset.size());
   std::iota(order.begin(), order.end(), 0);
   Generator gen(seed);
-  for (int64_t i = 0; i < n; ++i) std::swap(order[i], order[gen.randint(i, dataset.size())]);
+  gen.partial_shuffle(order, n);
   order.resize(n);
   return subset(dataset, order);
 }

@@ -69,7 +69,7 @@ Tensor inject_label_noise(const Tensor& labels, int64_t num_classes, const std::
   Generator gen(seed);
   std::vector<int64_t> order(N);
   std::iota(order.begin(), order.end(), 0);
-  for (int64_t i = N - 1; i > 0; --i) std::swap(order[i], order[gen.randint(0, i + 1)]);
+  gen.shuffle(order);
   const int64_t num_noisy = std::min<int64_t>(N, (int64_t)std::floor(s.rate * (double)N + 1e-9));
   std::vector<uint8_t> chosen(N, 0);
   for (int64_t i = 0; i < num_noisy; ++i) chosen[order[i]] = 1;

@@ -12,8 +12,7 @@ namespace {
 std::vector<int64_t> draw_order(int64_t n, bool shuffle, Generator& gen) {
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  if (shuffle)
-    for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[gen.randint(0, i + 1)]);
+  if (shuffle) gen.shuffle(order);
   return order;
 }
 

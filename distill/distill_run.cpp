@@ -34,11 +34,11 @@ Params params_from_json(const nlohmann::json& j) {
 }
 
 Tensor classifier_weight(nn::Classifier& model, int64_t K) {
-  Tensor w;
-  for (auto& [name, p] : model.named_parameters())
-    if (p.dim() == 2 && p.size(0) == K) w = p;
-  KD_CHECK(w.defined(), "the model has no linear classifier with {} outputs to take class weights from", K);
-  return w.detach();
+  const nn::ClassifierHead head = model.classifier_head();
+  KD_CHECK(head.weight.size(0) == K,
+           "the classifier '{}' of {} has {} outputs but the data set has {} classes; build the model for {} classes",
+           head.name, model.type_name(), head.weight.size(0), K, K);
+  return head.weight.detach();  // (K, C)
 }
 
 train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string& out_dir,

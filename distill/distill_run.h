@@ -49,8 +49,8 @@ train::RunSummary run_method(train::TrainConfig config, const std::string& out_d
 // JSON object of hyper-parameters ({"T": 4, "converged": true}) -> Params ("T" -> "4").
 Params params_from_json(const nlohmann::json& j);
 
-// The teacher's last linear layer (K, C): the last 2-D parameter with K rows (for WKD-L's
-// cosine cost matrix). Errors when the model has none.
+// The weight (K, C) of the model's classifier, the layer it declares (nn::Classifier::
+// classifier_name()), detached (for WKD-L's cosine cost matrix). Errors when it has not K rows.
 Tensor classifier_weight(nn::Classifier& model, int64_t num_classes);
 
 }  // namespace kd::distill

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "engine/error.h"
 
@@ -22,6 +23,16 @@ int64_t Generator::randint(int64_t lo, int64_t hi) {
   uint64_t r;
   do r = engine_(); while (r >= limit);
   return lo + (int64_t)(r % span);
+}
+
+void Generator::shuffle(std::vector<int64_t>& v) {
+  for (int64_t i = (int64_t)v.size() - 1; i > 0; --i) std::swap(v[i], v[randint(0, i + 1)]);
+}
+
+void Generator::partial_shuffle(std::vector<int64_t>& v, int64_t n) {
+  const int64_t size = (int64_t)v.size();
+  KD_CHECK(n >= 0 && n <= size, "partial_shuffle: cannot draw {} of {} elements; use 0 <= n <= {}", n, size, size);
+  for (int64_t i = 0; i < n; ++i) std::swap(v[i], v[randint(i, size)]);
 }
 
 std::string Generator::state() const {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace kd {
 
@@ -20,6 +21,13 @@ class Generator {
   double normal();
   // Integer uniform in [lo, hi).
   int64_t randint(int64_t lo, int64_t hi);
+  // Shuffles v in place, uniformly, by Fisher-Yates: for i from n-1 down to 1, swap v[i] with
+  // v[randint(0, i + 1)]. Every shuffle in kdlab goes through here, so its draw order is fixed.
+  void shuffle(std::vector<int64_t>& v);
+  // Partial Fisher-Yates: afterwards the first n positions of v are a uniform draw of n elements
+  // without replacement (in random order); the rest of v holds the others. For i in 0..n-1,
+  // swap v[i] with v[randint(i, v.size())]. Needs 0 <= n <= v.size().
+  void partial_shuffle(std::vector<int64_t>& v, int64_t n);
   // Full state as text (for training checkpoints) and back.
   std::string state() const;
   void set_state(const std::string& state);

@@ -233,8 +233,9 @@ TEST_CASE("helpers: unlearning KL, sharpen, prior penalty, ramp-up, head") {
   CHECK(distill::linear_rampup(25, 5, 10, 16) == 0.0);
   CHECK(distill::linear_rampup(25, 40, 10, 16) == 25.0);
 
-  CHECK(distill::find_head(*nn::create_model("resnet8", {5, 3, 32, 0}), 5) == "fc");
-  CHECK(distill::find_head(*nn::create_model("vgg8", {5, 3, 32, 0}), 5) == "classifier");
+  // freeze_encoder trains the declared classifier alone
+  CHECK(nn::create_model("resnet8", {5, 3, 32, 0})->classifier_head().name == "fc");
+  CHECK(nn::create_model("vgg8", {5, 3, 32, 0})->classifier_head().name == "classifier");
 }
 
 // A tiny synthetic problem: 1 x 12 x 12 images, 4 classes.

@@ -69,6 +69,7 @@ struct TwoPixelModel : nn::Classifier {
     out.logits = matmul(x.reshape({x.size(0), 2}), w);  // (B, 2)
     return out;
   }
+  std::string classifier_name() const override { return ""; }  // no layer (never asked: FGSM needs none)
 };
 
 TEST_CASE("FGSM against a hand-computed case") {

@@ -54,6 +54,7 @@ class MapHead : public nn::Classifier {
     return o;
   }
   std::string type_name() const override { return "MapHead"; }
+  std::string classifier_name() const override { return ""; }  // the module itself is the linear layer
   Tensor weight, bias;
 };
 

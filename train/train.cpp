@@ -209,7 +209,7 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
     std::vector<int64_t> order(run.train_set.size());
     std::iota(order.begin(), order.end(), 0);
     Generator gen(1);
-    for (int64_t i = 0; i < config.val_split; ++i) std::swap(order[i], order[gen.randint(i, (int64_t)order.size())]);
+    gen.partial_shuffle(order, config.val_split);
     run.val_set = data::subset(run.train_set, std::vector<int64_t>(order.begin(), order.begin() + config.val_split));
     std::vector<int64_t> rest(order.begin() + config.val_split, order.end());
     std::sort(rest.begin(), rest.end());

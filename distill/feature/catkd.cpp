@@ -87,23 +87,22 @@ LossBreakdown catkd_loss(const Tensor& zs, const Tensor& labels, const Tensor& c
 }
 
 ClassifierParams find_classifier(nn::Classifier& model, int64_t K, int64_t C, const std::string& side) {
+  const nn::ClassifierHead head = model.classifier_head();
+  KD_CHECK(head.weight.size(0) == K && head.weight.size(1) == C,
+           "catkd: the {}'s classifier '{}' has weight {} but CAT-KD needs ({}, {}) (K classes x the channels of its "
+           "last feature map) to turn it into a 1x1 conv",
+           side, head.name, shape_str(head.weight.shape()), K, C);
+  KD_CHECK(!head.bias.defined() || (head.bias.dim() == 1 && head.bias.size(0) == K),
+           "catkd: the {}'s classifier bias '{}.bias' has shape {}; expected ({})", side, head.name,
+           shape_str(head.bias.shape()), K);
   ClassifierParams c;
-  nn::NamedTensors params = model.named_parameters();
-  for (auto& [name, p] : params)  // the last (K, C) matrix: the classifier comes last in every model of the zoo
-    if (p.dim() == 2 && p.size(0) == K && p.size(1) == C) {
-      c.weight_name = name;
-      c.weight = p;
-    }
-  KD_CHECK(c.weight.defined(),
-           "catkd: the {} has no linear classifier of shape ({}, {}) (K classes x the channels of its last feature "
-           "map) to turn into a 1x1 conv",
-           side, K, C);
-  const std::string stem = c.weight_name.substr(0, c.weight_name.size() - std::string("weight").size());
-  for (auto& [name, p] : params)
-    if (name == stem + "bias" && p.dim() == 1 && p.size(0) == K) {
-      c.bias_name = name;
-      c.bias = p;
-    }
+  const std::string prefix = head.name.empty() ? "" : head.name + ".";
+  c.weight_name = prefix + "weight";
+  c.weight = head.weight;
+  if (head.bias.defined()) {
+    c.bias_name = prefix + "bias";
+    c.bias = head.bias;
+  }
   return c;
 }
 

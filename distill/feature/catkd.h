@@ -89,7 +89,8 @@ LossBreakdown catkd_loss(const Tensor& zs, const Tensor& labels, const Tensor& c
                          const CatKdOptions& opt, const ExplainFn& explain = {});
 
 // A network's classifier: the 2-D parameter (K, C) the logits come from and its bias (undefined
-// when it has none), found among the model's parameters by shape. `side` names it in errors.
+// when it has none), the layer the model declares (nn::Classifier::classifier_head()). Errors,
+// naming `side`, when its weight is not (K, C).
 struct ClassifierParams {
   std::string weight_name, bias_name;
   Tensor weight, bias;

@@ -286,16 +286,6 @@ double linear_rampup(double lambda_u, double current, int64_t warmup, int64_t ra
   return lambda_u * std::clamp((current - (double)warmup) / (double)rampup, 0.0, 1.0);
 }
 
-std::string find_head(const nn::Module& model, int64_t num_classes) {
-  std::string head;
-  for (const auto& [name, m] : model.named_modules()) {
-    if (m->type_name() != "Linear" || name.empty()) continue;
-    for (const auto& [pn, t] : m->named_parameters())
-      if (pn == "weight" && t.dim() == 2 && t.size(0) == num_classes) head = name;
-  }
-  return head;
-}
-
 // ============================================================================ the run: helpers
 
 namespace {
@@ -346,7 +336,7 @@ Tensor augmented_views(const data::Dataset& d, const std::vector<int64_t>& idx, 
 Tensor random_permutation(int64_t n, Generator& gen) {
   std::vector<int64_t> p(n);
   std::iota(p.begin(), p.end(), 0);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[gen.randint(0, i + 1)]);
+  gen.shuffle(p);
   return from_vector(p, {n});
 }
 
@@ -782,15 +772,10 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
   n2.model_name = second->type_name();
   n2.lr_scale = opt.second_lr_scale;
   if (opt.freeze_encoder) {
-    n2.head = find_head(*second, K);
-    if (n2.head.empty()) {
-      fmt::print("acd_u: network 2 ({}) has no Linear layer with {} outputs to train alone; training all of it\n",
-                 n2.model_name, K);
-    } else {
-      for (auto& [name, t] : second->named_parameters())
-        if (name.rfind(n2.head + ".", 0) != 0) t.impl()->requires_grad = false;
-      n2.encoder_frozen = true;
-    }
+    n2.head = second->classifier_head().name;  // the declared classifier is trained alone; the rest is frozen
+    for (auto& [name, t] : second->named_parameters())
+      if (name.rfind(n2.head + ".", 0) != 0) t.impl()->requires_grad = false;
+    n2.encoder_frozen = true;
   }
   n1.opt = make_optimizer(cfg, *n1.model, cfg.lr);
   n2.opt = make_optimizer(cfg, *n2.model, cfg.lr * n2.lr_scale);

@@ -177,9 +177,6 @@ Tensor sharpen(const Tensor& p, double T);
 Tensor prior_penalty(const Tensor& logits);
 // lambda_u * clip((current - warmup) / rampup, 0, 1): DivideMix's linear_rampup (rampup 0: a step).
 double linear_rampup(double lambda_u, double current, int64_t warmup, int64_t rampup);
-// The name prefix of `model`'s classifier head: the last Linear module whose weight is (K, D);
-// "" when there is none.
-std::string find_head(const nn::Module& model, int64_t num_classes);
 
 // ------------------------------------------------------------------ the run
 // run.model = network 1 (a CNN trained from scratch); `second` = network 2 (the caller may have

@@ -25,17 +25,17 @@ namespace kd::cli {
 void register_analyze(CLI::App& app) {
   auto* cmd = app.add_subcommand("analyze", "What did the student learn from its teacher? Agreement, CKA, calibration, invariance, cost");
   struct Opts {
-    std::string teacher, dataset, data_dir, split = "test", out;
+    std::string teacher, split = "test", out;
     std::vector<std::string> students;
-    int64_t limit = 0, threads = 0, cka_samples = 2000, layer_samples = 500, cam_samples = 500, adv_samples = 500;
+    CommonOptions common;  // --dataset, --data-dir, --threads
+    int64_t limit = 0, cka_samples = 2000, layer_samples = 500, cam_samples = 500, adv_samples = 500;
     double eps = 8.0 / 255.0;
     int pgd_steps = 10;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--teacher", o->teacher, "MODEL:WEIGHTS of the teacher")->required();
   cmd->add_option("--student", o->students, "MODEL:WEIGHTS of a student (repeatable)")->required();
-  cmd->add_option("--dataset", o->dataset, "data set")->required();
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common)->required();
   cmd->add_option("--split", o->split, "train or test")->capture_default_str();
   cmd->add_option("--limit", o->limit, "use a fixed random sample of N images (seed 0; default all, in a fixed random order)");
   cmd->add_option("--cka-samples", o->cka_samples, "images for the debiased CKA (n x n Gram matrices)")
@@ -46,10 +46,10 @@ void register_analyze(CLI::App& app) {
   cmd->add_option("--eps", o->eps, "L-inf radius of FGSM / PGD in pixel units")->capture_default_str();
   cmd->add_option("--pgd-steps", o->pgd_steps, "PGD iterations")->capture_default_str();
   cmd->add_option("--out", o->out, "folder for analysis.json, report.md and the PNGs");
-  cmd->add_option("--threads", o->threads, "threads for the kernels");
+  add_threads_option(cmd, o->common.threads);
   cmd->callback([o] {
-    train::set_threads(o->threads);
-    data::Dataset ds = data::load_dataset(o->dataset, o->data_dir, o->split);
+    train::set_threads(o->common.threads);
+    data::Dataset ds = data::load_dataset(o->common.dataset, o->common.data_dir, o->split);
     // One fixed random order (seed 0) for everything below: image folders and some archives are
     // sorted by class, so "the first N images" (--limit, and the first --cka-samples,
     // --cam-samples, ... of them) would otherwise cover only the first classes.
@@ -94,7 +94,7 @@ void register_analyze(CLI::App& app) {
       return std::make_pair(out, j);
     };
     auto [t_out, t_json] = describe(teacher);
-    nlohmann::json report = {{"dataset", o->dataset}, {"split", o->split}, {"images", ds.size()}, {"teacher", t_json}};
+    nlohmann::json report = {{"dataset", o->common.dataset}, {"split", o->split}, {"images", ds.size()}, {"teacher", t_json}};
     report["students"] = nlohmann::json::array();
     const int64_t n_cka = std::min<int64_t>(o->cka_samples, ds.size());
     const std::string out_dir = o->out.empty() ? std::string(".") : o->out;
@@ -155,7 +155,7 @@ void register_analyze(CLI::App& app) {
     progress.finish();
 
     // the markdown report
-    std::string md = fmt::format("# kdlab analyze: {} / {} ({} images in a fixed random order, seed 0)\n\nteacher {} ({})\n\n", o->dataset, o->split,
+    std::string md = fmt::format("# kdlab analyze: {} / {} ({} images in a fixed random order, seed 0)\n\nteacher {} ({})\n\n", o->common.dataset, o->split,
                                  ds.size(), teacher.model, teacher.weights);
     md += "| model | weights | acc % | ECE % | flip inv. % | shift inv. % | noise inv. % | params | MMACs | ms/image (b=1) | img/s (b=128) |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|\n";

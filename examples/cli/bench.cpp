@@ -165,7 +165,7 @@ void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   cmd->add_option("--model", o->model, "model name (kdlab info --list)");
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "threads (default: KDLAB_NUM_THREADS or the core count)");
+  add_threads_option(cmd, o->threads);
   cmd->add_option("--backend", o->backend, "cpu | onednn (default: KDLAB_BACKEND, else the best one built in)");
   cmd->add_option("--iters", o->iters, "timed iterations (the median is reported)")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "untimed iterations first")->capture_default_str();

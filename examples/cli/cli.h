@@ -2,7 +2,10 @@
 // register_* adds the subcommand and its options; the callback runs it.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <string>
+
+#include "train/train.h"
 
 namespace kd::cli {
 
@@ -18,6 +21,30 @@ void register_wkd_cost(CLI::App& app);
 void register_dgkd_chain(CLI::App& app);
 void register_analyze(CLI::App& app);
 void register_sweep(CLI::App& app);
+
+// ---- the options several commands share, each declared once with one help text
+
+// What the shared options hold; each command adds the ones it takes. The defaults mean "not
+// given" (the recipe's value, or the libraries' default thread count).
+struct CommonOptions {
+  std::string dataset, data_dir;  // --dataset, --data-dir
+  int64_t threads = 0;            // --threads (0: KDLAB_NUM_THREADS or the core count)
+  int64_t seed = -1;              // --seed (-1: the recipe's)
+  int64_t train_limit = -1;       // --train-limit (-1: the recipe's)
+  int64_t test_limit = -1;        // --test-limit (-1: the recipe's)
+};
+// Adds --dataset and --data-dir; returns the --dataset option (a command that needs a data set
+// marks it ->required()).
+CLI::Option* add_data_options(CLI::App* cmd, CommonOptions& o);
+// Adds --threads, read into `threads` (CommonOptions::threads, or a command's own field).
+void add_threads_option(CLI::App* cmd, int64_t& threads);
+// Adds --seed.
+void add_seed_option(CLI::App* cmd, CommonOptions& o);
+// Adds --train-limit and --test-limit.
+void add_limit_options(CLI::App* cmd, CommonOptions& o);
+// Copies the shared options that were given over `cfg` (a recipe's config); the others leave it as
+// it is.
+void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg);
 
 // The command line as typed, for run records.
 std::string command_line();

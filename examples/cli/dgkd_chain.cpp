@@ -24,9 +24,10 @@ namespace kd::cli {
 void register_dgkd_chain(CLI::App& app) {
   auto* cmd = app.add_subcommand("dgkd-chain", "Train DGKD's assistant chain in order, then the student");
   struct Opts {
-    std::string recipe, out, teacher, teacher_weights, student, dataset, data_dir;
+    std::string recipe, out, teacher, teacher_weights, student;
     std::vector<std::string> assistants, sets;
-    int64_t epochs = 0, threads = 0, seed = -1, train_limit = -1, test_limit = -1;
+    int64_t epochs = 0;
+    CommonOptions common;
     bool cache = false;
   };
   auto o = std::make_shared<Opts>();
@@ -38,25 +39,18 @@ void register_dgkd_chain(CLI::App& app) {
       ->delimiter(',')
       ->required();
   cmd->add_option("--student", o->student, "the final student (optional)");
-  cmd->add_option("--dataset", o->dataset, "data set");
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common);
   cmd->add_option("--epochs", o->epochs, "epochs of every link");
-  cmd->add_option("--seed", o->seed, "seed");
-  cmd->add_option("--threads", o->threads, "threads for the kernels");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
-  cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
+  add_seed_option(cmd, o->common);
+  add_threads_option(cmd, o->common.threads);
+  add_limit_options(cmd, o->common);
   cmd->add_flag("--teacher-cache", o->cache, "cache the guides' logits (one cache per link)");
   cmd->add_option("--set", o->sets, "a recipe key or a dgkd hyper-parameter (repeatable)");
   cmd->callback([o] {
     train::TrainConfig base;
     if (!o->recipe.empty()) train::load_recipe(o->recipe, base);
-    if (!o->dataset.empty()) base.dataset = o->dataset;
-    if (!o->data_dir.empty()) base.data_dir = o->data_dir;
+    apply_common_options(o->common, base);
     if (o->epochs > 0) base.epochs = o->epochs;
-    if (o->seed >= 0) base.seed = (uint64_t)o->seed;
-    if (o->threads > 0) base.threads = o->threads;
-    if (o->train_limit >= 0) base.train_limit = o->train_limit;
-    if (o->test_limit >= 0) base.test_limit = o->test_limit;
     base.teacher_cache = o->cache;
     base.method = "dgkd";
     base.teacher = o->teacher;

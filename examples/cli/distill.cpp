@@ -14,9 +14,10 @@ namespace kd::cli {
 void register_distill(CLI::App& app) {
   auto* cmd = app.add_subcommand("distill", "Train a student from a teacher with a distillation method");
   struct Opts {
-    std::string recipe, out, student, teacher_weights, method, dataset, data_dir, schedule, cache_dir, label_noise;
+    std::string recipe, out, student, teacher_weights, method, schedule, cache_dir, label_noise;
     std::vector<std::string> sets, assistants, teachers;
-    int64_t epochs = 0, batch = 0, threads = 0, seed = -1, train_limit = -1, test_limit = -1, cache_views = 0;
+    int64_t epochs = 0, batch = 0, cache_views = 0;
+    CommonOptions common;
     double lr = 0;
     bool resume = false, list = false, cache = false, no_cache = false;
   };
@@ -31,16 +32,14 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--student,--model", o->student, "student model name");
   cmd->add_option("--method", o->method, "distillation method (--list), or several joined by '+': dkd+at");
   cmd->add_option("--assistant", o->assistants, "DGKD assistant MODEL:WEIGHTS, largest first (repeatable)");
-  cmd->add_option("--dataset", o->dataset, "cifar10 | cifar100 | mnist | fashion-mnist | imagefolder | synthetic");
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common);
   cmd->add_option("--epochs", o->epochs, "epochs");
   cmd->add_option("--batch-size", o->batch, "batch size");
   cmd->add_option("--lr", o->lr, "base learning rate");
   cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
-  cmd->add_option("--seed", o->seed, "seed of weights, shuffling and augmentation");
-  cmd->add_option("--threads", o->threads, "threads for the kernels");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
-  cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
+  add_seed_option(cmd, o->common);
+  add_threads_option(cmd, o->common.threads);
+  add_limit_options(cmd, o->common);
   cmd->add_flag("--teacher-cache", o->cache, "precompute the teacher's logits over fixed augmented views");
   cmd->add_flag("--no-teacher-cache", o->no_cache, "run the teacher every step even if the recipe caches it");
   cmd->add_option("--cache-views", o->cache_views, "augmented views per image in the teacher cache (default 8)");
@@ -89,16 +88,11 @@ void register_distill(CLI::App& app) {
     if (!o->teacher_weights.empty()) cfg.teacher_weights = o->teacher_weights;
     if (!o->method.empty()) cfg.method = o->method;
     if (!o->assistants.empty()) cfg.assistants = o->assistants;
-    if (!o->dataset.empty()) cfg.dataset = o->dataset;
-    if (!o->data_dir.empty()) cfg.data_dir = o->data_dir;
+    apply_common_options(o->common, cfg);
     if (!o->schedule.empty()) cfg.schedule = o->schedule;
     if (o->epochs > 0) cfg.epochs = o->epochs;
     if (o->batch > 0) cfg.batch_size = o->batch;
     if (o->lr > 0) cfg.lr = o->lr;
-    if (o->seed >= 0) cfg.seed = (uint64_t)o->seed;
-    if (o->threads > 0) cfg.threads = o->threads;
-    if (o->train_limit >= 0) cfg.train_limit = o->train_limit;
-    if (o->test_limit >= 0) cfg.test_limit = o->test_limit;
     if (o->cache) cfg.teacher_cache = true;
     if (o->no_cache) cfg.teacher_cache = false;
     if (o->cache_views > 0) cfg.teacher_cache_views = o->cache_views;

@@ -14,26 +14,25 @@ namespace kd::cli {
 void register_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Accuracy of trained weights on a data set (and optionally its logits)");
   struct Opts {
-    std::string model, weights, dataset, data_dir, split = "test", save_logits;
-    int64_t classes = 0, batch = 256, threads = 0, limit = 0;
+    std::string model, weights, split = "test", save_logits;
+    int64_t classes = 0, batch = 256, limit = 0;
+    CommonOptions common;  // --dataset, --data-dir, --threads
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "model name")->required();
   cmd->add_option("--weights", o->weights, "a .safetensors state dict (PyTorch names)")->required();
-  cmd->add_option("--dataset", o->dataset, "cifar10 | cifar100 | mnist | fashion-mnist | imagefolder | synthetic")
-      ->required();
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common)->required();
   cmd->add_option("--split", o->split, "train or test")->capture_default_str();
   cmd->add_option("--num-classes", o->classes, "classes of the model (default: from the weights' metadata, else the data set)");
   cmd->add_option("--save-logits", o->save_logits, "write the logits (N, K) float32 in data set order to this .npy");
   cmd->add_option("--batch-size", o->batch, "batch size")->capture_default_str();
   cmd->add_option("--limit", o->limit, "evaluate only the first N images");
-  cmd->add_option("--threads", o->threads, "threads for the kernels");
+  add_threads_option(cmd, o->common.threads);
   cmd->add_flag("--json", o->json, "print one JSON object instead of text");
   cmd->callback([o] {
-    train::set_threads(o->threads);
-    data::Dataset ds = data::load_dataset(o->dataset, o->data_dir, o->split);
+    train::set_threads(o->common.threads);
+    data::Dataset ds = data::load_dataset(o->common.dataset, o->common.data_dir, o->split);
     nn::SafetensorsFile file = nn::load_safetensors(o->weights);
     int64_t classes = o->classes;
     if (classes <= 0 && file.metadata.count("num_classes")) classes = std::stoll(file.metadata.at("num_classes"));
@@ -43,12 +42,12 @@ void register_eval(CLI::App& app) {
     train::EvalResult r = train::evaluate(*model, ds, o->batch, !o->save_logits.empty(), o->limit);
     if (!o->save_logits.empty()) save_npy(o->save_logits, r.logits);
     if (o->json) {
-      nlohmann::json j = {{"model", o->model},     {"weights", o->weights}, {"dataset", o->dataset},
+      nlohmann::json j = {{"model", o->model},     {"weights", o->weights}, {"dataset", o->common.dataset},
                           {"split", o->split},     {"count", r.count},      {"accuracy", r.accuracy},
                           {"loss", r.loss}};
       fmt::print("{}\n", j.dump());
     } else {
-      fmt::print("{} on {}/{} ({} images): top-1 accuracy {:.2f}%, mean cross-entropy {:.4f}\n", o->model, o->dataset,
+      fmt::print("{} on {}/{} ({} images): top-1 accuracy {:.2f}%, mean cross-entropy {:.4f}\n", o->model, o->common.dataset,
                  o->split, r.count, 100.0 * r.accuracy, r.loss);
       if (!o->save_logits.empty()) fmt::print("logits {} written to {}\n", shape_str(r.logits.shape()), o->save_logits);
     }

@@ -31,10 +31,11 @@ namespace kd::cli {
 void register_sweep(CLI::App& app) {
   auto* cmd = app.add_subcommand("sweep", "Run every (method, seed) of a recipe in turn, resumable, then report");
   struct Opts {
-    std::string recipe, out, teacher, teacher_weights, dataset, data_dir, student;
+    std::string recipe, out, teacher, teacher_weights, student;
     std::vector<std::string> methods, sets;
     std::vector<int64_t> seeds{0};
-    int64_t val_split = 0, threads = 0, epochs = 0, train_limit = -1, test_limit = -1;
+    int64_t val_split = 0, epochs = 0;
+    CommonOptions common;  // no --seed: --seeds lists them
     bool cache = false;
   };
   auto o = std::make_shared<Opts>();
@@ -48,12 +49,10 @@ void register_sweep(CLI::App& app) {
   cmd->add_option("--teacher", o->teacher, "teacher model");
   cmd->add_option("--teacher-weights", o->teacher_weights, "teacher weights");
   cmd->add_option("--student,--model", o->student, "student model");
-  cmd->add_option("--dataset", o->dataset, "data set");
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common);
   cmd->add_option("--epochs", o->epochs, "epochs");
-  cmd->add_option("--threads", o->threads, "threads");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
-  cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
+  add_threads_option(cmd, o->common.threads);
+  add_limit_options(cmd, o->common);
   cmd->add_flag("--teacher-cache", o->cache, "teacher cache for logits-only methods (shared: DIR/teacher_cache)");
   cmd->add_option("--set", o->sets, "key=value for every run, METHOD.key=value for one method (repeatable)");
   cmd->callback([o] {
@@ -70,12 +69,8 @@ void register_sweep(CLI::App& app) {
         if (!o->student.empty()) cfg.model = o->student;
         if (!o->teacher.empty()) cfg.teacher = o->teacher;
         if (!o->teacher_weights.empty()) cfg.teacher_weights = o->teacher_weights;
-        if (!o->dataset.empty()) cfg.dataset = o->dataset;
-        if (!o->data_dir.empty()) cfg.data_dir = o->data_dir;
+        apply_common_options(o->common, cfg);
         if (o->epochs > 0) cfg.epochs = o->epochs;
-        if (o->threads > 0) cfg.threads = o->threads;
-        if (o->train_limit >= 0) cfg.train_limit = o->train_limit;
-        if (o->test_limit >= 0) cfg.test_limit = o->test_limit;
         if (o->val_split > 0) cfg.val_split = o->val_split;
         cfg.seed = (uint64_t)seed;
         if (o->cache && method != "baseline" && method != "acd_u") {

@@ -9,9 +9,10 @@ namespace kd::cli {
 void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model with cross-entropy (a teacher or a baseline student)");
   struct Opts {
-    std::string recipe, out, model, dataset, data_dir, schedule;
+    std::string recipe, out, model, schedule;
     std::vector<std::string> sets;
-    int64_t epochs = 0, batch = 0, threads = 0, seed = -1, train_limit = -1, test_limit = -1;
+    int64_t epochs = 0, batch = 0;
+    CommonOptions common;
     double lr = 0;
     bool resume = false;
   };
@@ -19,32 +20,25 @@ void register_train(CLI::App& app) {
   cmd->add_option("--recipe", o->recipe, "recipe file (JSON; recipes/ holds the standard ones)");
   cmd->add_option("--out", o->out, "run directory")->required();
   cmd->add_option("--model", o->model, "model name (kdlab info --list)");
-  cmd->add_option("--dataset", o->dataset, "cifar10 | cifar100 | mnist | fashion-mnist | imagefolder | synthetic");
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common);
   cmd->add_option("--epochs", o->epochs, "epochs");
   cmd->add_option("--batch-size", o->batch, "batch size");
   cmd->add_option("--lr", o->lr, "base learning rate");
   cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
-  cmd->add_option("--seed", o->seed, "seed of weights, shuffling and augmentation");
-  cmd->add_option("--threads", o->threads, "threads for the kernels (default: the libraries' choice)");
-  cmd->add_option("--train-limit", o->train_limit, "use only the first N training images (an image folder is sorted by class: --set train_subset=N draws N at random)");
-  cmd->add_option("--test-limit", o->test_limit, "evaluate on the first N test images");
+  add_seed_option(cmd, o->common);
+  add_threads_option(cmd, o->common.threads);
+  add_limit_options(cmd, o->common);
   cmd->add_option("--set", o->sets, "override any recipe key: --set key=value (repeatable)");
   cmd->add_flag("--resume", o->resume, "continue from RUN_DIR/checkpoint.safetensors");
   cmd->callback([o] {
     train::TrainConfig cfg;
     if (!o->recipe.empty()) train::load_recipe(o->recipe, cfg);
     if (!o->model.empty()) cfg.model = o->model;
-    if (!o->dataset.empty()) cfg.dataset = o->dataset;
-    if (!o->data_dir.empty()) cfg.data_dir = o->data_dir;
+    apply_common_options(o->common, cfg);
     if (!o->schedule.empty()) cfg.schedule = o->schedule;
     if (o->epochs > 0) cfg.epochs = o->epochs;
     if (o->batch > 0) cfg.batch_size = o->batch;
     if (o->lr > 0) cfg.lr = o->lr;
-    if (o->seed >= 0) cfg.seed = (uint64_t)o->seed;
-    if (o->threads > 0) cfg.threads = o->threads;
-    if (o->train_limit >= 0) cfg.train_limit = o->train_limit;
-    if (o->test_limit >= 0) cfg.test_limit = o->test_limit;
     for (const auto& s : o->sets) train::apply_override_string(s, cfg);
     train::Run run = train::prepare_run(cfg, o->out, command_line());
     fmt::print("{}\n{}\nmodel {} ({} parameters), {} epochs, batch {}, run directory {}\n", run.train_set.summary(),

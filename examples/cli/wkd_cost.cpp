@@ -25,14 +25,14 @@ namespace kd::cli {
 void register_wkd_cost(CLI::App& app) {
   auto* cmd = app.add_subcommand("wkd-cost", "Build WKD-L's category cost matrix from a teacher");
   struct Opts {
-    std::string teacher, weights, dataset, data_dir, out, source = "features", rows = "spatial";
-    int64_t per_class = 0, threads = 0, batch = 256;
+    std::string teacher, weights, out, source = "features", rows = "spatial";
+    int64_t per_class = 0, batch = 256;
+    CommonOptions common;  // --dataset (the teacher's training set), --data-dir, --threads
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--teacher", o->teacher, "teacher model name")->required();
   cmd->add_option("--teacher-weights", o->weights, "teacher weights (.safetensors)")->required();
-  cmd->add_option("--dataset", o->dataset, "the teacher's training data set (for --source features)");
-  cmd->add_option("--data-dir", o->data_dir, "folder, archive or file of the data set");
+  add_data_options(cmd, o->common);
   cmd->add_option("--out", o->out, "where to write D (K x K float32 .npy)")->required();
   cmd->add_option("--source", o->source, "features (linear CKA per class pair) | classifier (cosine of rows)")
       ->capture_default_str();
@@ -40,14 +40,14 @@ void register_wkd_cost(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--per-class", o->per_class, "images per class (default: all, truncated to the smallest class)");
   cmd->add_option("--batch-size", o->batch, "batch size of the teacher's forward passes")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "threads for the kernels");
+  add_threads_option(cmd, o->common.threads);
   cmd->callback([o] {
-    train::set_threads(o->threads);
+    train::set_threads(o->common.threads);
     KD_CHECK(o->source == "features" || o->source == "classifier",
              "--source must be features or classifier, got '{}'", o->source);
     KD_CHECK(o->rows == "spatial" || o->rows == "pooled", "--rows must be spatial or pooled, got '{}'", o->rows);
-    KD_CHECK(!o->dataset.empty(), "kdlab wkd-cost needs --dataset (the data set the teacher was trained on)");
-    data::Dataset train = data::load_dataset(o->dataset, o->data_dir, "train");
+    KD_CHECK(!o->common.dataset.empty(), "kdlab wkd-cost needs --dataset (the data set the teacher was trained on)");
+    data::Dataset train = data::load_dataset(o->common.dataset, o->common.data_dir, "train");
     const int64_t K = train.num_classes();
     distill::Guide teacher = distill::load_guide(o->teacher, o->weights, K, train);
     Tensor D;  // (K, K)

@@ -50,6 +50,7 @@ class MobileNetV2 : public Classifier {
   MobileNetV2(std::string name, int64_t expand_ratio, double width_mult, const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "classifier.0"; }
 
   std::shared_ptr<Sequential> conv1;       // conv3x3 s2, BN, ReLU
   std::shared_ptr<Sequential> blocks;      // 7 stages, each a Sequential of InvertedResidual

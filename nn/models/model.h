@@ -35,10 +35,24 @@ struct ModelConfig {
   uint64_t seed = 0;        // for the initial weights
 };
 
+// The final linear layer of a classifier: logits = pooled @ weight^T + bias.
+struct ClassifierHead {
+  std::string name;  // its dotted module name, as Classifier::classifier_name() declares it ("fc")
+  Tensor weight;     // (K, C): the live parameter (training it trains the model)
+  Tensor bias;       // (K); undefined when the layer has none
+};
+
 class Classifier : public Module {
  public:
   virtual ModelOutput forward(const Tensor& x) = 0;  // x (B, C, H, W)
   ModelOutput operator()(const Tensor& x) { return forward(x); }
+  // The dotted module name of the final linear layer, the one that maps ModelOutput::pooled to
+  // the logits ("fc", "classifier", "classifier.0", "linear", "head"). Each model declares it, so
+  // that nothing has to guess the classifier from parameter shapes. "" names the model itself.
+  virtual std::string classifier_name() const = 0;
+  // The parameters `classifier_name().weight` (2-D) and `.bias` (if any). Throws kd::Error when the
+  // model has no such weight (classifier_name() names a module that is not there).
+  ClassifierHead classifier_head() const;
 };
 
 // Explicit registry: name -> factory. No static-initialiser tricks; the table is one function.

@@ -36,4 +36,19 @@ std::shared_ptr<Classifier> create_model(const std::string& name, const ModelCon
   throw Error(fmt::format("unknown model '{}'; known models: {}", name, fmt::join(model_names(), ", ")));
 }
 
+ClassifierHead Classifier::classifier_head() const {
+  ClassifierHead head;
+  head.name = classifier_name();
+  const std::string prefix = head.name.empty() ? "" : head.name + ".";
+  for (const auto& [name, p] : named_parameters()) {
+    if (name == prefix + "weight") head.weight = p;
+    if (name == prefix + "bias") head.bias = p;
+  }
+  KD_CHECK(head.weight.defined() && head.weight.dim() == 2,
+           "model {} declares its classifier as '{}' but has no 2-D parameter '{}weight'; make classifier_name() "
+           "return the dotted name of its final Linear layer",
+           type_name(), head.name, prefix);
+  return head;
+}
+
 }  // namespace kd::nn

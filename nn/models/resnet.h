@@ -57,6 +57,7 @@ class CifarResNet : public Classifier {
   CifarResNet(std::string name, int64_t depth, std::array<int64_t, 4> widths, const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "fc"; }
 
   std::shared_ptr<Conv2d> conv1;
   std::shared_ptr<BatchNorm> bn1;

@@ -81,6 +81,7 @@ class ShuffleNetV1 : public Classifier {
                const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "linear"; }
   std::shared_ptr<Conv2d> conv1;
   std::shared_ptr<BatchNorm> bn1;
   std::shared_ptr<ShuffleV1Stage> layer1, layer2, layer3;
@@ -127,6 +128,7 @@ class ShuffleNetV2 : public Classifier {
                const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "linear"; }
   std::shared_ptr<Conv2d> conv1, conv2;
   std::shared_ptr<BatchNorm> bn1, bn2;
   std::shared_ptr<ShuffleV2Stage> layer1, layer2, layer3;

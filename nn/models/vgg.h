@@ -34,6 +34,7 @@ class CifarVGG : public Classifier {
   CifarVGG(std::string name, const std::vector<std::vector<int64_t>>& blocks, const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "classifier"; }
 
   std::shared_ptr<Sequential> block0, block1, block2, block3, block4;
   std::shared_ptr<MaxPool2d> pool0, pool1, pool2, pool3;

@@ -59,6 +59,7 @@ class VisionTransformer : public Classifier {
   VisionTransformer(std::string name, const ViTConfig& vit, const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "head"; }
 
   Tensor cls_token;  // (1, 1, D)
   Tensor pos_embed;  // (1, 1 + N, D)

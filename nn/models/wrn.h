@@ -55,6 +55,7 @@ class WideResNet : public Classifier {
   WideResNet(std::string name, int64_t depth, int64_t widen_factor, const ModelConfig& config);
   ModelOutput forward(const Tensor& x) override;
   std::string type_name() const override { return name_; }
+  std::string classifier_name() const override { return "fc"; }
 
   std::shared_ptr<Conv2d> conv1;
   std::shared_ptr<WrnStage> block1, block2, block3;

@@ -1,0 +1,37 @@
+// cli.cpp: the options several `kdlab` commands share (see cli.h), declared once.
+#include "examples/cli/cli.h"
+
+namespace kd::cli {
+
+CLI::Option* add_data_options(CLI::App* cmd, CommonOptions& o) {
+  CLI::Option* dataset =
+      cmd->add_option("--dataset", o.dataset, "cifar10 | cifar100 | mnist | fashion-mnist | imagefolder | synthetic");
+  cmd->add_option("--data-dir", o.data_dir, "folder, archive or file of the data set");
+  return dataset;
+}
+
+void add_threads_option(CLI::App* cmd, int64_t& threads) {
+  cmd->add_option("--threads", threads, "threads for the kernels (default: KDLAB_NUM_THREADS or the core count)");
+}
+
+void add_seed_option(CLI::App* cmd, CommonOptions& o) {
+  cmd->add_option("--seed", o.seed, "seed of weights, shuffling and augmentation (default: the recipe's)");
+}
+
+void add_limit_options(CLI::App* cmd, CommonOptions& o) {
+  cmd->add_option("--train-limit", o.train_limit,
+                  "use only the first N training images (an image folder is sorted by class: --set "
+                  "train_subset=N draws N at random)");
+  cmd->add_option("--test-limit", o.test_limit, "evaluate on the first N test images");
+}
+
+void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg) {
+  if (!o.dataset.empty()) cfg.dataset = o.dataset;
+  if (!o.data_dir.empty()) cfg.data_dir = o.data_dir;
+  if (o.seed >= 0) cfg.seed = (uint64_t)o.seed;
+  if (o.threads > 0) cfg.threads = o.threads;
+  if (o.train_limit >= 0) cfg.train_limit = o.train_limit;
+  if (o.test_limit >= 0) cfg.test_limit = o.test_limit;
+}
+
+}  // namespace kd::cli
