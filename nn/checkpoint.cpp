@@ -1,5 +1,6 @@
 #include "nn/checkpoint.h"
 
+#include <bit>
 #include <set>
 
 #include "engine/version.h"
@@ -241,6 +242,29 @@ TrainingCheckpoint parse_training_checkpoint(const std::string& bytes, const std
 
 TrainingCheckpoint load_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer) {
   return load_training_checkpoint(path, LabeledModules{{"model", &model}}, &optimizer);
+}
+
+Tensor exact_doubles(const std::vector<std::vector<double>>& rows) {
+  const int64_t R = (int64_t)rows.size(), N = R ? (int64_t)rows[0].size() : 0;
+  std::vector<int64_t> bits;
+  bits.reserve((size_t)(R * N));
+  for (const auto& row : rows) {
+    KD_CHECK((int64_t)row.size() == N, "exact_doubles: rows of {} and {} values; all rows need the same length", N,
+             row.size());
+    for (double v : row) bits.push_back(std::bit_cast<int64_t>(v));
+  }
+  return from_vector(bits, {R, N});  // (R, N)
+}
+
+std::vector<std::vector<double>> doubles_from_exact(const Tensor& t, int64_t N, const std::string& what) {
+  KD_CHECK(t.dim() == 2 && t.size(1) == N && t.dtype() == DType::i64,
+           "{}: should be (rows, {}) int64 (doubles kept bit for bit), got {} {} (a checkpoint of another run?)", what,
+           N, dtype_name(t.dtype()), shape_str(t.shape()));
+  const std::vector<int64_t> bits = to_int_vector(t);
+  std::vector<std::vector<double>> rows((size_t)t.size(0), std::vector<double>((size_t)N));
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int64_t i = 0; i < N; ++i) rows[r][(size_t)i] = std::bit_cast<double>(bits[r * (size_t)N + (size_t)i]);
+  return rows;
 }
 
 std::map<std::string, std::string> rng_states(const std::vector<std::pair<std::string, const Generator*>>& gens) {

@@ -69,6 +69,12 @@ TrainingCheckpoint load_training_checkpoint(const std::string& path, Module& mod
 TrainingCheckpoint parse_training_checkpoint(const std::string& bytes, const std::string& source,
                                              const LabeledModules& modules, Optimizer* optimizer);
 
+// Rows of doubles kept bit for bit in a checkpoint: an (R, N) int64 tensor of their bit patterns
+// (a safetensors reader turns F64 into f32, which would round them). doubles_from_exact checks
+// the shape ((R, N) int64, `what` names the tensor in the error) and gives the rows back.
+Tensor exact_doubles(const std::vector<std::vector<double>>& rows);
+std::vector<std::vector<double>> doubles_from_exact(const Tensor& t, int64_t N, const std::string& what);
+
 // Helpers for the RNG states: {name: gen.state()} and back (every named generator must be
 // present in the checkpoint).
 std::map<std::string, std::string> rng_states(const std::vector<std::pair<std::string, const Generator*>>& gens);

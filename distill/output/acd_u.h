@@ -130,6 +130,13 @@ AcdUOptions acd_u_options(const Params& params);
 Params acd_u_params(const AcdUOptions& o);
 // Checks the options against a run of `epochs` epochs; errors say which value to change.
 void validate_acd_u_options(const AcdUOptions& o, int64_t epochs);
+// Gamma(a, 1) (Marsaglia and Tsang) and Beta(a, a) draws, for mixup's lambda.
+double sample_gamma(double a, Generator& gen);
+double sample_beta(double a, Generator& gen);
+// The first epoch (from 0) at which a forget set is selected.
+int64_t first_selection_epoch(const AcdUOptions& o);
+// Precision and recall of a predicted clean set against the true one (0/1 per sample).
+std::pair<double, double> precision_recall(const std::vector<uint8_t>& predicted, const std::vector<uint8_t>& truth);
 
 // ------------------------------------------------------------------ building blocks (tested one by one)
 

@@ -63,18 +63,11 @@ void register_wkd_cost(CLI::App& app) {
           keep.push_back(i);
         }
       data::Dataset ds = data::subset(train, keep);
-      data::LoaderOptions lo;
-      lo.batch_size = o->batch;
-      lo.shuffle = false;
-      lo.transform = data::eval_transform(ds);
-      data::DataLoader loader(ds, lo);
-      loader.start_epoch(0);
-      NoGradGuard ng;
+      KD_CHECK(o->batch > 0, "--batch-size must be positive, got {}", o->batch);
       std::vector<Tensor> rows, row_labels;
-      train::Progress progress(loader.num_batches(), "teacher features", 20);
-      data::Batch b;
+      train::Progress progress((ds.size() + o->batch - 1) / o->batch, "teacher features", 20);
       int64_t k = 0;
-      while (loader.next(b)) {
+      train::for_each_eval_batch(*teacher.net, ds, o->batch, [&](const data::Batch& b) {
         nn::ModelOutput out = teacher.net->forward(b.images);
         if (o->rows == "pooled") {
           rows.push_back(out.pooled);  // (B, C)
@@ -85,7 +78,7 @@ void register_wkd_cost(CLI::App& app) {
           row_labels.push_back(l);
         }
         progress.update(++k, -1, -1, 0);
-      }
+      });
       progress.finish();
       Tensor feats = cat(rows, 0), labels = cat(row_labels, 0);  // (R, C), (R)
       Tensor class_feats = distill::stack_class_features(feats, labels, K);  // (K, n, C)
