@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "analysis/plot.h"
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "nn/safetensors.h"
 
@@ -107,7 +108,7 @@ std::string write_sweep_report(const std::string& dir, const std::string& prefix
                   over_seeds ? "test accuracy, last epoch (mean ± std over seeds)" : "test accuracy, last epoch",
                   "top-1 %", bars);
   plot::plot_runs(all_dirs, dir + "/curves.png");
-  nn::write_file_atomic(dir + "/report.md", md);
+  write_file_atomic(dir + "/report.md", md);
   fmt::print("{}\nwrote {}/report.md, accuracy.png, curves.png\n", md, dir);
   return md;
 }

@@ -10,8 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/atomic_file.h"
-
 namespace kd::data {
 
 // All bytes of a file (plain or gzip-compressed: gzip is detected from the content, not the
@@ -38,7 +36,5 @@ struct TarEntry {
 void read_tar(const std::string& path, const std::function<bool(const std::string& name)>& want,
               const std::function<void(TarEntry& entry)>& visit);
 
-// The atomic writer is engine/atomic_file.h's kd::write_file_atomic.
-using kd::write_file_atomic;
 
 }  // namespace kd::data

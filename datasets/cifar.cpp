@@ -17,6 +17,7 @@
 #include "datasets/archive.h"
 #include "datasets/common.h"
 #include "datasets/dataset.h"
+#include "engine/atomic_file.h"
 
 namespace kd::data {
 

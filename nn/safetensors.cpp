@@ -1,8 +1,5 @@
 #include "nn/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -13,6 +10,8 @@
 #include <set>
 #include <string_view>
 #include <vector>
+
+#include "engine/atomic_file.h"
 
 namespace kd::nn {
 
@@ -314,9 +313,13 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& s
 SafetensorsFile load_safetensors(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   KD_CHECK(f.good(), "cannot open safetensors file '{}': {}", path, std::strerror(errno));
-  std::error_code ec;
-  uint64_t file_size = std::filesystem::file_size(path, ec);
-  KD_CHECK(!ec, "cannot read the size of '{}': {}", path, ec.message());
+  // The size of the file this stream opened, not of whatever the path names by now: a checkpoint is
+  // replaced atomically (a new file renamed over the name) while a reader may hold the old one.
+  f.seekg(0, std::ios::end);
+  const std::streamoff end = f.tellg();
+  KD_CHECK(f.good() && end >= 0, "cannot read the size of '{}'", path);
+  const uint64_t file_size = (uint64_t)end;
+  f.seekg(0, std::ios::beg);
   KD_CHECK(file_size >= 8, "{}: {} bytes is too short for a safetensors file (at least the 8-byte header length)",
            path, file_size);
   unsigned char first8[8];

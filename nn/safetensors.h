@@ -18,7 +18,6 @@
 #include <map>
 #include <string>
 
-#include "engine/atomic_file.h"
 #include "nn/module.h"
 
 namespace kd::nn {
@@ -46,7 +45,5 @@ std::string serialize_safetensors(const NamedTensors& tensors, const std::map<st
 // name -> tensor (an error if a name appears twice).
 std::map<std::string, Tensor> to_map(const NamedTensors& tensors);
 
-// The atomic writer (temporary file, fsync, rename) is engine/atomic_file.h's kd::write_file_atomic.
-using kd::write_file_atomic;
 
 }  // namespace kd::nn

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/atomic_file.h"
 #include "analysis/analysis.h"
 #include "train/progress.h"
 #include "distill/teacher_cache.h"
@@ -205,8 +206,8 @@ void register_analyze(CLI::App& app) {
     fmt::print("\n{}", md);
     if (!o->out.empty()) {
       std::filesystem::create_directories(o->out);
-      nn::write_file_atomic(o->out + "/analysis.json", report.dump(2) + "\n");
-      nn::write_file_atomic(o->out + "/report.md", md);
+      write_file_atomic(o->out + "/analysis.json", report.dump(2) + "\n");
+      write_file_atomic(o->out + "/report.md", md);
       fmt::print("\nwrote {}/analysis.json and {}/report.md\n", o->out, o->out);
     }
   });

@@ -21,6 +21,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "engine/atomic_file.h"
 #include "distill/distiller.h"
 #include "distill/fusion.h"
 #include "distill/output/dgkd.h"
@@ -241,7 +242,7 @@ void run_loss(const LossOpts& o) {
     for (size_t i = 0; i < explain_index.size(); ++i)
       text += " " + explain_index[i].dump() + (i + 1 < explain_index.size() ? ",\n" : "\n");
     text += "]\n";
-    nn::write_file_atomic(o.explain_dir + "/explain.json", text);
+    write_file_atomic(o.explain_dir + "/explain.json", text);
   }
 
   if (!o.grad_out.empty()) {
