@@ -32,10 +32,6 @@ namespace fs = std::filesystem;
 
 namespace kd::train {
 
-// ------------------------------------------------------------------ Ctrl-C
-// The one piece of process-wide state here: a signal can only talk to the loop through a flag.
-static std::atomic<bool> g_interrupted{false};
-static void on_sigint(int) { g_interrupted = true; }
 
 // ------------------------------------------------------------------ helpers
 
@@ -224,227 +220,206 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   return run;
 }
 
-// ------------------------------------------------------------------ the loop
+// ------------------------------------------------------------------ the epoch loop, a regime
+
+namespace {
+
+// The ordinary regime: one network, run.loss on every batch, evaluation on the test split after
+// every epoch. Its checkpoint holds "model", the distiller's helpers (run.extra_modules), the
+// optimizer, the schedule and, after Ctrl-C, the position inside the epoch with its running sums.
+class EpochLoop : public Regime {
+ public:
+  explicit EpochLoop(Run& run)
+      : run_(run), cfg_(run.config), model_(*run.model), schedule_(make_schedule(run.config)) {
+    {  // the class count, from one image in evaluation mode (touches no statistics)
+      NoGradGuard ng;
+      model_.eval();
+      num_classes_ = model_.forward(run.test_set.images.slice(0, 0, 1).to(DType::f32)).logits.size(1);
+      model_.train();
+    }
+    optimizer_ = make_optimizer(cfg_, model_.named_parameters(), run.extra_params);
+    data::LoaderOptions lo;
+    lo.batch_size = cfg_.batch_size;
+    lo.shuffle = true;
+    lo.drop_last = false;
+    lo.seed = cfg_.seed;
+    lo.prefetch = cfg_.prefetch;
+    lo.transform = cfg_.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
+    lo.choose_aug = run.choose_aug;
+    loader_ = std::make_unique<data::DataLoader>(run.train_set, lo);
+  }
+
+  nlohmann::json record() override {
+    nlohmann::json record = {{"config", cfg_.to_json()},
+                             {"train_set", run_.train_set.summary()},
+                             {"test_set", run_.test_set.summary()},
+                             {"val_set", run_.val_set.size() > 0 ? run_.val_set.summary() : std::string("none")},
+                             {"num_classes", num_classes_},
+                             {"parameters", model_.num_parameters()},
+                             {"schedule", schedule_.describe()}};
+    for (auto& [k, v] : run_.extra_record.items()) record[k] = v;
+    return record;
+  }
+  nn::LabeledModules modules() override {
+    nn::LabeledModules modules{{"model", &model_}};
+    for (auto& m : run_.extra_modules) modules.push_back(m);
+    return modules;
+  }
+  nn::LabeledOptimizers optimizers() override { return {{"", optimizer_.get()}}; }
+  void save_state(nn::TrainingCheckpoint& info) override {
+    info.step = optimizer_->steps_taken();
+    info.schedule = schedule_.to_json();
+    info.scalars = {{"batch_in_epoch", batch_in_epoch_}, {"partial", partial_},
+                    {"best_val_accuracy", best_val_acc_}, {"val_selected_test_accuracy", val_selected_test_acc_}};
+  }
+  void restore_state(const nn::TrainingCheckpoint& ck) override {
+    batch_in_epoch_ = ck.scalars.value("batch_in_epoch", (int64_t)0);
+    partial_ = ck.scalars.value("partial", nlohmann::json::object());
+    best_val_acc_ = ck.scalars.value("best_val_accuracy", -1.0);
+    val_selected_test_acc_ = ck.scalars.value("val_selected_test_accuracy", 0.0);
+  }
+  EpochReport run_epoch(int64_t epoch) override;
+  void save_best(const RunRecorder& recorder) override {
+    recorder.save_weights("model_best.safetensors", model_, cfg_.model, num_classes_);
+  }
+  void finish(const RunRecorder& recorder) override {
+    recorder.save_weights("model_last.safetensors", model_, cfg_.model, num_classes_);
+  }
+
+ private:
+  Run& run_;
+  const TrainConfig& cfg_;
+  nn::Classifier& model_;
+  nn::Schedule schedule_;
+  std::unique_ptr<nn::Optimizer> optimizer_;
+  std::unique_ptr<data::DataLoader> loader_;
+  int64_t num_classes_ = 0;
+  // the position inside an interrupted epoch and its running sums (0 and {} between epochs)
+  int64_t batch_in_epoch_ = 0;
+  nlohmann::json partial_ = nlohmann::json::object();
+  double best_val_acc_ = -1, val_selected_test_acc_ = 0;  // with a validation split
+};
+
+EpochReport EpochLoop::run_epoch(int64_t epoch) {
+  const int64_t steps_per_epoch = loader_->num_batches();
+  model_.train();
+  loader_->start_epoch(epoch);
+  // running sums of this epoch: loss parts, correct, seen (continued from partial_ on resume)
+  std::map<std::string, double> part_sums;
+  double loss_sum = partial_.value("loss", 0.0), correct = partial_.value("correct", 0.0);
+  double seen = partial_.value("seen", 0.0), train_seconds = partial_.value("seconds", 0.0);
+  int64_t skipped = partial_.value("skipped", int64_t(0));  // steps skipped for a non-finite loss (skip_nonfinite)
+  const nlohmann::json parts = partial_.value("parts", nlohmann::json::object());
+  for (auto& [n, v] : parts.items()) part_sums[n] = v.get<double>();
+  int64_t k = 0;
+  data::Batch batch;
+  for (; k < batch_in_epoch_ && loader_->next(batch); ++k) {}  // resume mid-epoch: replay the loader
+  batch_in_epoch_ = 0;
+  partial_ = nlohmann::json::object();
+
+  Progress progress(steps_per_epoch, fmt::format("epoch {}/{}", epoch + 1, cfg_.epochs), cfg_.log_every);
+  auto t_epoch = std::chrono::steady_clock::now();
+  double lr = 0;
+  const std::string ckpt_path = run_.out_dir + "/checkpoint.safetensors";
+  while (!interrupted() && loader_->next(batch)) {
+    lr = schedule_.lr(epoch, k, steps_per_epoch);
+    optimizer_->scale_lr(lr / cfg_.lr);
+    nn::ModelOutput out = model_.forward(batch.images);
+    Loss loss;
+    if (run_.virtual_loss) {  // virtual views: the same images strongly augmented, through the model too
+      data::Batch virtual_batch = make_virtual_batch(run_.train_set, batch, run_.virtual_transform, cfg_.seed);
+      nn::ModelOutput virtual_out = model_.forward(virtual_batch.images);
+      loss = run_.virtual_loss(out, batch, virtual_out, virtual_batch, epoch);
+    } else {
+      loss = run_.loss(out, batch, epoch);
+    }
+    const double loss_value = loss.total.item();
+    if (!std::isfinite(loss_value)) {  // the non-finite-loss policy
+      std::string bad;
+      for (auto& [n, t] : loss.parts)
+        if (!std::isfinite(t.item())) bad += (bad.empty() ? "" : ", ") + n;
+      if (bad.empty()) bad = "total";
+      if (skipped < cfg_.skip_nonfinite) {  // skip the step: no backward, no update; counted in metrics
+        ++skipped;
+        ++k;
+        fmt::print(stderr, "\nskipped epoch {} step {}: the loss is {} (non-finite parts: {}); {} of {} skips "
+                           "allowed this epoch (skip_nonfinite)\n",
+                   epoch + 1, k, loss_value, bad, skipped, cfg_.skip_nonfinite);
+        continue;
+      }
+      throw Error(fmt::format("the loss became {} at epoch {} step {} (non-finite parts: {}){}; the last good "
+                              "checkpoint is {} (lower the learning rate, then --resume; --set skip_nonfinite=N "
+                              "skips up to N such steps per epoch)",
+                              loss_value, epoch + 1, k + 1, bad,
+                              skipped > 0 ? fmt::format(", after {} skipped steps this epoch", skipped) : "",
+                              ckpt_path));
+    }
+    optimizer_->zero_grad();  // the model's and the helpers' gradients
+    loss.total.backward();
+    optimizer_->step();
+    // bookkeeping
+    const double B = (double)batch.size();
+    loss_sum += loss_value * B;
+    for (auto& [n, t] : loss.parts) part_sums[n] += t.item() * B;
+    {
+      NoGradGuard ng;
+      correct += sum(eq(argmax(out.logits, 1), batch.labels).to(DType::f32)).item();
+    }
+    seen += B;
+    ++k;
+    double secs = train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    progress.update(k, loss_sum / seen, correct / seen, seen / std::max(secs, 1e-9));
+  }
+  progress.finish();
+  train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+  EpochReport r;
+  if (interrupted()) {  // keep the position and the sums in the checkpoint
+    batch_in_epoch_ = k;
+    partial_ = {{"loss", loss_sum}, {"correct", correct}, {"seen", seen}, {"seconds", train_seconds},
+                {"skipped", skipped}, {"parts", part_sums}};
+    r.interrupted = true;
+    r.position = fmt::format("step {}", k);
+    return r;
+  }
+  KD_CHECK(seen > 0, "every step of epoch {} had a non-finite loss ({} skipped): nothing was learned; the last good "
+           "checkpoint is {} (lower the learning rate, then --resume)", epoch + 1, skipped, ckpt_path);
+  const EvalResult ev = evaluate(model_, run_.test_set, std::max<int64_t>(cfg_.batch_size, 256));
+  r.test_accuracy = ev.accuracy;
+  r.seconds = train_seconds;
+  r.line = {{"train_loss", loss_sum / seen}, {"train_acc", correct / seen}, {"test_loss", ev.loss},
+            {"test_acc", ev.accuracy},       {"lr", lr},                      {"time_s", train_seconds},
+            {"images_per_s", seen / train_seconds}};
+  for (auto& [n, v] : part_sums) r.line["loss_" + n] = v / seen;
+  if (cfg_.skip_nonfinite > 0) r.line["skipped_steps"] = skipped;
+  if (run_.val_set.size() > 0) {
+    // the checkpoint a validation split would choose: the epoch of the best validation accuracy
+    const EvalResult val = evaluate(model_, run_.val_set, std::max<int64_t>(cfg_.batch_size, 256));
+    if (val.accuracy > best_val_acc_) {
+      best_val_acc_ = val.accuracy;
+      val_selected_test_acc_ = ev.accuracy;
+    }
+    r.line["val_loss"] = val.loss;
+    r.line["val_acc"] = val.accuracy;
+    r.line["val_selected_test_acc"] = val_selected_test_acc_;
+  }
+  r.summary = fmt::format("train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f}", loss_sum / seen,
+                          correct / seen, ev.loss, ev.accuracy);
+  r.speed = fmt::format("{:.1f}s, {:.0f} img/s", train_seconds, seen / train_seconds);
+  return r;
+}
+
+}  // namespace
 
 RunSummary run_training(Run& run, bool resume) {
-  const TrainConfig& cfg = run.config;
-  KD_CHECK(cfg.epochs > 0 && cfg.batch_size > 0, "epochs ({}) and batch_size ({}) must be positive", cfg.epochs,
-           cfg.batch_size);
-  const RunRecorder recorder(run.out_dir);
-  set_threads(cfg.threads);
+  KD_CHECK(run.config.epochs > 0 && run.config.batch_size > 0, "epochs ({}) and batch_size ({}) must be positive",
+           run.config.epochs, run.config.batch_size);
+  set_threads(run.config.threads);
   if (static bool warned = false; !warned) {  // once per process: a speed hint, not an error
     warned = true;
     if (const std::string w = blas_core_warning(); !w.empty()) fmt::print(stderr, "warning: {}\n", w);
   }
-  nn::Classifier& model = *run.model;
-  int64_t num_classes = 0;
-  {  // the class count, from one image in evaluation mode (touches no statistics)
-    NoGradGuard ng;
-    model.eval();
-    num_classes = model.forward(run.test_set.images.slice(0, 0, 1).to(DType::f32)).logits.size(1);
-    model.train();
-  }
-
-  auto optimizer = make_optimizer(cfg, model.named_parameters(), run.extra_params);
-  nn::Schedule schedule = make_schedule(cfg);
-  data::LoaderOptions lo;
-  lo.batch_size = cfg.batch_size;
-  lo.shuffle = true;
-  lo.drop_last = false;
-  lo.seed = cfg.seed;
-  lo.prefetch = cfg.prefetch;
-  lo.transform = cfg.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
-  lo.choose_aug = run.choose_aug;
-  data::DataLoader loader(run.train_set, lo);
-  const int64_t steps_per_epoch = loader.num_batches();
-
-  nn::LabeledModules modules{{"model", &model}};
-  for (auto& m : run.extra_modules) modules.push_back(m);
-  const std::string ckpt_path = recorder.checkpoint_path();
-
-  // position and running sums (restored on resume)
-  int64_t start_epoch = 0, skip_batches = 0;
-  double best_acc = -1;
-  int64_t best_epoch = 0;
-  double best_val_acc = -1, val_selected_test_acc = 0;  // with a validation split
-  nlohmann::json partial = nlohmann::json::object();  // sums of the interrupted epoch
-  if (resume) {
-    KD_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '{}' (start without --resume)", ckpt_path);
-    nn::TrainingCheckpoint ck = nn::load_training_checkpoint(ckpt_path, modules, optimizer.get());
-    start_epoch = ck.epoch;
-    skip_batches = ck.scalars.value("batch_in_epoch", (int64_t)0);
-    best_acc = ck.scalars.value("best_accuracy", -1.0);
-    best_epoch = ck.scalars.value("best_epoch", (int64_t)0);
-    best_val_acc = ck.scalars.value("best_val_accuracy", -1.0);
-    val_selected_test_acc = ck.scalars.value("val_selected_test_accuracy", 0.0);
-    partial = ck.scalars.value("partial", nlohmann::json::object());
-    fmt::print("resuming from {} at epoch {} batch {}\n", ckpt_path, start_epoch + 1, skip_batches);
-  }
-  recorder.start_metrics(resume, start_epoch);
-
-  nlohmann::json record = {{"config", cfg.to_json()},
-                           {"train_set", run.train_set.summary()},
-                           {"test_set", run.test_set.summary()},
-                           {"val_set", run.val_set.size() > 0 ? run.val_set.summary() : std::string("none")},
-                           {"num_classes", num_classes},
-                           {"parameters", model.num_parameters()},
-                           {"schedule", schedule.describe()}};
-  for (auto& [k, v] : run.extra_record.items()) record[k] = v;
-  recorder.write_config(run.command_line, record);
-
-  auto save_checkpoint = [&](int64_t epochs_done, int64_t batch_in_epoch, const nlohmann::json& sums) {
-    nn::TrainingCheckpoint info;
-    info.epoch = epochs_done;
-    info.step = optimizer->steps_taken();
-    info.schedule = schedule.to_json();
-    info.scalars = {{"best_accuracy", best_acc}, {"best_epoch", best_epoch}, {"batch_in_epoch", batch_in_epoch},
-                    {"partial", sums}, {"best_val_accuracy", best_val_acc},
-                    {"val_selected_test_accuracy", val_selected_test_acc}};
-    nn::save_training_checkpoint(ckpt_path, modules, optimizer.get(), info);
-  };
-
-  g_interrupted = false;
-  auto old_handler = std::signal(SIGINT, on_sigint);
-  RunSummary summary;
-  double total_time = 0;
-  int64_t timed_epochs = 0;
-  double last_acc = 0;
-  for (int64_t epoch = start_epoch; epoch < cfg.epochs && !summary.interrupted; ++epoch) {
-    model.train();
-    loader.start_epoch(epoch);
-    // running sums of this epoch: loss parts, correct, seen
-    std::map<std::string, double> part_sums;
-    double loss_sum = 0, correct = 0, seen = 0, train_seconds = 0;
-    int64_t skipped = 0;  // steps of this epoch skipped for a non-finite loss (skip_nonfinite)
-    int64_t k = 0;
-    data::Batch batch;
-    if (skip_batches > 0) {  // resume mid-epoch: replay the loader to the same position
-      for (; k < skip_batches && loader.next(batch); ++k) {}
-      loss_sum = partial.value("loss", 0.0);
-      correct = partial.value("correct", 0.0);
-      seen = partial.value("seen", 0.0);
-      skipped = partial.value("skipped", int64_t(0));
-      train_seconds = partial.value("seconds", 0.0);
-      const nlohmann::json parts = partial.value("parts", nlohmann::json::object());
-      for (auto& [n, v] : parts.items()) part_sums[n] = v.get<double>();
-      skip_batches = 0;
-    }
-    Progress progress(steps_per_epoch, fmt::format("epoch {}/{}", epoch + 1, cfg.epochs), cfg.log_every);
-    auto t_epoch = std::chrono::steady_clock::now();
-    double lr = 0;
-    while (!g_interrupted && loader.next(batch)) {
-      lr = schedule.lr(epoch, k, steps_per_epoch);
-      optimizer->scale_lr(lr / cfg.lr);
-      nn::ModelOutput out = model.forward(batch.images);
-      Loss loss;
-      if (run.virtual_loss) {  // virtual views: the same images strongly augmented, through the model too
-        data::Batch virtual_batch = make_virtual_batch(run.train_set, batch, run.virtual_transform, cfg.seed);
-        nn::ModelOutput virtual_out = model.forward(virtual_batch.images);
-        loss = run.virtual_loss(out, batch, virtual_out, virtual_batch, epoch);
-      } else {
-        loss = run.loss(out, batch, epoch);
-      }
-      const double loss_value = loss.total.item();
-      if (!std::isfinite(loss_value)) {
-        std::string bad;
-        for (auto& [n, t] : loss.parts)
-          if (!std::isfinite(t.item())) bad += (bad.empty() ? "" : ", ") + n;
-        if (bad.empty()) bad = "total";
-        if (skipped < cfg.skip_nonfinite) {  // skip the step: no backward, no update; counted in metrics
-          ++skipped;
-          ++k;
-          fmt::print(stderr, "\nskipped epoch {} step {}: the loss is {} (non-finite parts: {}); {} of {} skips "
-                             "allowed this epoch (skip_nonfinite)\n",
-                     epoch + 1, k, loss_value, bad, skipped, cfg.skip_nonfinite);
-          continue;
-        }
-        std::signal(SIGINT, old_handler);
-        throw Error(fmt::format("the loss became {} at epoch {} step {} (non-finite parts: {}){}; the last good "
-                                "checkpoint is {} (lower the learning rate, then --resume; --set skip_nonfinite=N "
-                                "skips up to N such steps per epoch)",
-                                loss_value, epoch + 1, k + 1, bad,
-                                skipped > 0 ? fmt::format(", after {} skipped steps this epoch", skipped) : "",
-                                ckpt_path));
-      }
-      optimizer->zero_grad();  // the model's and the helpers' gradients
-      loss.total.backward();
-      optimizer->step();
-      // bookkeeping
-      const double B = (double)batch.size();
-      loss_sum += loss_value * B;
-      for (auto& [n, t] : loss.parts) part_sums[n] += t.item() * B;
-      {
-        NoGradGuard ng;
-        correct += sum(eq(argmax(out.logits, 1), batch.labels).to(DType::f32)).item();
-      }
-      seen += B;
-      ++k;
-      double secs = train_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-      progress.update(k, loss_sum / seen, correct / seen, seen / std::max(secs, 1e-9));
-    }
-    progress.finish();
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-    if (!g_interrupted && seen == 0) {
-      std::signal(SIGINT, old_handler);
-      throw Error(fmt::format("every step of epoch {} had a non-finite loss ({} skipped): nothing was learned; the last "
-                              "good checkpoint is {} (lower the learning rate, then --resume)",
-                              epoch + 1, skipped, ckpt_path));
-    }
-    if (g_interrupted) {
-      nlohmann::json sums = {{"loss", loss_sum}, {"correct", correct}, {"seen", seen}, {"seconds", train_seconds},
-                             {"skipped", skipped},
-                             {"parts", part_sums}};
-      save_checkpoint(epoch, k, sums);
-      fmt::print("\ninterrupted: saved {} at epoch {} step {}; continue with --resume\n", ckpt_path, epoch + 1, k);
-      summary.interrupted = true;
-      break;
-    }
-    EvalResult ev = evaluate(model, run.test_set, std::max<int64_t>(cfg.batch_size, 256));
-    last_acc = ev.accuracy;
-    const bool is_best = ev.accuracy > best_acc;
-    if (is_best) {
-      best_acc = ev.accuracy;
-      best_epoch = epoch + 1;
-      recorder.save_weights("model_best.safetensors", model, cfg.model, num_classes);
-    }
-    nlohmann::json line = {{"epoch", epoch + 1},
-                           {"train_loss", loss_sum / seen},
-                           {"train_acc", correct / seen},
-                           {"test_loss", ev.loss},
-                           {"test_acc", ev.accuracy},
-                           {"best_acc", best_acc},
-                           {"lr", lr},
-                           {"time_s", train_seconds},
-                           {"images_per_s", seen / train_seconds}};
-    for (auto& [n, v] : part_sums) line["loss_" + n] = v / seen;
-    if (cfg.skip_nonfinite > 0) line["skipped_steps"] = skipped;
-    if (run.val_set.size() > 0) {
-      // the checkpoint a validation split would choose: the epoch of the best validation accuracy
-      EvalResult val = evaluate(model, run.val_set, std::max<int64_t>(cfg.batch_size, 256));
-      if (val.accuracy > best_val_acc) {
-        best_val_acc = val.accuracy;
-        val_selected_test_acc = ev.accuracy;
-      }
-      line["val_loss"] = val.loss;
-      line["val_acc"] = val.accuracy;
-      line["val_selected_test_acc"] = val_selected_test_acc;
-    }
-    recorder.append_metrics(line);
-    fmt::print("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} (best {:.4f} @ {}) | {:.1f}s, "
-               "{:.0f} img/s\n",
-               epoch + 1, cfg.epochs, loss_sum / seen, correct / seen, ev.loss, ev.accuracy, best_acc, best_epoch,
-               train_seconds, seen / train_seconds);
-    total_time += train_seconds;
-    ++timed_epochs;
-    if (cfg.save_every_epoch || epoch + 1 == cfg.epochs) save_checkpoint(epoch + 1, 0, nlohmann::json::object());
-  }
-  std::signal(SIGINT, old_handler);
-  if (!summary.interrupted) recorder.save_weights("model_last.safetensors", model, cfg.model, num_classes);
-  summary.last_accuracy = last_acc;
-  summary.best_accuracy = std::max(best_acc, 0.0);
-  summary.best_epoch = best_epoch;
-  summary.seconds_per_epoch = timed_epochs ? total_time / timed_epochs : 0.0;
-  return summary;
+  EpochLoop loop(run);
+  return run_regime(loop, run.config, run.out_dir, run.command_line, resume);
 }
 
 }  // namespace kd::train

@@ -1,5 +1,5 @@
-// train.h: the training loop shared by plain training (a teacher or a baseline student) and,
-// in later issues, distillation.
+// train.h: the epoch loop, the regime that plain training (a teacher or a baseline student) and
+// every registry distillation method train with (run_regime in train/regime.h drives it).
 //
 // One epoch: for each batch from the DataLoader, forward, loss (a LossFn: cross-entropy for
 // plain training), backward, optimizer step with the scheduled LR; then evaluation on the test
@@ -20,6 +20,7 @@
 #include "datasets/dataset.h"
 #include "datasets/loader.h"
 #include "train/recipe.h"
+#include "train/regime.h"
 #include "train/run_recorder.h"
 #include "nn/checkpoint.h"
 #include "nn/models/model.h"
@@ -65,12 +66,6 @@ void for_each_eval_batch(nn::Module& model, const data::Dataset& dataset, int64_
 EvalResult evaluate(nn::Classifier& model, const data::Dataset& dataset, int64_t batch_size, bool keep_logits = false,
                     int64_t limit = 0);
 
-struct RunSummary {
-  double last_accuracy = 0, best_accuracy = 0;
-  int64_t best_epoch = 0;  // from 1
-  double seconds_per_epoch = 0;
-  bool interrupted = false;
-};
 
 // Everything one run needs; the caller builds the model and the data sets.
 struct Run {
@@ -95,7 +90,8 @@ struct Run {
   VirtualLossFn virtual_loss;
 };
 
-// Trains for config.epochs, resuming from out_dir/checkpoint.safetensors when `resume`.
+// The epoch loop (a Regime, train/regime.h, run by run_regime): trains for config.epochs,
+// resuming from out_dir/checkpoint.safetensors when `resume` (also mid-epoch, after Ctrl-C).
 RunSummary run_training(Run& run, bool resume);
 
 // Loads train and test splits as config says (limits applied), injects config.label_noise into

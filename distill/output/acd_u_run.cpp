@@ -1,16 +1,13 @@
-// acd_u_run.cpp: ACD-U's two-network regime (acd_u.h: run_acd_u): warm-up, the GMM split of each
-// network, selection and unlearning, asymmetric co-teaching (DivideMix's MixMatch for network 1,
-// clean-only training for network 2), evaluation of both networks and their ensemble, the run
-// record (train::RunRecorder) and the checkpoint of everything the next epoch reads. The
-// building blocks it calls are in acd_u.cpp.
+// acd_u_run.cpp: ACD-U's two-network regime (acd_u.h: run_acd_u), a train::Regime: warm-up, the
+// GMM split of each network, selection and unlearning, asymmetric co-teaching (DivideMix's
+// MixMatch for network 1, clean-only training for network 2), evaluation of both networks and
+// their ensemble, and what the checkpoint holds besides the driver's scalars. run_regime
+// (train/regime.h) records the run and checkpoints it. The building blocks are in acd_u.cpp.
 #include "distill/output/acd_u.h"
 
 #include <algorithm>
-#include <bit>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <numeric>
 
@@ -18,15 +15,11 @@
 #include "datasets/transforms.h"
 #include "distill/output/common.h"
 #include "train/progress.h"
-#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/generator.h"
 #include "engine/ops.h"
-#include "engine/version.h"
 #include "nn/checkpoint.h"
-#include "nn/safetensors.h"
-
-namespace fs = std::filesystem;
+#include "train/regime.h"
 
 namespace kd::distill {
 
@@ -470,28 +463,75 @@ void split_epoch(Net& net, const data::Dataset& train_set, int64_t eval_batch, c
 
 }  // namespace
 
-// ============================================================================ the run
+// ============================================================================ the regime
 
-train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
-                            const Tensor& clean_labels, bool resume) {
-  const train::TrainConfig& cfg = run.config;
-  KD_CHECK(run.model && second, "acd_u: both networks are needed (run.model = network 1, `second` = network 2)");
-  KD_CHECK(run.model.get() != second.get(), "acd_u: network 1 and network 2 must be two different models");
-  KD_CHECK(cfg.epochs > 0 && cfg.batch_size > 1 && cfg.lr > 0,
-           "acd_u: epochs ({}), batch_size ({}) and lr ({}) must be positive (batch_size at least 2)", cfg.epochs,
-           cfg.batch_size, cfg.lr);
-  validate_acd_u_options(opt, cfg.epochs);
-  const data::Dataset& train_set = run.train_set;
-  const int64_t N = train_set.size();
-  KD_CHECK(N >= 2 && run.test_set.size() > 0, "acd_u: need at least 2 training and 1 test image (got {} and {})", N,
+namespace {
+
+// ACD-U as a train::Regime: run_regime (train/regime.h) drives the epochs, the run record, the
+// best weights and the checkpoint; this class says what one epoch does and what the checkpoint
+// holds besides the driver's scalars.
+class AcdURegime : public train::Regime {
+ public:
+  AcdURegime(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
+             const Tensor& clean_labels);
+
+  nlohmann::json record() override;
+  nn::LabeledModules modules() override {
+    nn::LabeledModules modules{{"model", n1_.model}, {"second", n2_.model}};
+    for (Net* net : {&n1_, &n2_})
+      if (net->snapshot) modules.emplace_back("snapshot" + net->tag, net->snapshot.get());
+    return modules;
+  }
+  nn::LabeledOptimizers optimizers() override { return {{"", n1_.opt.get()}, {"2", n2_.opt.get()}}; }
+  void save_state(nn::TrainingCheckpoint& info) override;
+  void prepare_resume(const nlohmann::json& scalars) override;
+  void restore_state(const nn::TrainingCheckpoint& ck) override;
+  train::EpochReport run_epoch(int64_t epoch) override;
+  void save_best(const train::RunRecorder& recorder) override {
+    recorder.save_weights("model_best.safetensors", *n1_.model, n1_.model_name, K_);
+  }
+  void finish(const train::RunRecorder& recorder) override {
+    recorder.save_weights("model_last.safetensors", *n1_.model, n1_.model_name, K_);
+    recorder.save_weights("second_last.safetensors", *n2_.model, n2_.model_name, K_);
+  }
+
+ private:
+  void select_and_unlearn(int64_t epoch, std::vector<uint8_t>& excluded, nlohmann::json& line);
+
+  train::Run& run_;
+  std::shared_ptr<nn::Classifier> second_;
+  const AcdUOptions& opt_;
+  const train::TrainConfig& cfg_;
+  const data::Dataset& train_set_;
+  int64_t N_ = 0, K_ = 0, eval_bs_ = 0;
+  std::vector<int64_t> labels_;
+  std::vector<uint8_t> truly_clean_;  // empty when the true labels are unknown
+  Net n1_, n2_;
+  nn::ModelConfig copy_config_;
+  nn::Schedule schedule_;
+  Ctx cx_;
+  // what carries over from one epoch to the next (the checkpoint holds it)
+  std::vector<int64_t> initial_pred_;  // the label condition's predictions before any training
+  bool unlearning_flag_ = false;
+};
+
+AcdURegime::AcdURegime(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
+                       const Tensor& clean_labels)
+    : run_(run), second_(std::move(second)), opt_(opt), cfg_(run.config), train_set_(run.train_set),
+      schedule_(train::make_schedule(run.config)), cx_(run.config, opt, run.train_set, schedule_) {
+  KD_CHECK(run.model && second_, "acd_u: both networks are needed (run.model = network 1, `second` = network 2)");
+  KD_CHECK(run.model.get() != second_.get(), "acd_u: network 1 and network 2 must be two different models");
+  KD_CHECK(cfg_.epochs > 0 && cfg_.batch_size > 1 && cfg_.lr > 0,
+           "acd_u: epochs ({}), batch_size ({}) and lr ({}) must be positive (batch_size at least 2)", cfg_.epochs,
+           cfg_.batch_size, cfg_.lr);
+  validate_acd_u_options(opt, cfg_.epochs);
+  N_ = train_set_.size();
+  KD_CHECK(N_ >= 2 && run.test_set.size() > 0, "acd_u: need at least 2 training and 1 test image (got {} and {})", N_,
            run.test_set.size());
-  const bool know_clean = clean_labels.defined();
-  if (know_clean)
-    KD_CHECK(clean_labels.dim() == 1 && clean_labels.size(0) == N && clean_labels.dtype() == DType::i64,
-             "acd_u: clean_labels must be (N = {}) int64 like the training labels, got {} {}", N,
+  if (clean_labels.defined())
+    KD_CHECK(clean_labels.dim() == 1 && clean_labels.size(0) == N_ && clean_labels.dtype() == DType::i64,
+             "acd_u: clean_labels must be (N = {}) int64 like the training labels, got {} {}", N_,
              dtype_name(clean_labels.dtype()), shape_str(clean_labels.shape()));
-  const train::RunRecorder recorder(run.out_dir);
-  train::set_threads(cfg.threads);
 
   // the class count of each network, from one test image in evaluation mode
   auto classes_of = [&](nn::Classifier& m) {
@@ -501,287 +541,259 @@ train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> sec
     m.train();
     return k;
   };
-  const int64_t K = classes_of(*run.model);
-  KD_CHECK(classes_of(*second) == K, "acd_u: network 1 ({}) has {} classes but network 2 ({}) has {}; build both "
-           "for the data set's classes", run.model->type_name(), K, second->type_name(), classes_of(*second));
-  const std::vector<int64_t> labels = to_int_vector(train_set.labels);
-  std::vector<uint8_t> truly_clean;
-  if (know_clean) {
+  K_ = classes_of(*run.model);
+  KD_CHECK(classes_of(*second_) == K_, "acd_u: network 1 ({}) has {} classes but network 2 ({}) has {}; build both "
+           "for the data set's classes", run.model->type_name(), K_, second_->type_name(), classes_of(*second_));
+  labels_ = to_int_vector(train_set_.labels);
+  if (clean_labels.defined()) {
     const std::vector<int64_t> c = to_int_vector(clean_labels);
-    truly_clean.resize(N);
-    for (int64_t i = 0; i < N; ++i) truly_clean[i] = c[i] == labels[i];
+    truly_clean_.resize(N_);
+    for (int64_t i = 0; i < N_; ++i) truly_clean_[i] = c[i] == labels_[i];
   }
 
   // the two networks
-  Net n1, n2;
-  n1.tag = "1";
-  n1.model = run.model.get();
-  n1.model_name = cfg.model;
-  n2.tag = "2";
-  n2.model = second.get();
-  n2.model_name = second->type_name();
-  n2.lr_scale = opt.second_lr_scale;
+  n1_.tag = "1";
+  n1_.model = run.model.get();
+  n1_.model_name = cfg_.model;
+  n2_.tag = "2";
+  n2_.model = second_.get();
+  n2_.model_name = second_->type_name();
+  n2_.lr_scale = opt.second_lr_scale;
   if (opt.freeze_encoder) {
-    n2.head = second->classifier_head().name;  // the declared classifier is trained alone; the rest is frozen
-    for (auto& [name, t] : second->named_parameters())
-      if (name.rfind(n2.head + ".", 0) != 0) t.impl()->requires_grad = false;
-    n2.encoder_frozen = true;
+    n2_.head = second_->classifier_head().name;  // the declared classifier is trained alone; the rest is frozen
+    for (auto& [name, t] : second_->named_parameters())
+      if (name.rfind(n2_.head + ".", 0) != 0) t.impl()->requires_grad = false;
+    n2_.encoder_frozen = true;
   }
-  n1.opt = make_optimizer(cfg, *n1.model, cfg.lr);
-  n2.opt = make_optimizer(cfg, *n2.model, cfg.lr * n2.lr_scale);
-  nn::ModelConfig copy_config;
-  copy_config.num_classes = K;
-  copy_config.in_channels = train_set.channels();
-  copy_config.image_size = train_set.height();
-  copy_config.seed = cfg.seed;
+  n1_.opt = make_optimizer(cfg_, *n1_.model, cfg_.lr);
+  n2_.opt = make_optimizer(cfg_, *n2_.model, cfg_.lr * n2_.lr_scale);
+  copy_config_.num_classes = K_;
+  copy_config_.in_channels = train_set_.channels();
+  copy_config_.image_size = train_set_.height();
+  copy_config_.seed = cfg_.seed;
 
-  const nn::Schedule schedule = train::make_schedule(cfg);
-  Ctx cx(cfg, opt, train_set, schedule);
-  cx.weak_tc = cfg.augment ? data::train_transform(train_set) : data::eval_transform(train_set);
-  cx.strong_tc = data::strong_transform(train_set);
-  cx.K = K;
-  cx.conf_penalty = opt.conf_penalty == "on" || (opt.conf_penalty == "auto" && cfg.label_noise.rfind("asym", 0) == 0);
-  const int64_t eval_bs = std::max<int64_t>(cfg.batch_size, 256);
+  cx_.weak_tc = cfg_.augment ? data::train_transform(train_set_) : data::eval_transform(train_set_);
+  cx_.strong_tc = data::strong_transform(train_set_);
+  cx_.K = K_;
+  cx_.conf_penalty = opt.conf_penalty == "on" || (opt.conf_penalty == "auto" && cfg_.label_noise.rfind("asym", 0) == 0);
+  eval_bs_ = std::max<int64_t>(cfg_.batch_size, 256);
+}
 
-  // what carries over from one epoch to the next (the checkpoint holds it)
-  std::vector<int64_t> initial_pred;  // the label condition's predictions before any training
-  double best_acc = -1, last_acc = 0, total_time = 0;
-  int64_t best_epoch = 0, start_epoch = 0;
-  bool unlearning_flag = false;
-  const auto save_checkpoint = [&](int64_t epochs_done) {
-    nn::TrainingCheckpoint info;
-    info.epoch = epochs_done;
-    info.step = n1.opt->steps_taken();
-    info.schedule = schedule.to_json();
-    info.scalars = {{"best_accuracy", best_acc}, {"best_epoch", best_epoch}, {"last_accuracy", last_acc},
-                    {"total_time", total_time}, {"unlearning", unlearning_flag},
-                    {"encoder_frozen", n2.encoder_frozen}, {"snapshots", n1.snapshot != nullptr}};
-    nn::LabeledModules modules{{"model", n1.model}, {"second", n2.model}};
-    for (Net* net : {&n1, &n2}) {
-      if (net->snapshot) modules.emplace_back("snapshot" + net->tag, net->snapshot.get());
-      if (!net->history.empty()) info.tensors.emplace_back("history" + net->tag, nn::exact_doubles(net->history));
-      if (!net->forget.empty())
-        info.tensors.emplace_back("forget" + net->tag, from_vector(net->forget, {(int64_t)net->forget.size()}));
-    }
-    if (!initial_pred.empty()) info.tensors.emplace_back("initial_pred", from_vector(initial_pred, {N}));
-    nn::save_training_checkpoint(recorder.checkpoint_path(), modules, {{"", n1.opt.get()}, {"2", n2.opt.get()}},
-                                 info);
-  };
-  if (resume) {
-    const std::string ckpt = recorder.checkpoint_path();
-    KD_CHECK(fs::exists(ckpt), "--resume: no checkpoint at '{}' (start without --resume)", ckpt);
-    // What to build before loading: the snapshots of an unlearning phase, and network 2's optimizer
-    // over all of it once its encoder has thawed.
-    const nn::SafetensorsFile file = nn::load_safetensors(ckpt);
-    const auto scalars = nlohmann::json::parse(file.metadata.count("scalars") ? file.metadata.at("scalars") : "{}",
-                                               nullptr, false);
-    KD_CHECK(scalars.is_object() && scalars.contains("snapshots"),
-             "--resume: '{}' is not an acd_u checkpoint (it has no acd_u state; was it written by another method?)",
-             ckpt);
-    if (n2.encoder_frozen && !scalars.value("encoder_frozen", true)) {
-      n2.model->unfreeze();
-      n2.encoder_frozen = false;
-      n2.opt = make_optimizer(cfg, *n2.model, cfg.lr * n2.lr_scale);
-    }
-    nn::LabeledModules modules{{"model", n1.model}, {"second", n2.model}};
-    if (scalars.value("snapshots", false)) {
-      for (Net* net : {&n1, &n2}) {
-        net->snapshot = frozen_copy(*net->model, copy_config);
-        modules.emplace_back("snapshot" + net->tag, net->snapshot.get());
+void AcdURegime::save_state(nn::TrainingCheckpoint& info) {
+  info.step = n1_.opt->steps_taken();
+  info.schedule = schedule_.to_json();
+  info.scalars = {{"unlearning", unlearning_flag_}, {"encoder_frozen", n2_.encoder_frozen},
+                  {"snapshots", n1_.snapshot != nullptr}};
+  for (Net* net : {&n1_, &n2_}) {
+    if (!net->history.empty()) info.tensors.emplace_back("history" + net->tag, nn::exact_doubles(net->history));
+    if (!net->forget.empty())
+      info.tensors.emplace_back("forget" + net->tag, from_vector(net->forget, {(int64_t)net->forget.size()}));
+  }
+  if (!initial_pred_.empty()) info.tensors.emplace_back("initial_pred", from_vector(initial_pred_, {N_}));
+}
+
+void AcdURegime::prepare_resume(const nlohmann::json& scalars) {
+  KD_CHECK(scalars.contains("snapshots"),
+           "--resume: the checkpoint is not an acd_u checkpoint (it has no acd_u state; was it written by another "
+           "method?)");
+  // network 2's optimizer over all of it once its encoder has thawed, and the snapshots of an
+  // unlearning phase: built before the checkpoint loads into them
+  if (n2_.encoder_frozen && !scalars.value("encoder_frozen", true)) {
+    n2_.model->unfreeze();
+    n2_.encoder_frozen = false;
+    n2_.opt = make_optimizer(cfg_, *n2_.model, cfg_.lr * n2_.lr_scale);
+  }
+  if (scalars.value("snapshots", false))
+    for (Net* net : {&n1_, &n2_}) net->snapshot = frozen_copy(*net->model, copy_config_);
+}
+
+void AcdURegime::restore_state(const nn::TrainingCheckpoint& ck) {
+  unlearning_flag_ = ck.scalars.value("unlearning", false);
+  for (auto& [name, t] : ck.tensors) {
+    for (Net* net : {&n1_, &n2_}) {
+      if (name == "history" + net->tag) net->history = nn::doubles_from_exact(t, N_, "acd_u checkpoint: " + name);
+      if (name == "forget" + net->tag) {
+        KD_CHECK(t.dim() == 1 && t.size(0) == N_ && t.dtype() == DType::u8,
+                 "acd_u checkpoint: '{}' should be ({}) uint8, got {} {}", name, N_, dtype_name(t.dtype()),
+                 shape_str(t.shape()));
+        const uint8_t* p = t.contiguous().data<uint8_t>();
+        net->forget.assign(p, p + N_);
       }
     }
-    nn::TrainingCheckpoint ck =
-        nn::load_training_checkpoint(ckpt, modules, nn::LabeledOptimizers{{"", n1.opt.get()}, {"2", n2.opt.get()}});
-    start_epoch = ck.epoch;
-    best_acc = ck.scalars.value("best_accuracy", -1.0);
-    best_epoch = ck.scalars.value("best_epoch", (int64_t)0);
-    last_acc = ck.scalars.value("last_accuracy", 0.0);
-    total_time = ck.scalars.value("total_time", 0.0);
-    unlearning_flag = ck.scalars.value("unlearning", false);
-    for (auto& [name, t] : ck.tensors) {
-      for (Net* net : {&n1, &n2}) {
-        if (name == "history" + net->tag) net->history = nn::doubles_from_exact(t, N, "acd_u checkpoint: " + name);
-        if (name == "forget" + net->tag) {
-          KD_CHECK(t.dim() == 1 && t.size(0) == N && t.dtype() == DType::u8,
-                   "acd_u checkpoint: '{}' should be ({}) uint8, got {} {}", name, N, dtype_name(t.dtype()),
-                   shape_str(t.shape()));
-          const uint8_t* p = t.contiguous().data<uint8_t>();
-          net->forget.assign(p, p + N);
-        }
-      }
-      if (name == "initial_pred") initial_pred = to_int_vector(t);
-    }
-    fmt::print("resuming from {} at epoch {}\n", ckpt, start_epoch + 1);
-  } else if (opt.unlearning && opt.label_condition == "second_initial") {
-    std::vector<double> unused;
-    eval_train(n2, train_set, eval_bs, unused, initial_pred);
+    if (name == "initial_pred") initial_pred_ = to_int_vector(t);
   }
+}
 
-  // run record
-  recorder.start_metrics(resume, start_epoch);
+nlohmann::json AcdURegime::record() {
   nlohmann::json params_json = nlohmann::json::object();
-  for (auto& [k, v] : acd_u_params(opt)) params_json[k] = v;
-  nlohmann::json record = {{"config", cfg.to_json()},
+  for (auto& [k, v] : acd_u_params(opt_)) params_json[k] = v;
+  nlohmann::json record = {{"config", cfg_.to_json()},
                            {"method", "acd_u"},
                            {"acd_u", params_json},
-                           {"train_set", train_set.summary()},
-                           {"test_set", run.test_set.summary()},
-                           {"num_classes", K},
-                           {"parameters", n1.model->num_parameters()},
-                           {"second_model", n2.model_name},
-                           {"second_parameters", n2.model->num_parameters()},
-                           {"second_trainable_parameters", n2.model->num_parameters(true)},
-                           {"second_head", n2.head},
-                           {"conf_penalty", cx.conf_penalty},
-                           {"schedule", schedule.describe()}};
-  if (know_clean) record["label_noise_rate"] = 1.0 - (double)std::count(truly_clean.begin(), truly_clean.end(), 1) / N;
-  for (auto& [k, v] : run.extra_record.items()) record[k] = v;
-  recorder.write_config(run.command_line, record);
-  if (opt.unlearning && first_selection_epoch(opt) >= cfg.epochs - 1)
+                           {"train_set", train_set_.summary()},
+                           {"test_set", run_.test_set.summary()},
+                           {"num_classes", K_},
+                           {"parameters", n1_.model->num_parameters()},
+                           {"second_model", n2_.model_name},
+                           {"second_parameters", n2_.model->num_parameters()},
+                           {"second_trainable_parameters", n2_.model->num_parameters(true)},
+                           {"second_head", n2_.head},
+                           {"conf_penalty", cx_.conf_penalty},
+                           {"schedule", schedule_.describe()}};
+  if (!truly_clean_.empty())
+    record["label_noise_rate"] = 1.0 - (double)std::count(truly_clean_.begin(), truly_clean_.end(), 1) / N_;
+  for (auto& [k, v] : run_.extra_record.items()) record[k] = v;
+  return record;
+}
+
+// Selection (every select_every epochs after select_start: each network's forget set and a frozen
+// snapshot of it) and unlearning (the first forget_epochs epochs of each period: gradient ascent
+// on the forget set); `excluded` marks what either network forgets, left out of co-teaching.
+void AcdURegime::select_and_unlearn(int64_t epoch, std::vector<uint8_t>& excluded, nlohmann::json& line) {
+  if (epoch % opt_.select_every == 0 && epoch > opt_.select_start && epoch != cfg_.epochs - 1) {
+    unlearning_flag_ = true;
+    const std::vector<int64_t> no_condition;
+    const std::vector<int64_t>& predicted = opt_.label_condition == "off"              ? no_condition
+                                            : opt_.label_condition == "second_initial" ? initial_pred_
+                                                                                       : n2_.pred;
+    for (Net* net : {&n1_, &n2_}) {
+      ForgetSelection s = select_forget_set(net->history, opt_.select_every, labels_, predicted,
+                                            opt_.forget_change_q, opt_.forget_loss_q);
+      net->forget = s.mask;
+      net->snapshot = frozen_copy(*net->model, copy_config_);
+      line["selected" + net->tag] = s.count;
+      if (!truly_clean_.empty() && s.count > 0) {
+        int64_t noisy = 0;
+        for (int64_t i = 0; i < N_; ++i) noisy += s.mask[i] && !truly_clean_[i];
+        line["selected" + net->tag + "_noisy_frac"] = (double)noisy / (double)s.count;
+      }
+      fmt::print("acd_u: epoch {}: net{} forgets {} samples (loss fell most: {}, tiny loss: {}, label != "
+                 "prediction: {})\n",
+                 epoch + 1, net->tag, s.count, s.by_change, s.by_loss, s.label_disagree);
+    }
+  }
+  if (unlearning_flag_ && epoch % opt_.select_every < opt_.forget_epochs) {
+    for (Net* net : {&n1_, &n2_}) {
+      std::vector<int64_t> forget;
+      for (int64_t i = 0; i < N_; ++i)
+        if (net->forget[i]) forget.push_back(i);
+      if (forget.empty()) continue;
+      cx_.set_lr(*net, 0, 1);
+      UnlearnStats st = unlearn_epoch(*net->model, *net->snapshot, *net->opt, train_set_, forget,
+                                      opt_.unlearn_batch_mult * cfg_.batch_size, opt_.unlearn_T, opt_.unlearn_weight,
+                                      stream_seed(cfg_.seed, epoch, 40 + std::stoi(net->tag)),
+                                      [net] { net->set_train_mode(); });
+      cx_.parts["unlearn_kl" + net->tag].add(st.mean_kl, 1.0);
+      cx_.seen += (double)st.images;
+    }
+  } else {
+    unlearning_flag_ = false;
+    n1_.snapshot.reset();
+    n2_.snapshot.reset();
+  }
+  for (int64_t i = 0; i < N_; ++i)
+    excluded[i] = (!n1_.forget.empty() && n1_.forget[i]) || (!n2_.forget.empty() && n2_.forget[i]);
+  line["forget1"] = n1_.forget.empty() ? 0 : std::count(n1_.forget.begin(), n1_.forget.end(), 1);
+  line["forget2"] = n2_.forget.empty() ? 0 : std::count(n2_.forget.begin(), n2_.forget.end(), 1);
+  line["excluded"] = std::count(excluded.begin(), excluded.end(), 1);
+}
+
+train::EpochReport AcdURegime::run_epoch(int64_t epoch) {
+  if (epoch == 0 && opt_.unlearning && opt_.label_condition == "second_initial") {
+    std::vector<double> unused;  // network 2's predictions before any training
+    eval_train(n2_, train_set_, eval_bs_, unused, initial_pred_);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  cx_.epoch = epoch;
+  cx_.parts.clear();
+  cx_.seen = 0;
+  cx_.start = t0;
+  cx_.mix_gen = Generator(stream_seed(cfg_.seed, epoch, 2));
+  nlohmann::json line = nlohmann::json::object();
+
+  // network 2's encoder thaws (clip_visual_training + a fresh optimizer, as the official code)
+  if (n2_.encoder_frozen && opt_.unfreeze_epoch >= 0 && epoch == opt_.unfreeze_epoch) {
+    n2_.model->unfreeze();
+    n2_.encoder_frozen = false;
+    n2_.opt = make_optimizer(cfg_, *n2_.model, cfg_.lr * n2_.lr_scale);
+    fmt::print("acd_u: epoch {}: network 2's encoder is trained from now on\n", epoch + 1);
+  }
+
+  if (epoch < opt_.warmup) {
+    line["phase"] = "warmup";
+    warmup_epoch(cx_, n1_, n2_);
+  } else {
+    line["phase"] = "cotrain";
+    // 1. the split of each network: normalised losses -> history -> GMM -> clean probability
+    for (Net* net : {&n1_, &n2_}) split_epoch(*net, train_set_, eval_bs_, opt_, truly_clean_, line);
+
+    // 2. selection and unlearning
+    std::vector<uint8_t> excluded(N_, 0);
+    if (opt_.unlearning) select_and_unlearn(epoch, excluded, line);
+
+    // 3. asymmetric co-teaching: each network learns from the other's split
+    auto split_of = [&](const Net& chooser, bool clean) {
+      std::vector<int64_t> out;
+      for (int64_t i = 0; i < N_; ++i)
+        if ((chooser.clean[i] != 0) == clean && !excluded[i]) out.push_back(i);
+      return out;
+    };
+    const std::vector<int64_t> lab1 = split_of(n2_, true), unl1 = split_of(n2_, false);
+    const std::vector<int64_t> lab2 = split_of(n1_, true), unl2 = split_of(n1_, false);
+    line["labelled1"] = lab1.size();
+    line["labelled2"] = lab2.size();
+    if (lab1.size() < 2) fmt::print("acd_u: epoch {}: network 2 finds fewer than 2 clean samples; network 1 skips "
+                                    "this epoch\n", epoch + 1);
+    else if (opt_.mixmatch) mixmatch_epoch(cx_, n1_, n2_, lab1, unl1, n2_.prob);
+    else clean_only_epoch(cx_, n1_, lab1, n2_.prob, false);
+    if (lab2.size() < 2) fmt::print("acd_u: epoch {}: network 1 finds fewer than 2 clean samples; network 2 skips "
+                                    "this epoch\n", epoch + 1);
+    else if (opt_.only_clean) clean_only_epoch(cx_, n2_, lab2, n1_.prob, opt_.second_strong_aug);
+    else mixmatch_epoch(cx_, n2_, n1_, lab2, unl2, n1_.prob);
+  }
+  const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // test both networks and their ensemble (sum of logits)
+  const train::EvalResult ev1 = train::evaluate(*n1_.model, run_.test_set, eval_bs_, true);
+  const train::EvalResult ev2 = train::evaluate(*n2_.model, run_.test_set, eval_bs_, true);
+  double ens_acc = 0;
+  {
+    NoGradGuard ng;
+    ens_acc = mean(eq(argmax(add(ev1.logits, ev2.logits), 1), run_.test_set.labels).to(DType::f32)).item();
+  }
+  for (auto& [name, m] : cx_.parts) line[name == "lambda_u" ? name : "loss_" + name] = m.get();
+  line["train_loss"] = cx_.parts.count("total1") ? cx_.parts["total1"].get() : 0.0;
+  line["test_loss"] = ev1.loss;
+  line["test_acc"] = ev1.accuracy;
+  line["test_acc2"] = ev2.accuracy;
+  line["test_loss2"] = ev2.loss;
+  line["test_acc_ensemble"] = ens_acc;
+  line["lr"] = cx_.lr;
+  line["lr2"] = cx_.lr * n2_.lr_scale;
+  line["time_s"] = train_seconds;
+  line["images_per_s"] = cx_.seen / std::max(train_seconds, 1e-9);
+  train::EpochReport r;
+  r.test_accuracy = ev1.accuracy;
+  r.seconds = train_seconds;
+  r.summary = fmt::format("({}) train loss {:.4f} | test acc net1 {:.4f} net2 {:.4f} ensemble {:.4f}",
+                          line["phase"].get<std::string>(), line["train_loss"].get<double>(), ev1.accuracy,
+                          ev2.accuracy, ens_acc);
+  r.speed = fmt::format("{:.1f}s", train_seconds);
+  r.line = std::move(line);
+  return r;
+}
+
+}  // namespace
+
+train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
+                            const Tensor& clean_labels, bool resume) {
+  train::set_threads(run.config.threads);
+  AcdURegime regime(run, std::move(second), opt, clean_labels);
+  if (opt.unlearning && first_selection_epoch(opt) >= run.config.epochs - 1)
     fmt::print("acd_u: note: no forget-set selection happens in {} epochs (the first would be at epoch {}); lower "
                "select_start / select_every for a short run\n",
-               cfg.epochs, first_selection_epoch(opt) + 1);
-
-  train::RunSummary summary;
-  for (int64_t epoch = start_epoch; epoch < cfg.epochs; ++epoch) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cx.epoch = epoch;
-    cx.parts.clear();
-    cx.seen = 0;
-    cx.start = t0;
-    cx.mix_gen = Generator(stream_seed(cfg.seed, epoch, 2));
-    nlohmann::json line = {{"epoch", epoch + 1}};
-
-    // network 2's encoder thaws (clip_visual_training + a fresh optimizer, as the official code)
-    if (n2.encoder_frozen && opt.unfreeze_epoch >= 0 && epoch == opt.unfreeze_epoch) {
-      n2.model->unfreeze();
-      n2.encoder_frozen = false;
-      n2.opt = make_optimizer(cfg, *n2.model, cfg.lr * n2.lr_scale);
-      fmt::print("acd_u: epoch {}: network 2's encoder is trained from now on\n", epoch + 1);
-    }
-
-    if (epoch < opt.warmup) {
-      line["phase"] = "warmup";
-      warmup_epoch(cx, n1, n2);
-    } else {
-      line["phase"] = "cotrain";
-      // 1. the split of each network: normalised losses -> history -> GMM -> clean probability
-      for (Net* net : {&n1, &n2}) split_epoch(*net, train_set, eval_bs, opt, truly_clean, line);
-
-      // 2. selection and unlearning
-      std::vector<uint8_t> excluded(N, 0);
-      if (opt.unlearning) {
-        if (epoch % opt.select_every == 0 && epoch > opt.select_start && epoch != cfg.epochs - 1) {
-          unlearning_flag = true;
-          const std::vector<int64_t> no_condition;
-          const std::vector<int64_t>& predicted = opt.label_condition == "off"              ? no_condition
-                                                  : opt.label_condition == "second_initial" ? initial_pred
-                                                                                            : n2.pred;
-          for (Net* net : {&n1, &n2}) {
-            ForgetSelection s = select_forget_set(net->history, opt.select_every, labels, predicted,
-                                                  opt.forget_change_q, opt.forget_loss_q);
-            net->forget = s.mask;
-            net->snapshot = frozen_copy(*net->model, copy_config);
-            line["selected" + net->tag] = s.count;
-            if (know_clean && s.count > 0) {
-              int64_t noisy = 0;
-              for (int64_t i = 0; i < N; ++i) noisy += s.mask[i] && !truly_clean[i];
-              line["selected" + net->tag + "_noisy_frac"] = (double)noisy / (double)s.count;
-            }
-            fmt::print("acd_u: epoch {}: net{} forgets {} samples (loss fell most: {}, tiny loss: {}, label != "
-                       "prediction: {})\n",
-                       epoch + 1, net->tag, s.count, s.by_change, s.by_loss, s.label_disagree);
-          }
-        }
-        if (unlearning_flag && epoch % opt.select_every < opt.forget_epochs) {
-          for (Net* net : {&n1, &n2}) {
-            std::vector<int64_t> forget;
-            for (int64_t i = 0; i < N; ++i)
-              if (net->forget[i]) forget.push_back(i);
-            if (forget.empty()) continue;
-            cx.set_lr(*net, 0, 1);
-            UnlearnStats st = unlearn_epoch(*net->model, *net->snapshot, *net->opt, train_set, forget,
-                                            opt.unlearn_batch_mult * cfg.batch_size, opt.unlearn_T, opt.unlearn_weight,
-                                            stream_seed(cfg.seed, epoch, 40 + std::stoi(net->tag)),
-                                            [net] { net->set_train_mode(); });
-            cx.parts["unlearn_kl" + net->tag].add(st.mean_kl, 1.0);
-            cx.seen += (double)st.images;
-          }
-        } else {
-          unlearning_flag = false;
-          n1.snapshot.reset();
-          n2.snapshot.reset();
-        }
-        for (int64_t i = 0; i < N; ++i)
-          excluded[i] = (!n1.forget.empty() && n1.forget[i]) || (!n2.forget.empty() && n2.forget[i]);
-        line["forget1"] = n1.forget.empty() ? 0 : std::count(n1.forget.begin(), n1.forget.end(), 1);
-        line["forget2"] = n2.forget.empty() ? 0 : std::count(n2.forget.begin(), n2.forget.end(), 1);
-        line["excluded"] = std::count(excluded.begin(), excluded.end(), 1);
-      }
-
-      // 3. asymmetric co-teaching: each network learns from the other's split
-      auto split_of = [&](const Net& chooser, bool clean) {
-        std::vector<int64_t> out;
-        for (int64_t i = 0; i < N; ++i)
-          if ((chooser.clean[i] != 0) == clean && !excluded[i]) out.push_back(i);
-        return out;
-      };
-      const std::vector<int64_t> lab1 = split_of(n2, true), unl1 = split_of(n2, false);
-      const std::vector<int64_t> lab2 = split_of(n1, true), unl2 = split_of(n1, false);
-      line["labelled1"] = lab1.size();
-      line["labelled2"] = lab2.size();
-      if (lab1.size() < 2) fmt::print("acd_u: epoch {}: network 2 finds fewer than 2 clean samples; network 1 skips "
-                                      "this epoch\n", epoch + 1);
-      else if (opt.mixmatch) mixmatch_epoch(cx, n1, n2, lab1, unl1, n2.prob);
-      else clean_only_epoch(cx, n1, lab1, n2.prob, false);
-      if (lab2.size() < 2) fmt::print("acd_u: epoch {}: network 1 finds fewer than 2 clean samples; network 2 skips "
-                                      "this epoch\n", epoch + 1);
-      else if (opt.only_clean) clean_only_epoch(cx, n2, lab2, n1.prob, opt.second_strong_aug);
-      else mixmatch_epoch(cx, n2, n1, lab2, unl2, n1.prob);
-    }
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-    // test both networks and their ensemble (sum of logits)
-    train::EvalResult ev1 = train::evaluate(*n1.model, run.test_set, eval_bs, true);
-    train::EvalResult ev2 = train::evaluate(*n2.model, run.test_set, eval_bs, true);
-    double ens_acc = 0;
-    {
-      NoGradGuard ng;
-      ens_acc = mean(eq(argmax(add(ev1.logits, ev2.logits), 1), run.test_set.labels).to(DType::f32)).item();
-    }
-    last_acc = ev1.accuracy;
-    if (ev1.accuracy > best_acc) {
-      best_acc = ev1.accuracy;
-      best_epoch = epoch + 1;
-      recorder.save_weights("model_best.safetensors", *n1.model, n1.model_name, K);
-    }
-    for (auto& [name, m] : cx.parts) line[name == "lambda_u" ? name : "loss_" + name] = m.get();
-    line["train_loss"] = cx.parts.count("total1") ? cx.parts["total1"].get() : 0.0;
-    line["test_loss"] = ev1.loss;
-    line["test_acc"] = ev1.accuracy;
-    line["test_acc2"] = ev2.accuracy;
-    line["test_loss2"] = ev2.loss;
-    line["test_acc_ensemble"] = ens_acc;
-    line["best_acc"] = best_acc;
-    line["lr"] = cx.lr;
-    line["lr2"] = cx.lr * n2.lr_scale;
-    line["time_s"] = train_seconds;
-    line["images_per_s"] = cx.seen / std::max(train_seconds, 1e-9);
-    recorder.append_metrics(line);
-    fmt::print("epoch {}/{} ({}): train loss {:.4f} | test acc net1 {:.4f} net2 {:.4f} ensemble {:.4f} (best {:.4f} @ "
-               "{}) | {:.1f}s\n",
-               epoch + 1, cfg.epochs, line["phase"].get<std::string>(), line["train_loss"].get<double>(), ev1.accuracy,
-               ev2.accuracy, ens_acc, best_acc, best_epoch, train_seconds);
-    total_time += train_seconds;
-    save_checkpoint(epoch + 1);
-  }
-  recorder.save_weights("model_last.safetensors", *n1.model, n1.model_name, K);
-  recorder.save_weights("second_last.safetensors", *n2.model, n2.model_name, K);
-  summary.last_accuracy = last_acc;
-  summary.best_accuracy = std::max(best_acc, 0.0);
-  summary.best_epoch = best_epoch;
-  summary.seconds_per_epoch = total_time / (double)cfg.epochs;
-  return summary;
+               run.config.epochs, first_selection_epoch(opt) + 1);
+  return train::run_regime(regime, run.config, run.out_dir, run.command_line, resume);
 }
 
 }  // namespace kd::distill
