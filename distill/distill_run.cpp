@@ -4,7 +4,6 @@
 #include <filesystem>
 
 #include "distill/fusion.h"
-#include "distill/output/acd_u.h"
 #include "distill/output/common.h"
 #include "distill/output/dgkd.h"
 #include "distill/relation/vrm.h"
@@ -202,34 +201,22 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   return run;
 }
 
-train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir, const std::string& command_line,
-                             bool resume) {
-  train::set_threads(cfg.threads);
-  if (cfg.method == "baseline") cfg.method.clear();
-  if (cfg.method.empty()) {  // plain cross-entropy training
-    train::Run run = train::prepare_run(cfg, out_dir, command_line);
-    fmt::print("{}\n{}\nmodel {} ({} parameters), cross-entropy, {} epochs, batch {}, run directory {}\n",
-               run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.epochs,
-               cfg.batch_size, out_dir);
-    return train::run_training(run, resume);
-  }
-  if (cfg.method == "acd_u") {  // two networks co-teaching: its own loop (distill/output/acd_u.h)
-    KD_CHECK(!cfg.teacher.empty(),
-             "acd_u needs its second network: --teacher MODEL [--teacher-weights W] (pretrained or not)");
-    AcdUOptions opt = acd_u_options(params_from_json(cfg.method_params));
-    train::Run run = train::prepare_run(cfg, out_dir, command_line);
-    const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
-    auto second = nn::create_model(cfg.teacher, {K, run.train_set.channels(), run.train_set.height(), cfg.seed + 1});
-    if (!cfg.teacher_weights.empty()) {  // pretrained, but trained further (run_acd_u freezes what it freezes)
-      second = load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set).net;
-      for (auto& [name, p] : second->named_parameters()) p.requires_grad_(true);
-      second->train();
-    }
-    fmt::print("{}\n{}\nacd_u: network 1 {} ({} parameters), network 2 {}{}, {} epochs, run directory {}\n",
-               run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
-               cfg.teacher_weights.empty() ? " (from scratch)" : " from " + cfg.teacher_weights, cfg.epochs, out_dir);
-    return run_acd_u(run, second, opt, run.clean_train_labels, resume);
-  }
+train::RunSummary run_baseline(const train::TrainConfig& config, const std::string& out_dir,
+                               const std::string& command_line, bool resume) {
+  train::TrainConfig cfg = config;
+  KD_CHECK(cfg.method_params.is_null() || cfg.method_params.empty(),
+           "the baseline (plain cross-entropy) has no method parameters, but got {}; give recipe keys only, or a "
+           "parameter to one method of a sweep as --set METHOD.key=value", cfg.method_params.dump());
+  cfg.method.clear();  // recorded as plain training
+  train::Run run = train::prepare_run(cfg, out_dir, command_line);
+  fmt::print("{}\n{}\nmodel {} ({} parameters), cross-entropy, {} epochs, batch {}, run directory {}\n",
+             run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.epochs,
+             cfg.batch_size, out_dir);
+  return train::run_training(run, resume);
+}
+
+train::RunSummary run_distillation(const train::TrainConfig& cfg, const std::string& out_dir,
+                                   const std::string& command_line, bool resume) {
   DistillSetup setup;
   train::Run run = prepare_distill_run(cfg, out_dir, command_line, setup);
   std::string teachers;
@@ -239,6 +226,15 @@ train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir,
              run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), teachers,
              cfg.method, cfg.epochs, cfg.batch_size, out_dir);
   return train::run_training(run, resume);
+}
+
+train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir, const std::string& command_line,
+                             bool resume) {
+  train::set_threads(cfg.threads);
+  if (cfg.method.empty()) cfg.method = "baseline";
+  // a fusion ("dkd+at") trains with the distillation epoch loop; a registry row names its regime
+  const RegimeRunner regime = is_fusion_name(cfg.method) ? nullptr : registry_entry(cfg.method).regime;
+  return (regime ? regime : run_distillation)(cfg, out_dir, command_line, resume);
 }
 
 }  // namespace kd::distill

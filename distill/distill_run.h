@@ -40,11 +40,18 @@ struct DistillSetup {
 train::Run prepare_distill_run(const train::TrainConfig& config, const std::string& out_dir,
                                const std::string& command_line, DistillSetup& setup);
 
-// Runs whatever config describes into out_dir: plain training when config.method is "" or
-// "baseline", ACD-U's two-network loop for "acd_u", otherwise a distillation run. Prints the
-// data sets and models first. (kdlab distill and kdlab sweep.)
+// Runs whatever config describes into out_dir: the regime the method's registry row names
+// ("baseline" or "": plain cross-entropy training; "acd_u": its two networks), otherwise (and
+// for a fusion) a distillation run with the epoch loop. Prints the data sets and models first.
+// (kdlab distill and kdlab sweep.)
 train::RunSummary run_method(train::TrainConfig config, const std::string& out_dir, const std::string& command_line,
                              bool resume);
+// The two regimes that live here: plain cross-entropy training (the "baseline" row) and a
+// distillation run (prepare_distill_run, then the epoch loop).
+train::RunSummary run_baseline(const train::TrainConfig& config, const std::string& out_dir,
+                               const std::string& command_line, bool resume);
+train::RunSummary run_distillation(const train::TrainConfig& config, const std::string& out_dir,
+                                   const std::string& command_line, bool resume);
 
 // JSON object of hyper-parameters ({"T": 4, "converged": true}) -> Params ("T" -> "4").
 Params params_from_json(const nlohmann::json& j);

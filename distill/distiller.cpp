@@ -16,7 +16,9 @@
 #include "distill/feature/fitnet.h"
 #include "distill/feature/hcd.h"
 #include "distill/feature/wkd_f.h"
+#include "distill/distill_run.h"
 #include "distill/fusion.h"
+#include "distill/output/acd_u.h"
 #include "distill/output/dgkd.h"
 #include "distill/output/dkd.h"
 #include "distill/output/kd.h"
@@ -134,20 +136,35 @@ const std::vector<DistillerEntry>& distiller_registry() {
        make_london_distiller},
       {"vrm", "relation", "Zhang et al. ICCV 2025: match pruned inter-sample/inter-class logit edges of real and virtual views",
        make_vrm_distiller},
+      // methods with a training regime of their own (no Distiller)
+      {"baseline", "-", "no teacher: plain cross-entropy training, the control every distillation table compares with",
+       nullptr, run_baseline},
+      {"acd_u", "output", "Fukunaga 2026 (ACD-U): noisy labels; two networks co-teach, GMM split, selective unlearning",
+       nullptr, run_acd_u_method},
   };
   return table;
 }
 
-std::shared_ptr<Distiller> create_distiller(const std::string& name, const Params& params, const DistillerContext& ctx) {
-  if (is_fusion_name(name)) return make_fusion_distiller(name, params, ctx);  // "dkd+at" (distill/fusion.h)
+const DistillerEntry& registry_entry(const std::string& name) {
   std::vector<std::string> names;
   for (const DistillerEntry& e : distiller_registry()) {
-    if (e.name == name) return e.create(params, ctx);
+    if (e.name == name) return e;
     names.push_back(e.name);
   }
-  KD_CHECK(false, "unknown distillation method '{}'; the known methods are: {} (or several joined by '+', like dkd+at)",
-           name, fmt::join(names, ", "));
-  return nullptr;
+  throw Error(fmt::format("unknown distillation method '{}'; the known methods are: {} (or several joined by '+', "
+                          "like dkd+at)", name, fmt::join(names, ", ")));
+}
+
+bool trains_with_distiller(const std::string& name) {
+  return is_fusion_name(name) || registry_entry(name).create != nullptr;
+}
+
+std::shared_ptr<Distiller> create_distiller(const std::string& name, const Params& params, const DistillerContext& ctx) {
+  if (is_fusion_name(name)) return make_fusion_distiller(name, params, ctx);  // "dkd+at" (distill/fusion.h)
+  const DistillerEntry& e = registry_entry(name);
+  KD_CHECK(e.create, "{} trains with a regime of its own ({}), not with a distillation loss: it cannot be fused or "
+           "inspected with kdlab loss; run it with kdlab distill --method {}", name, e.description, name);
+  return e.create(params, ctx);
 }
 
 }  // namespace kd::distill

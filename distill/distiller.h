@@ -18,6 +18,8 @@
 #include "engine/tensor.h"
 #include "nn/models/model.h"
 #include "nn/module.h"
+#include "train/recipe.h"
+#include "train/regime.h"
 
 namespace kd::distill {
 
@@ -104,15 +106,27 @@ struct DistillerContext {
 };
 
 using DistillerFactory = std::function<std::shared_ptr<Distiller>(const Params&, const DistillerContext&)>;
+// A training regime of its own (train/regime.h): runs the whole method from a config into out_dir.
+using RegimeRunner = train::RunSummary (*)(const train::TrainConfig& config, const std::string& out_dir,
+                                           const std::string& command_line, bool resume);
 struct DistillerEntry {
   std::string name;         // lowercase with underscores
-  std::string family;       // "output", "feature", "relation"
+  std::string family;       // "output", "feature", "relation" ("-" for the baseline)
   std::string description;  // one line: paper and idea
+  // The loss of a method that trains with the distillation epoch loop (distill_run.h); empty for
+  // a method with a regime of its own, which cannot be fused or given to kdlab loss.
   DistillerFactory create;
+  // How the method trains: null = the distillation epoch loop with `create`'s Distiller; else the
+  // regime's runner (ACD-U's two networks; the baseline's plain cross-entropy).
+  RegimeRunner regime = nullptr;
 };
 // The one explicit table of methods.
 const std::vector<DistillerEntry>& distiller_registry();
-// Throws listing the known methods when `name` is unknown.
+// The registry row of `name`; throws listing the known methods when there is none.
+const DistillerEntry& registry_entry(const std::string& name);
+// Whether `name` (a registry method or a fusion) trains with a Distiller's loss in the epoch loop.
+bool trains_with_distiller(const std::string& name);
+// Throws listing the known methods when `name` is unknown, and when its row has no Distiller.
 std::shared_ptr<Distiller> create_distiller(const std::string& name, const Params& params, const DistillerContext& ctx);
 
 }  // namespace kd::distill

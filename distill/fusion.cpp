@@ -181,8 +181,6 @@ std::shared_ptr<Distiller> make_fusion_distiller(const std::string& name, const 
 
   std::vector<FusionComponent> components;
   for (size_t i = 0; i < methods.size(); ++i) {
-    KD_CHECK(methods[i] != "acd_u", "fusion {}: acd_u trains two networks with its own loop and cannot be fused",
-             name);
     FusionComponent c;
     c.method = methods[i];
     c.distiller = create_distiller(methods[i], inner[i], ctx);

@@ -241,3 +241,92 @@ TEST_CASE("--train-limit keeps the first N images and warns when they miss class
   CHECK(r.size() == 7);
   CHECK(*std::max_element(r.begin(), r.end()) >= 2);
 }
+
+// ---------------------------------------------------------------- the regime interface
+
+// The smallest regime: one parameter w, each epoch adds 1 to it (no optimizer), and reports a
+// test accuracy from a fixed table; it raises SIGINT after the epoch named by interrupt_after.
+// It proves what run_regime owns for every regime: resume from the regime's own state, the
+// best accuracy and its weights, metrics.jsonl cut back on resume, Ctrl-C after an epoch.
+namespace {
+struct CountingModule : nn::Module {
+  Tensor w = zeros({1});
+  CountingModule() { register_parameter("w", w); }
+  std::string type_name() const override { return "Counting"; }
+};
+struct CountingRegime : train::Regime {
+  CountingModule m;
+  std::vector<double> accuracies{0.2, 0.5, 0.4, 0.6};
+  int64_t interrupt_after = -1, finished = 0, bests_saved = 0;
+  double extra_state = 0;  // regime state beside the modules: must survive a resume
+  nlohmann::json record() override { return {{"regime", "counting"}}; }
+  nn::LabeledModules modules() override { return {{"counter", &m}}; }
+  nn::LabeledOptimizers optimizers() override { return {}; }
+  void save_state(nn::TrainingCheckpoint& info) override { info.scalars["extra"] = extra_state; }
+  void restore_state(const nn::TrainingCheckpoint& ck) override { extra_state = ck.scalars.value("extra", -1.0); }
+  train::EpochReport run_epoch(int64_t epoch) override {
+    {
+      NoGradGuard ng;
+      m.w.add_(ones({1}));
+    }
+    extra_state += 10;
+    if (epoch == interrupt_after) std::raise(SIGINT);
+    train::EpochReport r;
+    r.test_accuracy = accuracies[(size_t)epoch];
+    r.line = {{"w", m.w.item()}, {"extra", extra_state}};
+    r.summary = fmt::format("w {}", m.w.item());
+    return r;
+  }
+  void save_best(const train::RunRecorder&) override { ++bests_saved; }
+  void finish(const train::RunRecorder&) override { ++finished; }
+};
+}  // namespace
+
+TEST_CASE("run_regime: a regime of its own resumes after Ctrl-C with its state, the best and the metrics") {
+  train::TrainConfig c = tiny_config();
+  c.epochs = 4;
+  const std::string dir = kdtest::temp_path("regime");
+  {
+    CountingRegime r;
+    r.interrupt_after = 1;  // Ctrl-C during epoch 2: it completes, is recorded and checkpointed, then the run stops
+    train::RunSummary s = train::run_regime(r, c, dir, "test", false);
+    CHECK(s.interrupted);
+    CHECK(r.finished == 0);
+    CHECK(count_lines(dir + "/metrics.jsonl") == 2);
+    CHECK(s.best_epoch == 2);
+  }
+  {
+    CountingRegime r;
+    train::RunSummary s = train::run_regime(r, c, dir, "test", true);
+    CHECK_FALSE(s.interrupted);
+    CHECK(r.finished == 1);
+    CHECK(r.m.w.item() == 4.0);      // the module came back from the checkpoint (2) and ran 2 more epochs
+    CHECK(r.extra_state == 40.0);    // and so did the regime's own state
+    CHECK(s.best_accuracy == doctest::Approx(0.6));
+    CHECK(s.best_epoch == 4);
+    CHECK(r.bests_saved == 1);       // epoch 3 (0.4) is not better than epoch 2 (0.5); epoch 4 is
+  }
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line;
+  std::vector<nlohmann::json> lines;
+  while (std::getline(f, line)) lines.push_back(nlohmann::json::parse(line));
+  REQUIRE(lines.size() == 4);
+  for (int e = 0; e < 4; ++e) {
+    CHECK(lines[e]["epoch"] == e + 1);
+    CHECK(lines[e]["w"].get<double>() == e + 1.0);
+  }
+  CHECK(lines[2]["best_acc"].get<double>() == doctest::Approx(0.5));
+  auto config = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+  CHECK(config["regime"] == "counting");
+}
+
+TEST_CASE("run_regime: resuming a checkpoint of another regime is an error naming it") {
+  train::TrainConfig c = tiny_config();
+  const std::string dir = kdtest::temp_path("regime_other");
+  {
+    train::Run run = tiny_run(c, dir);
+    train::run_training(run, false);
+  }
+  CountingRegime r;
+  CHECK_THROWS_WITH_AS(train::run_regime(r, c, dir, "test", true), doctest::Contains("counter"), Error);
+}

@@ -16,7 +16,9 @@
 
 #include "datasets/loader.h"
 #include "datasets/transforms.h"
+#include "distill/distill_run.h"
 #include "distill/output/common.h"
+#include "distill/teacher_cache.h"
 #include "train/progress.h"
 #include "engine/atomic_file.h"
 #include "engine/autograd.h"
@@ -262,6 +264,27 @@ Tensor prior_penalty(const Tensor& logits) {
 double linear_rampup(double lambda_u, double current, int64_t warmup, int64_t rampup) {
   if (rampup <= 0) return current >= (double)warmup ? lambda_u : 0.0;
   return lambda_u * std::clamp((current - (double)warmup) / (double)rampup, 0.0, 1.0);
+}
+
+// ------------------------------------------------------------------ the registry's runner
+
+train::RunSummary run_acd_u_method(const train::TrainConfig& cfg, const std::string& out_dir,
+                                   const std::string& command_line, bool resume) {
+  KD_CHECK(!cfg.teacher.empty(),
+           "acd_u needs its second network: --teacher MODEL [--teacher-weights W] (pretrained or not)");
+  AcdUOptions opt = acd_u_options(params_from_json(cfg.method_params));
+  train::Run run = train::prepare_run(cfg, out_dir, command_line);
+  const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
+  auto second = nn::create_model(cfg.teacher, {K, run.train_set.channels(), run.train_set.height(), cfg.seed + 1});
+  if (!cfg.teacher_weights.empty()) {  // pretrained, but trained further (run_acd_u freezes what it freezes)
+    second = load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set).net;
+    for (auto& [name, p] : second->named_parameters()) p.requires_grad_(true);
+    second->train();
+  }
+  fmt::print("{}\n{}\nacd_u: network 1 {} ({} parameters), network 2 {}{}, {} epochs, run directory {}\n",
+             run.train_set.summary(), run.test_set.summary(), cfg.model, run.model->num_parameters(), cfg.teacher,
+             cfg.teacher_weights.empty() ? " (from scratch)" : " from " + cfg.teacher_weights, cfg.epochs, out_dir);
+  return run_acd_u(run, second, opt, run.clean_train_labels, resume);
 }
 
 }  // namespace kd::distill

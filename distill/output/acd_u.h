@@ -198,8 +198,15 @@ double linear_rampup(double lambda_u, double current, int64_t warmup, int64_t ra
 // both optimizers, the unlearning snapshots while a phase runs, the loss histories, the forget
 // sets, the label condition's initial predictions and the best accuracy. `resume` continues from
 // it at the next epoch, bit for bit on one thread (every generator of an epoch is seeded from
-// (seed, epoch), so nothing else carries over); a Ctrl-C or a kill loses the epoch in progress.
+// (seed, epoch), so nothing else carries over); a kill loses the epoch in progress, a Ctrl-C
+// finishes it first. ACD-U is a train::Regime (acd_u_run.cpp) that train::run_regime drives.
 train::RunSummary run_acd_u(train::Run& run, std::shared_ptr<nn::Classifier> second, const AcdUOptions& opt,
                             const Tensor& clean_labels, bool resume = false);
+
+// The registry's runner for "acd_u" (distill/distiller.cpp): the data and network 1 as
+// config says (train::prepare_run, label noise included), network 2 = config.teacher (with
+// config.teacher_weights when given, trained further), the options from config.method_params.
+train::RunSummary run_acd_u_method(const train::TrainConfig& config, const std::string& out_dir,
+                                   const std::string& command_line, bool resume);
 
 }  // namespace kd::distill

@@ -52,8 +52,6 @@ void register_distill(CLI::App& app) {
     if (o->list) {
       for (const auto& e : distill::distiller_registry())
         fmt::print("{:<10} {:<9} {}\n", e.name, e.family, e.description);
-      fmt::print("{:<10} {:<9} {}\n", "acd_u", "output",
-                 "ACD-U (Fukunaga 2026): noisy labels; two networks co-teach, GMM split, selective unlearning");
       fmt::print("\nfusion: join methods with '+' (--method dkd+at): CE once (--set ce_weight=W, default the first "
                  "method's),\n  each method's other terms times --set <method>.weight=W and --set "
                  "<method>.schedule=constant|warmup:E|cosine;\n  its own parameters as --set <method>.<key>=V "

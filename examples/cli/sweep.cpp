@@ -65,7 +65,7 @@ void register_sweep(CLI::App& app) {
         }
         train::TrainConfig cfg;
         train::load_recipe(o->recipe, cfg);
-        cfg.method = method == "baseline" ? "" : method;
+        cfg.method = method;
         if (!o->student.empty()) cfg.model = o->student;
         if (!o->teacher.empty()) cfg.teacher = o->teacher;
         if (!o->teacher_weights.empty()) cfg.teacher_weights = o->teacher_weights;
@@ -73,7 +73,7 @@ void register_sweep(CLI::App& app) {
         if (o->epochs > 0) cfg.epochs = o->epochs;
         if (o->val_split > 0) cfg.val_split = o->val_split;
         cfg.seed = (uint64_t)seed;
-        if (o->cache && method != "baseline" && method != "acd_u") {
+        if (o->cache && distill::trains_with_distiller(method)) {  // the teacher cache serves Distillers
           cfg.teacher_cache = true;
           cfg.teacher_cache_dir = o->out + "/teacher_cache";
         }
@@ -83,10 +83,9 @@ void register_sweep(CLI::App& app) {
             if (s.substr(0, dot) == method) train::apply_distill_override(s.substr(dot + 1), cfg);
             continue;
           }
-          if (cfg.method.empty()) train::apply_override_string(s, cfg);  // baseline: recipe keys only
-          else train::apply_distill_override(s, cfg);
+          train::apply_distill_override(s, cfg);  // a recipe key, or a parameter of the method
         }
-        const bool resume = fs::exists(dir + "/checkpoint.safetensors") && method != "acd_u";
+        const bool resume = fs::exists(dir + "/checkpoint.safetensors");  // every regime resumes
         fmt::print("== {} seed {}{}\n", method, seed, resume ? " (resuming)" : "");
         train::RunSummary s = distill::run_method(cfg, dir, command_line(), resume);
         if (s.interrupted) return;
