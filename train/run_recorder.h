@@ -9,10 +9,10 @@
 //                            nn/checkpoint.h's format, written atomically
 //   model_last.safetensors   the final weights, model_best.safetensors the best test epoch's
 //
-// The ordinary epoch loop (train.cpp) and ACD-U's two-network loop (distill/output/acd_u.cpp)
-// both record through this class, so the files mean the same for every regime, every file is
-// written by the one atomic writer (engine/atomic_file.h), and resume cuts metrics.jsonl back to
-// the epochs the checkpoint holds the same way.
+// run_regime (train/regime.h), the driver of every regime (the epoch loop, ACD-U), records through
+// this class, so the files mean the same for every regime, every file is written by the one atomic
+// writer (engine/atomic_file.h), and resume cuts metrics.jsonl back to the epochs the checkpoint
+// holds the same way.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
