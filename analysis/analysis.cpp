@@ -72,23 +72,34 @@ static std::vector<double> softmax_row(const float* z, int64_t K) {
   return p;
 }
 
-static int64_t argmax_row(const float* z, int64_t K) { return std::max_element(z, z + K) - z; }
+// The argmax of every row of (N, K) float logits (the first on ties, as torch.argmax).
+static std::vector<int64_t> argmax_rows(const Tensor& logits) {
+  const Tensor z = logits.contiguous();
+  const int64_t N = z.size(0), K = z.size(1);
+  std::vector<int64_t> out(N);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = z.data<float>() + n * K;
+    out[n] = std::max_element(row, row + K) - row;
+  }
+  return out;
+}
+
+// The fraction of positions where a and b agree.
+static double agreement(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  int64_t same = 0;
+  for (size_t n = 0; n < a.size(); ++n) same += a[n] == b[n];
+  return a.empty() ? 0.0 : (double)same / (double)a.size();
+}
 
 double accuracy(const Tensor& logits, const Tensor& labels) {
-  Tensor z = logits.contiguous(), y = labels.contiguous();
-  const int64_t N = z.size(0), K = z.size(1);
-  int64_t correct = 0;
-  for (int64_t n = 0; n < N; ++n) correct += argmax_row(z.data<float>() + n * K, K) == y.data<int64_t>()[n];
-  return N ? (double)correct / N : 0.0;
+  const Tensor y = labels.contiguous();
+  const std::vector<int64_t> truth(y.data<int64_t>(), y.data<int64_t>() + y.numel());
+  return agreement(argmax_rows(logits), truth);
 }
 
 double top1_agreement(const Tensor& a, const Tensor& b) {
   check_pair("top1_agreement", a, b);
-  Tensor za = a.contiguous(), zb = b.contiguous();
-  const int64_t N = za.size(0), K = za.size(1);
-  int64_t same = 0;
-  for (int64_t n = 0; n < N; ++n) same += argmax_row(za.data<float>() + n * K, K) == argmax_row(zb.data<float>() + n * K, K);
-  return N ? (double)same / N : 0.0;
+  return agreement(argmax_rows(a), argmax_rows(b));
 }
 
 double mean_kl(const Tensor& t, const Tensor& s) {

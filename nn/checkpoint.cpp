@@ -24,9 +24,9 @@ static std::string optim_key(const std::string& label) {
   return label.empty() ? "optim" : "optim_" + label;
 }
 
-void save_training_checkpoint(const std::string& path, const LabeledModules& modules, const Optimizer* optimizer,
+void save_training_checkpoint(const std::string& path, const LabeledModules& modules, Optimizer* optimizer,
                               const TrainingCheckpoint& info) {
-  save_training_checkpoint(path, modules, LabeledOptimizers{{"", const_cast<Optimizer*>(optimizer)}}, info);
+  save_training_checkpoint(path, modules, LabeledOptimizers{{"", optimizer}}, info);
 }
 
 void save_training_checkpoint(const std::string& path, const LabeledModules& modules,
@@ -62,7 +62,7 @@ void save_training_checkpoint(const std::string& path, const LabeledModules& mod
   save_safetensors(path, tensors, meta);
 }
 
-void save_training_checkpoint(const std::string& path, Module& model, const Optimizer& optimizer,
+void save_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer,
                               const TrainingCheckpoint& info) {
   save_training_checkpoint(path, LabeledModules{{"model", &model}}, &optimizer, info);
 }

@@ -52,10 +52,10 @@ void save_training_checkpoint(const std::string& path, const LabeledModules& mod
 TrainingCheckpoint load_training_checkpoint(const std::string& path, const LabeledModules& modules,
                                             const LabeledOptimizers& optimizers);
 
-void save_training_checkpoint(const std::string& path, const LabeledModules& modules, const Optimizer* optimizer,
+void save_training_checkpoint(const std::string& path, const LabeledModules& modules, Optimizer* optimizer,
                               const TrainingCheckpoint& info);
 // The common case: one model (label "model") and its optimizer.
-void save_training_checkpoint(const std::string& path, Module& model, const Optimizer& optimizer,
+void save_training_checkpoint(const std::string& path, Module& model, Optimizer& optimizer,
                               const TrainingCheckpoint& info);
 
 // Loads every module's state (strictly: each must match the file exactly) and the optimizer's

@@ -245,6 +245,26 @@ Tensor weights_of(const std::vector<double>& prob, const std::vector<int64_t>& i
   return from_vector(w, {(int64_t)idx.size(), 1});
 }
 
+// The uniform-prior penalty (when on) added to `loss`, then one optimizer step of `net`; returns
+// the loss it stepped on.
+Tensor penalty_and_step(Ctx& cx, Net& net, Tensor loss, const Tensor& logits, double Bx) {
+  if (cx.opt.prior_penalty) {
+    Tensor penalty = prior_penalty(logits);
+    loss = add(loss, penalty);
+    cx.parts["penalty" + net.tag].add(penalty.item(), Bx);
+  }
+  net.opt->zero_grad();
+  loss.backward();
+  net.opt->step();
+  return loss;
+}
+
+// The fraction of a batch whose argmax is its label.
+double batch_accuracy(const Tensor& logits, const Tensor& labels) {
+  NoGradGuard ng;
+  return mean(eq(argmax(logits, 1), labels).to(DType::f32)).item();
+}
+
 // ---- DivideMix's train(): MixMatch on the labelled set (the other network's clean split, its
 // probabilities as w) and the unlabelled rest, co-guessing with the other network
 void mixmatch_epoch(Ctx& cx, Net& net, Net& other, const std::vector<int64_t>& labelled,
@@ -328,23 +348,13 @@ void mixmatch_epoch(Ctx& cx, Net& net, Net& other, const std::vector<int64_t>& l
       loss = add(loss, mul(Lu, lamb));
       cx.parts["lu" + t].add(Lu.item(), (double)Bx);
     }
-    if (cx.opt.prior_penalty) {
-      Tensor penalty = prior_penalty(logits);
-      loss = add(loss, penalty);
-      cx.parts["penalty" + t].add(penalty.item(), (double)Bx);
-    }
-    net.opt->zero_grad();
-    loss.backward();
-    net.opt->step();
+    loss = penalty_and_step(cx, net, loss, logits, (double)Bx);
 
     const double Bu = have_u ? (double)ub.size() : 0.0;
     cx.parts["lx" + t].add(Lx.item(), (double)Bx);
     cx.parts["lambda_u"].add(lamb, 1.0);
     total.add(loss.item(), (double)Bx);
-    {
-      NoGradGuard ng;
-      acc.add(mean(eq(argmax(logits_x1, 1), xb.labels).to(DType::f32)).item(), (double)Bx);
-    }
+    acc.add(batch_accuracy(logits_x1, xb.labels), (double)Bx);
     cx.seen += (double)Bx + Bu;
     ++k;
     progress.update(k, total.get(), acc.get(), cx.images_per_s());
@@ -395,20 +405,10 @@ void clean_only_epoch(Ctx& cx, Net& net, const std::vector<int64_t>& labelled, c
     Tensor logits = net.model->forward(mixed_input).logits;  // (2 Bx, K)
     Tensor Lx = neg(mean(sum(mul(log_softmax(logits, 1), mixed_target), {1})));
     Tensor loss = Lx;
-    if (cx.opt.prior_penalty) {
-      Tensor penalty = prior_penalty(logits);
-      loss = add(loss, penalty);
-      cx.parts["penalty" + t].add(penalty.item(), (double)Bx);
-    }
-    net.opt->zero_grad();
-    loss.backward();
-    net.opt->step();
+    loss = penalty_and_step(cx, net, loss, logits, (double)Bx);
     cx.parts["lx" + t].add(Lx.item(), (double)Bx);
     total.add(loss.item(), (double)Bx);
-    {
-      NoGradGuard ng;
-      acc.add(mean(eq(argmax(logits_x1, 1), xb.labels).to(DType::f32)).item(), (double)Bx);
-    }
+    acc.add(batch_accuracy(logits_x1, xb.labels), (double)Bx);
     cx.seen += (double)Bx;
     ++k;
     progress.update(k, total.get(), acc.get(), cx.images_per_s());

@@ -32,6 +32,17 @@ void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg) {
   if (o.threads > 0) cfg.threads = o.threads;
   if (o.train_limit >= 0) cfg.train_limit = o.train_limit;
   if (o.test_limit >= 0) cfg.test_limit = o.test_limit;
+  if (!o.schedule.empty()) cfg.schedule = o.schedule;
+  if (o.epochs > 0) cfg.epochs = o.epochs;
+  if (o.batch_size > 0) cfg.batch_size = o.batch_size;
+  if (o.lr > 0) cfg.lr = o.lr;
+}
+
+void add_optimisation_options(CLI::App* cmd, CommonOptions& o) {
+  cmd->add_option("--epochs", o.epochs, "epochs");
+  cmd->add_option("--batch-size", o.batch_size, "batch size");
+  cmd->add_option("--lr", o.lr, "base learning rate");
+  cmd->add_option("--schedule", o.schedule, "constant | multistep | cosine | warmup | onecycle");
 }
 
 }  // namespace kd::cli

@@ -32,6 +32,9 @@ struct CommonOptions {
   int64_t seed = -1;              // --seed (-1: the recipe's)
   int64_t train_limit = -1;       // --train-limit (-1: the recipe's)
   int64_t test_limit = -1;        // --test-limit (-1: the recipe's)
+  int64_t epochs = 0, batch_size = 0;  // --epochs, --batch-size (0: the recipe's)
+  double lr = 0;                  // --lr (0: the recipe's)
+  std::string schedule;           // --schedule ("": the recipe's)
 };
 // Adds --dataset and --data-dir; returns the --dataset option (a command that needs a data set
 // marks it ->required()).
@@ -42,6 +45,8 @@ void add_threads_option(CLI::App* cmd, int64_t& threads);
 void add_seed_option(CLI::App* cmd, CommonOptions& o);
 // Adds --train-limit and --test-limit.
 void add_limit_options(CLI::App* cmd, CommonOptions& o);
+// Adds --epochs, --batch-size, --lr and --schedule (the commands that train).
+void add_optimisation_options(CLI::App* cmd, CommonOptions& o);
 // Copies the shared options that were given over `cfg` (a recipe's config); the others leave it as
 // it is.
 void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg);

@@ -14,11 +14,10 @@ namespace kd::cli {
 void register_distill(CLI::App& app) {
   auto* cmd = app.add_subcommand("distill", "Train a student from a teacher with a distillation method");
   struct Opts {
-    std::string recipe, out, student, teacher_weights, method, schedule, cache_dir, label_noise;
+    std::string recipe, out, student, teacher_weights, method, cache_dir, label_noise;
     std::vector<std::string> sets, assistants, teachers;
-    int64_t epochs = 0, batch = 0, cache_views = 0;
+    int64_t cache_views = 0;
     CommonOptions common;
-    double lr = 0;
     bool resume = false, list = false, cache = false, no_cache = false;
   };
   auto o = std::make_shared<Opts>();
@@ -33,10 +32,7 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--method", o->method, "distillation method (--list), or several joined by '+': dkd+at");
   cmd->add_option("--assistant", o->assistants, "DGKD assistant MODEL:WEIGHTS, largest first (repeatable)");
   add_data_options(cmd, o->common);
-  cmd->add_option("--epochs", o->epochs, "epochs");
-  cmd->add_option("--batch-size", o->batch, "batch size");
-  cmd->add_option("--lr", o->lr, "base learning rate");
-  cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
+  add_optimisation_options(cmd, o->common);
   add_seed_option(cmd, o->common);
   add_threads_option(cmd, o->common.threads);
   add_limit_options(cmd, o->common);
@@ -87,10 +83,6 @@ void register_distill(CLI::App& app) {
     if (!o->method.empty()) cfg.method = o->method;
     if (!o->assistants.empty()) cfg.assistants = o->assistants;
     apply_common_options(o->common, cfg);
-    if (!o->schedule.empty()) cfg.schedule = o->schedule;
-    if (o->epochs > 0) cfg.epochs = o->epochs;
-    if (o->batch > 0) cfg.batch_size = o->batch;
-    if (o->lr > 0) cfg.lr = o->lr;
     if (o->cache) cfg.teacher_cache = true;
     if (o->no_cache) cfg.teacher_cache = false;
     if (o->cache_views > 0) cfg.teacher_cache_views = o->cache_views;

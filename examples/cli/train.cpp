@@ -9,11 +9,9 @@ namespace kd::cli {
 void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model with cross-entropy (a teacher or a baseline student)");
   struct Opts {
-    std::string recipe, out, model, schedule;
+    std::string recipe, out, model;
     std::vector<std::string> sets;
-    int64_t epochs = 0, batch = 0;
     CommonOptions common;
-    double lr = 0;
     bool resume = false;
   };
   auto o = std::make_shared<Opts>();
@@ -21,10 +19,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--out", o->out, "run directory")->required();
   cmd->add_option("--model", o->model, "model name (kdlab info --list)");
   add_data_options(cmd, o->common);
-  cmd->add_option("--epochs", o->epochs, "epochs");
-  cmd->add_option("--batch-size", o->batch, "batch size");
-  cmd->add_option("--lr", o->lr, "base learning rate");
-  cmd->add_option("--schedule", o->schedule, "constant | multistep | cosine | warmup | onecycle");
+  add_optimisation_options(cmd, o->common);
   add_seed_option(cmd, o->common);
   add_threads_option(cmd, o->common.threads);
   add_limit_options(cmd, o->common);
@@ -35,10 +30,6 @@ void register_train(CLI::App& app) {
     if (!o->recipe.empty()) train::load_recipe(o->recipe, cfg);
     if (!o->model.empty()) cfg.model = o->model;
     apply_common_options(o->common, cfg);
-    if (!o->schedule.empty()) cfg.schedule = o->schedule;
-    if (o->epochs > 0) cfg.epochs = o->epochs;
-    if (o->batch > 0) cfg.batch_size = o->batch;
-    if (o->lr > 0) cfg.lr = o->lr;
     for (const auto& s : o->sets) train::apply_override_string(s, cfg);
     train::Run run = train::prepare_run(cfg, o->out, command_line());
     fmt::print("{}\n{}\nmodel {} ({} parameters), {} epochs, batch {}, run directory {}\n", run.train_set.summary(),
