@@ -40,6 +40,39 @@ Tensor classifier_weight(nn::Classifier& model, int64_t K) {
   return head.weight.detach();  // (K, C)
 }
 
+DistillationLoss::DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs,
+                                   DgkdDistiller* dgkd)
+    : guides_(setup.guides), num_teachers_(setup.num_teachers), cache_(setup.cache), distiller_(setup.distiller),
+      combine_(std::move(combine)), total_epochs_(total_epochs), dgkd_(dgkd) {}
+
+train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data::Batch& batch, int64_t epoch) {
+  const size_t M = num_teachers_;
+  nn::ModelOutput teacher;
+  std::vector<Tensor> teacher_logits, assistants;  // each (B, K)
+  if (cache_) {
+    for (size_t g = 0; g < M; ++g) teacher_logits.push_back(cache_->logits((int64_t)g, batch));  // on exactly this view
+    for (int64_t g = (int64_t)M; g < cache_->num_guides(); ++g) assistants.push_back(cache_->logits(g, batch));
+    if (cache_->has_pooled()) teacher.pooled = cache_->pooled(batch);  // (B, D): RKD, PKT, CC
+  } else {
+    NoGradGuard ng;  // the guides are constants of the loss
+    teacher = guides_[0].net->forward(batch.images);  // logits and features of the first teacher
+    teacher_logits.push_back(teacher.logits);
+    for (size_t g = 1; g < M; ++g) teacher_logits.push_back(guides_[g].net->forward(batch.images).logits);
+    for (size_t g = M; g < guides_.size(); ++g) assistants.push_back(guides_[g].net->forward(batch.images).logits);
+  }
+  // one teacher: its logits; several: combined per sample (mean, weighted, confidence)
+  teacher.logits = combine_teacher_logits(teacher_logits, batch.labels, combine_);  // (B, K)
+  if (dgkd_) dgkd_->assistant_logits = assistants;
+  BatchInfo info;
+  info.labels = batch.labels;
+  info.indices = batch.indices;
+  info.epoch = epoch + 1;  // mdistiller counts epochs from 1
+  info.batch_index = batch.batch_index;
+  info.total_epochs = total_epochs_;
+  LossBreakdown lb = distiller_->loss(student, teacher, info);
+  return {lb.total, lb.parts};
+}
+
 train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string& out_dir,
                                const std::string& command_line, DistillSetup& setup) {
   KD_CHECK(!cfg.method.empty(), "no distillation method: give --method (kdlab distill --list shows them)");
@@ -135,39 +168,7 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   }
 
   // 4. the loss of one batch
-  std::shared_ptr<TeacherCache> cache = setup.cache;
-  std::vector<Guide> guides = setup.guides;
-  std::shared_ptr<Distiller> dist = setup.distiller;
-  const int64_t total_epochs = cfg.epochs;
-  const size_t M = setup.num_teachers;
-  run.loss = [cache, guides, dist, dgkd, total_epochs, M, combine](const nn::ModelOutput& student,
-                                                                   const data::Batch& batch,
-                                                                   int64_t epoch) -> train::Loss {
-    nn::ModelOutput teacher;
-    std::vector<Tensor> teacher_logits, assistants;  // each (B, K)
-    if (cache) {
-      for (size_t g = 0; g < M; ++g) teacher_logits.push_back(cache->logits((int64_t)g, batch));  // on exactly this view
-      for (int64_t g = (int64_t)M; g < cache->num_guides(); ++g) assistants.push_back(cache->logits(g, batch));
-      if (cache->has_pooled()) teacher.pooled = cache->pooled(batch);  // (B, D): RKD, PKT, CC
-    } else {
-      NoGradGuard ng;  // the guides are constants of the loss
-      teacher = guides[0].net->forward(batch.images);  // logits and features of the first teacher
-      teacher_logits.push_back(teacher.logits);
-      for (size_t g = 1; g < M; ++g) teacher_logits.push_back(guides[g].net->forward(batch.images).logits);
-      for (size_t g = M; g < guides.size(); ++g) assistants.push_back(guides[g].net->forward(batch.images).logits);
-    }
-    // one teacher: its logits; several: combined per sample (mean, weighted, confidence)
-    teacher.logits = combine_teacher_logits(teacher_logits, batch.labels, combine);  // (B, K)
-    if (dgkd) dgkd->assistant_logits = assistants;
-    BatchInfo info;
-    info.labels = batch.labels;
-    info.indices = batch.indices;
-    info.epoch = epoch + 1;  // mdistiller counts epochs from 1
-    info.batch_index = batch.batch_index;
-    info.total_epochs = total_epochs;
-    LossBreakdown lb = dist->loss(student, teacher, info);
-    return {lb.total, lb.parts};
-  };
+  run.loss = std::make_shared<DistillationLoss>(setup, combine, cfg.epochs, dgkd);
 
   // VRM: every batch also gets a virtual (strongly augmented) view, run through both networks
   if (vrm) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "distill/distiller.h"
+#include "distill/fusion.h"
 #include "distill/teacher_cache.h"
 #include "train/train.h"
 
@@ -32,6 +33,27 @@ struct DistillSetup {
   std::shared_ptr<Distiller> distiller;
   std::shared_ptr<TeacherCache> cache;     // set when config.teacher_cache
   double teacher_test_accuracy = -1;       // measured before training (the first teacher)
+};
+
+class DgkdDistiller;
+
+// The loss of one distillation step, which the epoch loop calls every step (run.loss): the guides
+// run on the batch without gradient (or the teacher cache serves their logits for exactly this
+// view), several teachers' logits are combined (config.teacher_combine), and the method computes
+// its loss from the student's and the teacher's outputs.
+class DistillationLoss : public train::BatchLoss {
+ public:
+  DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs, DgkdDistiller* dgkd);
+  train::Loss compute(const nn::ModelOutput& student, const data::Batch& batch, int64_t epoch) override;
+
+ private:
+  std::vector<Guide> guides_;  // the teachers, then the assistants
+  size_t num_teachers_ = 1;
+  std::shared_ptr<TeacherCache> cache_;
+  std::shared_ptr<Distiller> distiller_;
+  TeacherCombine combine_;
+  int64_t total_epochs_ = 0;
+  DgkdDistiller* dgkd_ = nullptr;
 };
 
 // prepare_run (data, student) plus the guides, the method (config.method with

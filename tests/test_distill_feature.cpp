@@ -627,10 +627,10 @@ TEST_CASE("FitNet's two-stage schedule end to end: hint epochs, then KD") {
   const Tensor fc0 = classifier();
   Tensor fc_after_hint;
   auto inner = run.loss;
-  run.loss = [&](const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch) {
+  run.loss = train::function_loss([&](const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch) {
     if (epoch == 1 && !fc_after_hint.defined()) fc_after_hint = classifier();  // first step of stage 2
-    return inner(out, batch, epoch);
-  };
+    return inner->compute(out, batch, epoch);
+  });
   train::run_training(run, false);
   REQUIRE(fc_after_hint.defined());
   CHECK(max(abs(sub(fc_after_hint, fc0))).item() == 0.0);

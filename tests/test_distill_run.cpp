@@ -390,11 +390,11 @@ TEST_CASE("a distillation run resumed mid-epoch ends with the uninterrupted run'
     distill::DistillSetup setup;
     train::Run run = distill::prepare_distill_run(c, part, "test", setup);
     int steps = 0;
-    train::LossFn inner = run.loss;
-    run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+    auto inner = run.loss;
+    run.loss = train::function_loss([&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
       if (++steps == 6) std::raise(SIGINT);  // 4 steps per epoch: epoch 2, second step
-      return inner(o, b, e);
-    };
+      return inner->compute(o, b, e);
+    });
     CHECK(train::run_training(run, false).interrupted);
   }
   {

@@ -417,11 +417,11 @@ TEST_CASE("a fusion run resumed mid-epoch ends with the uninterrupted run's weig
     DistillSetup setup;
     train::Run run = prepare_distill_run(c, part, "test", setup);
     int steps = 0;
-    train::LossFn inner = run.loss;
-    run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+    auto inner = run.loss;
+    run.loss = train::function_loss([&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
       if (++steps == 6) std::raise(SIGINT);  // 4 steps per epoch: epoch 2, second step
-      return inner(o, b, e);
-    };
+      return inner->compute(o, b, e);
+    });
     CHECK(train::run_training(run, false).interrupted);
   }
   {
@@ -463,7 +463,7 @@ TEST_CASE("two teachers: the method sees their combined logits, cached or not") 
     NoGradGuard ng;
     student = run.model->forward(batch.images);
   }
-  train::Loss got = run.loss(student, batch, 0);
+  train::Loss got = run.loss->compute(student, batch, 0);
   Tensor zt = combine_teacher_logits({z1, z2}, batch.labels, {"confidence", {}});
   LossBreakdown want = kd_loss(student.logits, zt, batch.labels, KdOptions{});
   CHECK(got.total.item() == doctest::Approx(want.total.item()).epsilon(1e-5));

@@ -96,10 +96,10 @@ TEST_CASE("resume after an epoch and mid-epoch equals the uninterrupted run") {
       train::Run run = tiny_run(c, dir);
       // interrupt at the first step of epoch 2 (after its step completes)
       int steps = 0;
-      run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+      run.loss = train::function_loss([&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
         if (++steps == 4) std::raise(SIGINT);  // 3 steps per epoch: step 4 is epoch 2's first
         return train::cross_entropy_loss(o, b, e);
-      };
+      });
       train::RunSummary s = train::run_training(run, false);
       CHECK(s.interrupted);
     }
@@ -115,10 +115,10 @@ TEST_CASE("resume after an epoch and mid-epoch equals the uninterrupted run") {
     {
       train::Run run = tiny_run(c, dir);
       int steps = 0;
-      run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+      run.loss = train::function_loss([&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
         if (++steps == 5) std::raise(SIGINT);  // epoch 2, second step
         return train::cross_entropy_loss(o, b, e);
-      };
+      });
       CHECK(train::run_training(run, false).interrupted);
     }
     {
@@ -140,14 +140,14 @@ TEST_CASE("a non-finite loss stops the run naming the step, the parts and the ch
   std::string dir = kdtest::temp_path("nan");
   train::Run run = tiny_run(tiny_config(), dir);
   int steps = 0;
-  run.loss = [&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
+  run.loss = train::function_loss([&](const nn::ModelOutput& o, const data::Batch& b, int64_t e) {
     train::Loss l = train::cross_entropy_loss(o, b, e);
     if (++steps == 2) {
       Tensor bad = l.total * std::numeric_limits<double>::quiet_NaN();
       return train::Loss{bad, {{"ce", l.total}, {"kd", bad}}};
     }
     return l;
-  };
+  });
   CHECK_THROWS_WITH_SUBSTR(train::run_training(run, false), "epoch 1 step 2 (non-finite parts: kd)");
 }
 
@@ -169,7 +169,7 @@ TEST_CASE("skip_nonfinite: up to N steps per epoch with a NaN/Inf loss are skipp
     const std::string dir = kdtest::temp_path("skip_nonfinite");
     train::Run run = tiny_run(c, dir);
     int steps = 0;
-    run.loss = nan_at(&steps, {2, 5});
+    run.loss = train::function_loss(nan_at(&steps, {2, 5}));
     train::run_training(run, false);
     std::vector<nlohmann::json> m = kdtest::read_metrics(dir);
     REQUIRE(m.size() == 2);
@@ -182,7 +182,7 @@ TEST_CASE("skip_nonfinite: up to N steps per epoch with a NaN/Inf loss are skipp
   {  // two in one epoch with one allowed: the second stops the run, and says so
     train::Run run = tiny_run(c, kdtest::temp_path("skip_nonfinite_2"));
     int steps = 0;
-    run.loss = nan_at(&steps, {1, 3});
+    run.loss = train::function_loss(nan_at(&steps, {1, 3}));
     CHECK_THROWS_WITH_SUBSTR(train::run_training(run, false),
                              "epoch 1 step 3 (non-finite parts: kd), after 1 skipped steps this epoch");
   }

@@ -45,6 +45,21 @@ Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, in
   return {ce, {{"ce", ce}}};
 }
 
+namespace {
+class FunctionLoss : public BatchLoss {
+ public:
+  explicit FunctionLoss(LossFn fn) : fn_(std::move(fn)) {}
+  Loss compute(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch) override {
+    return fn_(out, batch, epoch);
+  }
+
+ private:
+  LossFn fn_;
+};
+}  // namespace
+
+std::shared_ptr<BatchLoss> function_loss(LossFn fn) { return std::make_shared<FunctionLoss>(std::move(fn)); }
+
 data::Batch make_virtual_batch(const data::Dataset& dataset, const data::Batch& batch,
                                const data::TransformConfig& transform, uint64_t seed) {
   KD_CHECK(batch.indices.defined() && batch.indices.numel() == batch.size(),
@@ -331,7 +346,7 @@ EpochReport EpochLoop::run_epoch(int64_t epoch) {
       nn::ModelOutput virtual_out = model_.forward(virtual_batch.images);
       loss = run_.virtual_loss(out, batch, virtual_out, virtual_batch, epoch);
     } else {
-      loss = run_.loss(out, batch, epoch);
+      loss = run_.loss->compute(out, batch, epoch);
     }
     const double loss_value = loss.total.item();
     if (!std::isfinite(loss_value)) {  // the non-finite-loss policy

@@ -1,8 +1,8 @@
 // train.h: the epoch loop, the regime that plain training (a teacher or a baseline student) and
 // every registry distillation method train with (run_regime in train/regime.h drives it).
 //
-// One epoch: for each batch from the DataLoader, forward, loss (a LossFn: cross-entropy for
-// plain training), backward, optimizer step with the scheduled LR; then evaluation on the test
+// One epoch: for each batch from the DataLoader, forward, loss (Run::loss, a BatchLoss:
+// cross-entropy for plain training), backward, optimizer step with the scheduled LR; then evaluation on the test
 // split. The run directory receives:
 //   config.json              the resolved recipe, seed, command line, versions, git revision
 //   metrics.jsonl            one JSON line per epoch: loss parts, train/test accuracy, LR,
@@ -13,6 +13,7 @@
 //   model_best.safetensors   the weights of the best test epoch
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,9 +35,26 @@ struct Loss {
   Tensor total;
   std::vector<std::pair<std::string, Tensor>> parts;
 };
-// Computes the loss of one batch from the model's output; epoch counts from 0.
-using LossFn = std::function<Loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch)>;
+// The loss of one batch, computed from the model's output: what the epoch loop calls every step.
+// An interface (not a std::function) so that "go to implementation" on the loop's call finds
+// every loss: CrossEntropyLoss here, distill::DistillationLoss (distill/distill_run.h).
+class BatchLoss {
+ public:
+  virtual ~BatchLoss() = default;
+  // epoch counts from 0.
+  virtual Loss compute(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch) = 0;
+};
 Loss cross_entropy_loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch);
+// Plain training: CE(logits, labels), one part "ce".
+class CrossEntropyLoss : public BatchLoss {
+ public:
+  Loss compute(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch) override {
+    return cross_entropy_loss(out, batch, epoch);
+  }
+};
+// A loss written as a function (tests wrap a run's loss this way to watch or interrupt it).
+using LossFn = std::function<Loss(const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch)>;
+std::shared_ptr<BatchLoss> function_loss(LossFn fn);
 // The loss of a batch together with its virtual views (Run::virtual_transform): `virtual_out` is
 // the model's output on `virtual_batch`, the same images in the same order, strongly augmented.
 using VirtualLossFn = std::function<Loss(const nn::ModelOutput& out, const data::Batch& batch,
@@ -75,7 +93,7 @@ struct Run {
   std::shared_ptr<nn::Classifier> model;
   data::Dataset train_set, test_set;
   data::Dataset val_set;                     // held out of the training set (config.val_split); may be empty
-  LossFn loss = cross_entropy_loss;
+  std::shared_ptr<BatchLoss> loss = std::make_shared<CrossEntropyLoss>();  // called every step
   nn::NamedTensors extra_params;             // trainable helpers (distillers), optimised too
   nn::LabeledModules extra_modules;          // saved in checkpoints beside "model"
   nlohmann::json extra_record;               // more to write into config.json
