@@ -1,13 +1,10 @@
-// distiller.cpp: ParamReader, and the one explicit table of distillation methods.
+// distiller.cpp: the one explicit table of distillation methods.
 //
 // Adding a method = writing its file under distill/<family>/ and adding one row to
-// distiller_registry() below. Nothing registers itself from a static initialiser.
+// distiller_registry() below: name, family, description, factory and option table. Nothing
+// registers itself from a static initialiser.
 #include "distill/distiller.h"
 
-#include <algorithm>
-#include <cctype>
-#include <cerrno>
-#include <cstdlib>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -33,114 +30,48 @@
 
 namespace kd::distill {
 
-// ------------------------------------------------------------------------------- ParamReader
-
-namespace {
-
-std::string lower(std::string s) {
-  for (char& c : s) c = (char)std::tolower((unsigned char)c);
-  return s;
-}
-
-}  // namespace
-
-double ParamReader::number(const std::string& key, double def) {
-  known_.push_back(key);
-  auto it = p_.find(key);
-  if (it == p_.end()) return def;
-  const std::string& text = it->second;
-  char* end = nullptr;
-  errno = 0;
-  double v = std::strtod(text.c_str(), &end);
-  KD_CHECK(!text.empty() && end == text.c_str() + text.size() && errno != ERANGE,
-           "{}: parameter {}={} is not a number; write it like {}={}", method_, key, text, key, def);
-  return v;
-}
-
-int64_t ParamReader::integer(const std::string& key, int64_t def) {
-  known_.push_back(key);
-  auto it = p_.find(key);
-  if (it == p_.end()) return def;
-  const std::string& text = it->second;
-  char* end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  KD_CHECK(!text.empty() && end == text.c_str() + text.size() && errno != ERANGE,
-           "{}: parameter {}={} is not an integer; write it like {}={}", method_, key, text, key, def);
-  return (int64_t)v;
-}
-
-bool ParamReader::flag(const std::string& key, bool def) {
-  known_.push_back(key);
-  auto it = p_.find(key);
-  if (it == p_.end()) return def;
-  const std::string v = lower(it->second);
-  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
-  if (v == "0" || v == "false" || v == "no" || v == "off") return false;
-  KD_CHECK(false, "{}: parameter {}={} is not a boolean; use {}=true or {}=false", method_, key, it->second, key, key);
-  return def;
-}
-
-std::string ParamReader::text(const std::string& key, const std::string& def) {
-  known_.push_back(key);
-  auto it = p_.find(key);
-  return it == p_.end() ? def : it->second;
-}
-
-void ParamReader::finish() const {
-  std::vector<std::string> unknown;
-  for (const auto& [key, value] : p_)
-    if (std::find(known_.begin(), known_.end(), key) == known_.end()) unknown.push_back(key);
-  if (unknown.empty()) return;
-  std::vector<std::string> known = known_;
-  std::sort(known.begin(), known.end());
-  known.erase(std::unique(known.begin(), known.end()), known.end());
-  KD_CHECK(false, "{}: unknown parameter{} {}; the parameters of {} are: {}", method_, unknown.size() > 1 ? "s" : "",
-           fmt::join(unknown, ", "), method_, fmt::join(known, ", "));
-}
-
 // ------------------------------------------------------------------------------- the registry
 
 const std::vector<DistillerEntry>& distiller_registry() {
   static const std::vector<DistillerEntry> table = {
       {"kd", "output", "Hinton, Vinyals, Dean 2015: match the teacher's softened class probabilities (KL at temperature T)",
-       make_kd_distiller},
+       make_kd_distiller, option_infos<KdOptions>},
       {"dkd", "output", "Zhao et al. CVPR 2022: KD decoupled into target-class (TCKD) and non-target-class (NCKD) terms",
-       make_dkd_distiller},
+       make_dkd_distiller, option_infos<DkdOptions>},
       {"dgkd", "output", "Son et al. ICCV 2021: KD from the teacher and every teacher assistant, guides dropped at random",
-       make_dgkd_distiller},
+       make_dgkd_distiller, option_infos<DgkdOptions>},
       {"wkd_l", "output", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between non-target distributions (Sinkhorn)",
-       make_wkd_l_distiller},
+       make_wkd_l_distiller, option_infos<WkdLOptions>},
       {"fitnet", "feature", "Romero et al. ICLR 2015: a regressor maps the student's guided layer onto the teacher's hint (MSE)",
-       make_fitnet_distiller},
+       make_fitnet_distiller, option_infos<FitNetOptions>},
       {"at", "feature", "Zagoruyko & Komodakis ICLR 2017: match normalised spatial attention maps at several stages",
-       make_at_distiller},
+       make_at_distiller, option_infos<AtOptions>},
       {"wkd_f", "feature", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between per-channel Gaussians of features",
-       make_wkd_f_distiller},
+       make_wkd_f_distiller, option_infos<WkdFOptions>},
       {"catkd", "feature", "Guo et al. CVPR 2023: match the teacher's class activation maps, pooled to r x r (MSE)",
-       make_catkd_distiller},
+       make_catkd_distiller, option_infos<CatKdOptions>},
       {"hcd", "feature", "Xu et al. AAAI 2026: student stage + teacher feature -> shared logits, n sub-logits fused with the "
        "teacher's (CE, KD), kept diverse (orthogonality)",
-       make_hcd_distiller},
+       make_hcd_distiller, option_infos<HcdOptions>},
       {"rkd", "relation", "Park et al. CVPR 2019: match the normalised pairwise distances and triplet angles of pooled features",
-       make_rkd_distiller},
+       make_rkd_distiller, option_infos<RkdOptions>},
       {"sp", "relation", "Tung & Mori ICCV 2019: match the row-normalised Gram matrices (sample similarities) of a stage",
-       make_sp_distiller},
+       make_sp_distiller, option_infos<SpOptions>},
       {"pkt", "relation", "Passalis & Tefas ECCV 2018: KL between cosine-kernel neighbour distributions of pooled features",
-       make_pkt_distiller},
+       make_pkt_distiller, option_infos<PktOptions>},
       {"cc", "relation", "Peng et al. ICCV 2019: correlation congruence (RepDistiller's code: embeddings, neighbour products)",
-       make_cc_distiller},
+       make_cc_distiller, option_infos<CcOptions>},
       {"relation", "relation", "Yang et al. 2023 survey form: sum_ij d(psi_s, psi_t), psi and d chosen by name (--set psi= d=)",
-       make_relation_distiller},
+       make_relation_distiller, option_infos<RelationMethodOptions>},
       {"london", "relation", "Shang et al. ICCV 2021: match the spectral norms of consecutive stages' transmitting matrices",
-       make_london_distiller},
+       make_london_distiller, option_infos<LondonOptions>},
       {"vrm", "relation", "Zhang et al. ICCV 2025: match pruned inter-sample/inter-class logit edges of real and virtual views",
-       make_vrm_distiller},
+       make_vrm_distiller, option_infos<VrmOptions>},
       // methods with a training regime of their own (no Distiller)
       {"baseline", "-", "no teacher: plain cross-entropy training, the control every distillation table compares with",
-       nullptr, run_baseline},
+       nullptr, [] { return std::vector<OptionInfo>{}; }, run_baseline},
       {"acd_u", "output", "Fukunaga 2026 (ACD-U): noisy labels; two networks co-teach, GMM split, selective unlearning",
-       nullptr, run_acd_u_method},
+       nullptr, option_infos<AcdUOptions>, run_acd_u_method},
   };
   return table;
 }

@@ -6,8 +6,10 @@
 // teacher outputs it reads, so that logits-only methods can use the teacher cache.
 //
 // Per-method hyper-parameters come as a map of strings ("T" -> "4", "beta" -> "8") so that the
-// command line (--set T=4), recipes and the loss inspector pass them the same way; each method
-// parses its own with defaults from its paper's official code and rejects unknown keys.
+// command line (--set T=4), recipes and the loss inspector pass them the same way. Each method
+// declares them once, in the table of its options struct (distill/options.h), with defaults from
+// its paper's official code; the parser, params() and `kdlab distill --list --method M` all come
+// from that table, and unknown keys are an error that lists the known ones.
 #pragma once
 #include <functional>
 #include <map>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "distill/options.h"
 #include "engine/tensor.h"
 #include "nn/models/model.h"
 #include "nn/module.h"
@@ -56,8 +59,6 @@ struct BatchInfo {
   nn::ModelOutput student_virtual, teacher_virtual;
 };
 
-using Params = std::map<std::string, std::string>;
-
 class Distiller : public nn::Module {
  public:
   virtual std::string name() const = 0;  // "kd", "dkd", ...
@@ -73,24 +74,6 @@ class Distiller : public nn::Module {
   void show(const std::string& name, const Tensor& value) const {
     if (explain) explain(name, value);
   }
-};
-
-// Reads typed values out of a Params map, remembering which keys were used so that leftovers
-// (typos) can be reported with the list of known keys.
-class ParamReader {
- public:
-  ParamReader(std::string method, Params p) : method_(std::move(method)), p_(std::move(p)) {}
-  double number(const std::string& key, double def);
-  int64_t integer(const std::string& key, int64_t def);
-  bool flag(const std::string& key, bool def);
-  std::string text(const std::string& key, const std::string& def);
-  // Throws naming the unknown keys and the known ones.
-  void finish() const;
-
- private:
-  std::string method_;
-  Params p_;
-  std::vector<std::string> known_;
 };
 
 struct DistillerContext {
@@ -116,6 +99,9 @@ struct DistillerEntry {
   // The loss of a method that trains with the distillation epoch loop (distill_run.h); empty for
   // a method with a regime of its own, which cannot be fused or given to kdlab loss.
   DistillerFactory create;
+  // The method's option table (options.h) with its defaults, without building the method:
+  // option_infos<ItsOptions> (`kdlab distill --list --method NAME`).
+  std::vector<OptionInfo> (*options)();
   // How the method trains: null = the distillation epoch loop with `create`'s Distiller; else the
   // regime's runner (ACD-U's two networks; the baseline's plain cross-entropy).
   RegimeRunner regime = nullptr;

@@ -135,6 +135,21 @@ Params FusionDistiller::params() const {
   return p;
 }
 
+namespace {
+
+// A component's own keys, <method>.weight and <method>.schedule (the option table, options.h).
+struct ComponentOptions {
+  double weight = 1.0;
+  std::string schedule = "constant";
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {
+    f("weight", o.weight, "w_i, the weight of the component's terms");
+    f("schedule", o.schedule, "s_i(epoch): constant, warmup:E or cosine");
+  }
+};
+
+}  // namespace
+
 bool is_fusion_name(const std::string& name) { return name.find('+') != std::string::npos; }
 
 std::vector<std::string> split_fusion_name(const std::string& name) {
@@ -184,10 +199,9 @@ std::shared_ptr<Distiller> make_fusion_distiller(const std::string& name, const 
     FusionComponent c;
     c.method = methods[i];
     c.distiller = create_distiller(methods[i], inner[i], ctx);
-    ParamReader r(methods[i] + " (in " + name + ")", own[i]);
-    c.weight = r.number("weight", 1.0);
-    c.schedule = parse_fusion_schedule(r.text("schedule", "constant"), methods[i] + ".schedule");
-    r.finish();
+    const ComponentOptions o = parse_options<ComponentOptions>(methods[i] + " (in " + name + ")", own[i]);
+    c.weight = o.weight;
+    c.schedule = parse_fusion_schedule(o.schedule, methods[i] + ".schedule");
     KD_CHECK(c.weight >= 0 && std::isfinite(c.weight), "fusion {}: {}.weight={} must be a finite number >= 0", name,
              methods[i], c.weight);
     components.push_back(std::move(c));
@@ -196,8 +210,7 @@ std::shared_ptr<Distiller> make_fusion_distiller(const std::string& name, const 
   double ce_weight = 1.0;
   const Params first = components[0].distiller->params();
   if (auto it = first.find("ce_weight"); it != first.end()) ce_weight = std::strtod(it->second.c_str(), nullptr);
-  ParamReader r(name, ce_text.empty() ? Params{} : Params{{"ce_weight", ce_text}});
-  ce_weight = r.number("ce_weight", ce_weight);
+  if (!ce_text.empty()) read_option(name, "ce_weight", ce_text, ce_weight);
   return std::make_shared<FusionDistiller>(std::move(components), ce_weight);
 }
 

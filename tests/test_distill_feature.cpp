@@ -372,7 +372,7 @@ TEST_CASE("WKD-F full covariance: the eigen-decomposition, tr sqrt(M), the Bures
   Generator g2(9);
   ConvReg reg(fs.shape(), ft.shape(), g2, /*use_relu=*/false);
   WkdFOptions o;
-  o.full_covariance = true;
+  o.cov = "full";
   o.weight = 1.0;
   o.eps = 1e-2;
   CHECK_GRADCHECK([&](const V& x) { return wkd_f_loss(x[0], x[1], ft, y, reg, o, 1, 240).total; }, V{zs, fs});

@@ -1,8 +1,9 @@
 // The output (logit) family of distillation losses (distill/output/): golden values and gradients
 // from the official codes' semantics (tests/reference/gen_output_losses.py), the invariants the
 // papers state (DKD's decomposition of KL, KD's gradient, non-negativity, Sinkhorn marginals, the
-// CKA cost matrix), gradchecks, the registry and ParamReader, error messages, a few optimisation
+// CKA cost matrix), gradchecks, the registry and the option tables, error messages, a few optimisation
 // steps, and the `kdlab loss` inspector run end to end.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -58,6 +59,25 @@ struct Recorder {
       seen[name] = t.detach();
       order.push_back(name);
     };
+  }
+};
+
+// A small option table with every field type, one option in use only when mode=b.
+struct Demo {
+  double x = 0.5;
+  int64_t n = 3;
+  bool on = false;
+  std::string mode = "a";
+  std::vector<std::string> taps{"f1", "f2"};
+  double only_b = 7;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {
+    f("x", o.x, "a number");
+    f("n", o.n, "an integer");
+    f("on", o.on, "a flag");
+    f("mode", o.mode, "a or b");
+    f("taps", o.taps, "a list");
+    f("only_b", o.only_b, "mode=b only", o.mode == "b");
   }
 };
 
@@ -387,6 +407,68 @@ TEST_CASE("registry and parameters: error messages") {
   CHECK_THROWS_WITH_SUBSTR(create_distiller("wkd_l", {{"cost_matrix", "/nonexistent/cost.npy"}}, {}), "cost.npy");
 }
 
+TEST_CASE("registry: every method's option table lists its keys, types, defaults and help") {
+  for (const auto& e : distiller_registry()) {
+    CAPTURE(e.name);
+    const bool listed = e.options != nullptr;
+    REQUIRE(listed);
+    const std::vector<OptionInfo> rows = e.options();
+    std::vector<std::string> keys;
+    for (const OptionInfo& r : rows) {
+      CAPTURE(r.key);
+      CHECK(!r.help.empty());
+      CHECK(std::string("number integer boolean text list").find(r.type) != std::string::npos);
+      keys.push_back(r.key);
+    }
+    if (!e.create) continue;  // a regime of its own (baseline, acd_u): no Distiller, no CE term of its own
+    // every method declares its official CE weight, which distill_loss reads
+    CHECK(std::find(keys.begin(), keys.end(), "ce_weight") != keys.end());
+    // a key outside the table is refused with the table's keys listed
+    try {
+      create_distiller(e.name, {{"no_such_key", "1"}}, {});
+      FAIL("no_such_key was accepted");
+    } catch (const Error& err) {
+      const std::string what = err.what();
+      // (methods that need a sample batch may refuse for that first; the others list their keys)
+      if (what.find("unknown parameter no_such_key") != std::string::npos)
+        for (const std::string& k : keys) CHECK(what.find(k) != std::string::npos);
+    }
+  }
+  // the defaults in the table are what params() records (for the methods built without taps)
+  for (const std::string m : {"kd", "dkd", "dgkd", "wkd_l", "at", "catkd", "rkd", "sp", "pkt", "relation", "vrm"}) {
+    CAPTURE(m);
+    const Params recorded = create_distiller(m, {}, {})->params();
+    const DistillerEntry& e = *std::find_if(distiller_registry().begin(), distiller_registry().end(),
+                                            [&](const DistillerEntry& x) { return x.name == m; });
+    for (const OptionInfo& r : e.options())
+      if (recorded.count(r.key) && !r.default_value.empty())  // "": derived from others (relation's reduction)
+        CHECK(recorded.at(r.key) == r.default_value);
+  }
+}
+
+TEST_CASE("option tables: read, written back, the options not in use left out of the record") {
+  const Demo d = parse_options<Demo>("demo", {{"x", "0.25"}, {"on", "yes"}, {"taps", "f3, pre2"}, {"mode", "b"}});
+  CHECK(d.x == 0.25);
+  CHECK(d.n == 3);
+  CHECK(d.on);
+  CHECK(d.taps == std::vector<std::string>{"f3", "pre2"});
+  CHECK(option_params(d) == Params{{"x", "0.25"}, {"n", "3"}, {"on", "true"}, {"mode", "b"}, {"taps", "f3,pre2"},
+                                   {"only_b", "7"}});
+  CHECK_FALSE(option_params(Demo{}).count("only_b"));  // mode=a does not read it
+  const std::vector<OptionInfo> rows = option_infos<Demo>();
+  REQUIRE(rows.size() == 6);
+  CHECK(rows[4].key == "taps");
+  CHECK(rows[4].type == "list");
+  CHECK(rows[4].default_value == "f1,f2");
+  CHECK(rows[5].help == "mode=b only");
+  CHECK_THROWS_WITH_SUBSTR(parse_options<Demo>("demo", {{"x", "half"}}),
+                           "demo: parameter x=half is not a number; write it like x=0.5");
+  CHECK_THROWS_WITH_SUBSTR(parse_options<Demo>("demo", {{"n", "3.5"}}), "n=3.5 is not an integer; write it like n=3");
+  CHECK_THROWS_WITH_SUBSTR(parse_options<Demo>("demo", {{"on", "2"}}), "on=2 is not a boolean; use on=true or on=false");
+  CHECK_THROWS_WITH_SUBSTR(parse_options<Demo>("demo", {{"y", "1"}, {"z", "2"}}),
+                           "demo: unknown parameters y, z; the parameters of demo are: mode, n, on, only_b, taps, x");
+}
+
 TEST_CASE("output losses: error messages for bad inputs") {
   Generator gen(20);
   Tensor zs = randn({3, 4}, gen), zt = randn({3, 4}, gen), y = from_vector(std::vector<int64_t>{0, 3, 1}, {3});
@@ -668,5 +750,21 @@ TEST_CASE("kdlab loss: clear errors") {
                "--cost-matrix");
   expect_error(shell("loss kd --student-logits " + S + " --teacher-logits " + S + " --labels " + Y + " --cost-matrix " + S),
                "--cost-matrix is read only by wkd_l");
+}
+
+TEST_CASE("kdlab distill --list --method: a method's options from its table") {
+  Shell r = shell("distill --list --method dkd");
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("dkd (output)") != std::string::npos);
+  for (const char* row : {"alpha", "beta", "warmup", "ce_weight"}) CHECK(r.out.find(row) != std::string::npos);
+  CHECK(r.out.find("min(epoch / W, 1)") != std::string::npos);  // the help
+  Shell a = shell("distill --list --method acd_u");
+  CHECK(a.code == 0);
+  CHECK(a.out.find("select_every") != std::string::npos);
+  Shell bad = shell("distill --list --method dkdd");
+  CHECK(bad.code != 0);
+  CHECK(bad.err.find("methods are: kd, dkd") != std::string::npos);
+  CHECK(shell("distill --list").out.find("--list --method NAME") != std::string::npos);
 }
 #endif

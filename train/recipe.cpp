@@ -197,7 +197,7 @@ void apply_distill_override(const std::string& kv, TrainConfig& config) {
     return;
   }
   if (!config.method_params.is_object()) config.method_params = nlohmann::json::object();
-  config.method_params[key] = v;  // checked by the method (ParamReader::finish)
+  config.method_params[key] = v;  // checked by the method (its option table, distill/options.h)
 }
 
 }  // namespace kd::train

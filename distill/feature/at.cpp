@@ -74,28 +74,16 @@ LossBreakdown AtDistiller::loss(const nn::ModelOutput& student, const nn::ModelO
   return at_loss(student.logits, batch.labels, fs, ft, opt_, explain);
 }
 
-Params AtDistiller::params() const {
-  return {{"layers", join_taps(opt_.layers)},
-          {"teacher_layers", join_taps(opt_.teacher_layers)},
-          {"p", format_number(opt_.p)},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"feat_weight", format_number(opt_.feat_weight)}};
-}
+Params AtDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_at_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("at", params);
-  AtOptions o;
-  const std::string layers = r.text("layers", join_taps(o.layers));
-  const std::string teacher_layers = r.text("teacher_layers", layers);
-  o.p = r.number("p", o.p);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.feat_weight = r.number("feat_weight", o.feat_weight);
-  r.finish();
-  o.layers = split_taps(layers, "at");
-  o.teacher_layers = split_taps(teacher_layers, "at");
+  AtOptions o = parse_options<AtOptions>("at", params);
+  if (!params.count("teacher_layers")) o.teacher_layers = o.layers;
+  check_taps(o.layers, "at");
+  check_taps(o.teacher_layers, "at");
   KD_CHECK(o.layers.size() == o.teacher_layers.size(),
            "at: layers={} names {} student taps but teacher_layers={} names {}; give one teacher tap per student tap",
-           layers, o.layers.size(), teacher_layers, o.teacher_layers.size());
+           join_taps(o.layers), o.layers.size(), join_taps(o.teacher_layers), o.teacher_layers.size());
   KD_CHECK(o.p > 0, "at: the power p must be > 0, got p={}", o.p);
   return std::make_shared<AtDistiller>(o);
 }

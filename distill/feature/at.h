@@ -27,8 +27,8 @@
 // The attention map does not change when a feature map is scaled by c > 0 (the normalisation
 // removes c^p), so AT is invariant to the scale of each network's activations.
 //
-// Parameters (--set): layers (f1,f2,f3; the student's taps), teacher_layers (= layers),
-// p (2), ce_weight (1), feat_weight (1000).
+// Parameters (--set): the option table AtOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method at`).
 // Loss parts: "ce" = w_ce * CE and one "at_<tap>" = beta * L_at^l per stage (named by the
 // student's tap), which add up to the total. No helper modules.
 #pragma once
@@ -38,11 +38,19 @@
 namespace kd::distill {
 
 struct AtOptions {
-  std::vector<std::string> layers{"f1", "f2", "f3"};          // the student's taps
-  std::vector<std::string> teacher_layers{"f1", "f2", "f3"};  // the teacher's, same count
+  std::vector<std::string> layers{"f1", "f2", "f3"};
+  std::vector<std::string> teacher_layers{"f1", "f2", "f3"};
   double p = 2.0;
   double ce_weight = 1.0;
   double feat_weight = 1000.0;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("layers", o.layers, "the student's taps, one stage each");
+    f("teacher_layers", o.teacher_layers, "the teacher's taps, one per student tap; when not given: layers");
+    f("p", o.p, "the power of the activations in the attention map");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("feat_weight", o.feat_weight, "beta, the weight of every stage's L_at (500 for the paper's beta/2)");
+  }
 };
 
 // a(F): f (B, C, H, W) -> (B, H*W), normalize(mean_c f^p) per sample.

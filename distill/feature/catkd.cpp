@@ -134,25 +134,10 @@ LossBreakdown CatKdDistiller::loss(const nn::ModelOutput& student, const nn::Mod
   return catkd_loss(student.logits, batch.labels, cam_s, cam_t, opt_, explain);
 }
 
-Params CatKdDistiller::params() const {
-  return {{"beta", format_number(opt_.beta)},
-          {"r", std::to_string(opt_.r)},
-          {"normalize", opt_.normalize ? "true" : "false"},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"binarize", opt_.binarize ? "true" : "false"},
-          {"student_bias", opt_.student_bias ? "true" : "false"}};
-}
+Params CatKdDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_catkd_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader rd("catkd", params);
-  CatKdOptions o;
-  o.beta = rd.number("beta", o.beta);
-  o.r = rd.integer("r", o.r);
-  o.normalize = rd.flag("normalize", o.normalize);
-  o.ce_weight = rd.number("ce_weight", o.ce_weight);
-  o.binarize = rd.flag("binarize", o.binarize);
-  o.student_bias = rd.flag("student_bias", o.student_bias);
-  rd.finish();
+  const CatKdOptions o = parse_options<CatKdOptions>("catkd", params);
   KD_CHECK(o.r >= 1, "catkd: the CAM resolution r must be >= 1 (2 or 4 in the official configs), got r={}", o.r);
 
   Tensor w_s, w_t;

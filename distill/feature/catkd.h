@@ -45,8 +45,8 @@
 // cam=FILE.npy --teacher-feat cam=FILE.npy), else class_activation_maps(pooled_map, W) with the
 // classifier weights taken from DistillerContext::student_model / teacher_model.
 //
-// Parameters (--set): beta (15), r (2), normalize (false), ce_weight (1), binarize (false),
-// student_bias (false).
+// Parameters (--set): the option table CatKdOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method catkd`).
 // Loss parts: "ce" = w_ce * CE and "cat" = beta * L_cat, which add up to the total.
 // No helper modules (the student's own classifier is the CAM generator).
 #pragma once
@@ -56,12 +56,21 @@
 namespace kd::distill {
 
 struct CatKdOptions {
-  double beta = 15.0;      // CAT_loss_weight
-  int64_t r = 2;           // CAM_RESOLUTION
-  bool normalize = false;  // IF_NORMALIZE
-  double ce_weight = 1.0;  // CE_WEIGHT (0 = the paper's "CAT" alone, onlyCAT)
-  bool binarize = false;   // IF_BINARIZE (the teacher's CAMs)
-  bool student_bias = false;  // keep the student's classifier bias (not the official student)
+  double beta = 15.0;         // CAT_loss_weight
+  int64_t r = 2;              // CAM_RESOLUTION
+  bool normalize = false;     // IF_NORMALIZE
+  double ce_weight = 1.0;     // CE_WEIGHT
+  bool binarize = false;      // IF_BINARIZE
+  bool student_bias = false;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("beta", o.beta, "the weight of L_cat");
+    f("r", o.r, "the CAMs are average-pooled to r x r");
+    f("normalize", o.normalize, "scale each pooled CAM to unit L2 norm");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y) (0: the paper's CAT alone)");
+    f("binarize", o.binarize, "binarise the teacher's CAMs (1 above their mean |cam|)");
+    f("student_bias", o.student_bias, "keep the student's classifier bias (the official student has none)");
+  }
 };
 
 // An FC weight (K, C) as the weight of the equivalent bias-free 1x1 convolution (K, C, 1, 1).

@@ -46,23 +46,19 @@ void check_tap_name(const std::string& tap, const std::string& method) {
            method, tap);
 }
 
+void check_taps(const std::vector<std::string>& taps, const std::string& method) {
+  KD_CHECK(!taps.empty(), "{}: the list of taps is empty; write it like f1,f2,f3", method);
+  for (const std::string& t : taps) check_tap_name(t, method);
+}
+
 std::vector<std::string> split_taps(const std::string& list, const std::string& method) {
   std::vector<std::string> taps;
-  std::string cur;
-  for (char c : list + ",") {
-    if (c == ',') {
-      if (!cur.empty()) taps.push_back(cur);
-      cur.clear();
-    } else if (!std::isspace((unsigned char)c)) {
-      cur += c;
-    }
-  }
-  KD_CHECK(!taps.empty(), "{}: the list of taps '{}' is empty; write it like f1,f2,f3", method, list);
-  for (const std::string& t : taps) check_tap_name(t, method);
+  read_option(method, "taps", list, taps);  // comma-separated, spaces ignored (distill/options.h)
+  check_taps(taps, method);
   return taps;
 }
 
-std::string join_taps(const std::vector<std::string>& taps) { return fmt::format("{}", fmt::join(taps, ",")); }
+std::string join_taps(const std::vector<std::string>& taps) { return option_text(taps); }
 
 Tensor feature_tap(const nn::ModelOutput& out, const std::string& tap, const std::string& method,
                    const std::string& side) {

@@ -29,7 +29,10 @@ Tensor feature_tap(const nn::ModelOutput& out, const std::string& tap, const std
                    const std::string& side);
 // Rejects a tap name that is not of the forms above (called when a method reads its parameters).
 void check_tap_name(const std::string& tap, const std::string& method);
-// "f1,f2,f3" -> {"f1", "f2", "f3"} (spaces ignored); each name checked with check_tap_name.
+// Rejects an empty list of taps, and each name that check_tap_name rejects (a list option of a
+// method's table, read by parse_options, is checked with it).
+void check_taps(const std::vector<std::string>& taps, const std::string& method);
+// "f1,f2,f3" -> {"f1", "f2", "f3"} (spaces ignored), checked with check_taps.
 std::vector<std::string> split_taps(const std::string& list, const std::string& method);
 std::string join_taps(const std::vector<std::string>& taps);
 

@@ -90,34 +90,11 @@ LossBreakdown FitNetDistiller::loss(const nn::ModelOutput& student, const nn::Mo
   return fitnet_loss(student.logits, teacher.logits, fs, ft, batch.labels, *conv_reg_, opt_, batch.epoch, explain);
 }
 
-Params FitNetDistiller::params() const {
-  Params p = {{"hint_layer", opt_.hint_layer},
-              {"teacher_layer", opt_.teacher_layer},
-              {"ce_weight", format_number(opt_.ce_weight)},
-              {"feat_weight", format_number(opt_.feat_weight)},
-              {"stages", std::to_string(opt_.stages)}};
-  if (opt_.stages == 2) {
-    p["hint_epochs"] = std::to_string(opt_.hint_epochs);
-    p["T"] = format_number(opt_.kd.T);
-    p["kd_ce_weight"] = format_number(opt_.kd.ce_weight);
-    p["kd_weight"] = format_number(opt_.kd.kd_weight);
-  }
-  return p;
-}
+Params FitNetDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_fitnet_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("fitnet", params);
-  FitNetOptions o;
-  o.hint_layer = r.text("hint_layer", o.hint_layer);
-  o.teacher_layer = r.text("teacher_layer", o.hint_layer);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.feat_weight = r.number("feat_weight", o.feat_weight);
-  o.stages = r.integer("stages", o.stages);
-  o.hint_epochs = r.integer("hint_epochs", o.hint_epochs);
-  o.kd.T = r.number("T", o.kd.T);
-  o.kd.ce_weight = r.number("kd_ce_weight", o.kd.ce_weight);
-  o.kd.kd_weight = r.number("kd_weight", o.kd.kd_weight);
-  r.finish();
+  FitNetOptions o = parse_options<FitNetOptions>("fitnet", params);
+  if (!params.count("teacher_layer")) o.teacher_layer = o.hint_layer;
   check_tap_name(o.hint_layer, "fitnet");
   check_tap_name(o.teacher_layer, "fitnet");
   check_options(o);

@@ -27,9 +27,8 @@
 // The paper's stage-2 KD anneals its weight from 4 to 1; here stage 2 is plain KD (distill/output/
 // kd.h) with the mdistiller KD defaults, each weight a parameter.
 //
-// Parameters (--set): hint_layer (f2; the tap of both networks), teacher_layer (= hint_layer),
-// ce_weight (1), feat_weight (100), stages (1 or 2), hint_epochs (N, stages=2 only), T (4),
-// kd_ce_weight (0.1), kd_weight (0.9) (the last three are stage 2's).
+// Parameters (--set): the option table FitNetOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method fitnet`).
 // Loss parts: single stage "ce" = w_ce * CE, "hint" = w_feat * L_hint; two stages "ce", "hint",
 // "kd", the inactive ones 0.
 // Helper: the regressor "conv_reg" (ConvReg), trained and checkpointed with the student.
@@ -41,13 +40,25 @@
 namespace kd::distill {
 
 struct FitNetOptions {
-  std::string hint_layer = "f2";     // the student's guided layer
-  std::string teacher_layer = "f2";  // the teacher's hint layer
+  std::string hint_layer = "f2";
+  std::string teacher_layer = "f2";
   double ce_weight = 1.0;
   double feat_weight = 100.0;
-  int64_t stages = 1;       // 1: CE + hint (mdistiller); 2: hint epochs, then KD (the paper)
-  int64_t hint_epochs = 0;  // stage 1 length when stages = 2
+  int64_t stages = 1;
+  int64_t hint_epochs = 0;
   KdOptions kd{4.0, 0.1, 0.9};  // stage 2: T, kd_ce_weight, kd_weight
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("hint_layer", o.hint_layer, "the student's guided layer (a tap: f0..fN, pre1..preN, pooled)");
+    f("teacher_layer", o.teacher_layer, "the teacher's hint layer; when not given: hint_layer");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y) (stages=1)");
+    f("feat_weight", o.feat_weight, "w_feat, the weight of L_hint");
+    f("stages", o.stages, "1: CE + hint (mdistiller); 2: hint_epochs of hint alone, then KD (the paper)");
+    f("hint_epochs", o.hint_epochs, "stages=2: N, the epochs of the hint stage", o.stages == 2);
+    f("T", o.kd.T, "stages=2: the temperature of stage 2's KD", o.stages == 2);
+    f("kd_ce_weight", o.kd.ce_weight, "stages=2: the weight of CE(zs, y) in stage 2", o.stages == 2);
+    f("kd_weight", o.kd.kd_weight, "stages=2: the weight of stage 2's L_kd", o.stages == 2);
+  }
 };
 
 // The stage of `epoch` (counted from 1): 1 = hint training, 2 = KD; always 1 for single stage.

@@ -31,6 +31,7 @@ Tensor kl_rows(const Tensor& log_p, const Tensor& log_q) {
 
 void check_hcd_options(const HcdOptions& o) {
   KD_CHECK(!o.layers.empty(), "hcd: layers is empty; give the student stages with a branch, like layers=f1,f2,f3");
+  check_taps(o.layers, "hcd");
   KD_CHECK(o.k >= 1, "hcd: the number of sub-logits k must be >= 1 (the paper uses 4), got k={}", o.k);
   KD_CHECK(o.T > 0, "hcd: the temperature T must be > 0, got T={}", o.T);
   KD_CHECK(one_of(o.ol_mask, {"exclude", "after"}),
@@ -302,51 +303,10 @@ LossBreakdown HcdDistiller::loss(const nn::ModelOutput& student, const nn::Model
   return hcd_loss(student.logits, teacher.logits, batch.labels, shared, opt_.layers, opt_, explain);
 }
 
-Params HcdDistiller::params() const {
-  return {{"layers", join_taps(opt_.layers)},
-          {"k", std::to_string(opt_.k)},
-          {"T", format_number(opt_.T)},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"kd_weight", format_number(opt_.kd_weight)},
-          {"sub_ce_weight", format_number(opt_.sub_ce_weight)},
-          {"sub_kd_weight", format_number(opt_.sub_kd_weight)},
-          {"ol_weight", format_number(opt_.ol_weight)},
-          {"margin", format_number(opt_.margin)},
-          {"ol_mask", opt_.ol_mask},
-          {"ol_on", opt_.ol_on},
-          {"sub_kd", opt_.sub_kd},
-          {"detach_fused", opt_.detach_fused ? "true" : "false"},
-          {"fuse_weight", format_number(opt_.fuse_weight)},
-          {"stage_reduce", opt_.stage_reduce},
-          {"cfm", opt_.cfm},
-          {"cfm_hidden", std::to_string(opt_.cfm_hidden)},
-          {"proj_dim", std::to_string(opt_.proj_dim)},
-          {"label_smoothing", format_number(opt_.label_smoothing)}};
-}
+Params HcdDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_hcd_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("hcd", params);
-  HcdOptions o;
-  o.layers = split_taps(r.text("layers", join_taps(o.layers)), "hcd");
-  o.k = r.integer("k", o.k);
-  o.T = r.number("T", o.T);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.kd_weight = r.number("kd_weight", o.kd_weight);
-  o.sub_ce_weight = r.number("sub_ce_weight", o.sub_ce_weight);
-  o.sub_kd_weight = r.number("sub_kd_weight", o.sub_kd_weight);
-  o.ol_weight = r.number("ol_weight", o.ol_weight);
-  o.margin = r.number("margin", o.margin);
-  o.ol_mask = r.text("ol_mask", o.ol_mask);
-  o.ol_on = r.text("ol_on", o.ol_on);
-  o.sub_kd = r.text("sub_kd", o.sub_kd);
-  o.detach_fused = r.flag("detach_fused", o.detach_fused);
-  o.fuse_weight = r.number("fuse_weight", o.fuse_weight);
-  o.stage_reduce = r.text("stage_reduce", o.stage_reduce);
-  o.cfm = r.text("cfm", o.cfm);
-  o.cfm_hidden = r.integer("cfm_hidden", o.cfm_hidden);
-  o.proj_dim = r.integer("proj_dim", o.proj_dim);
-  o.label_smoothing = r.number("label_smoothing", o.label_smoothing);
-  r.finish();
+  const HcdOptions o = parse_options<HcdOptions>("hcd", params);
   check_hcd_options(o);
 
   std::vector<Shape> s_shapes;

@@ -46,11 +46,8 @@
 // OL on the unfused sub-logits (ol_on), the CFM's hidden width, D, the weights (all 1) and T = 1
 // (OFA's defaults), label smoothing on the student's CE only.
 //
-// Parameters (--set): layers (f1,f2,f3), k (4, the paper's n), T (1), ce_weight (1), kd_weight (1),
-// sub_ce_weight (1), sub_kd_weight (1), ol_weight (1), margin (0.5, theta), ol_mask (exclude |
-// after), ol_on (sub | fused), sub_kd (student | teacher), detach_fused (false), fuse_weight (1,
-// lambda_t), stage_reduce (sum | mean), cfm (mlp | fc), cfm_hidden (0 = Ct), proj_dim (0 = auto),
-// label_smoothing (0).
+// Parameters (--set): the option table HcdOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method hcd`).
 // Loss parts: "ce", "kd", "sub_ce", "sub_kd", "ol" (each weighted; they add up to the total).
 // Helpers: per stage the projector "proj_<tap>" and the mapper "cfm_<tap>", trained and
 // checkpointed with the student. Teacher inputs: logits and `pooled` (the teacher cache serves both).
@@ -65,25 +62,47 @@
 namespace kd::distill {
 
 struct HcdOptions {
-  std::vector<std::string> layers = {"f1", "f2", "f3"};  // the student stages with a branch
-  int64_t k = 4;              // n, the number of sub-logits
-  double T = 1.0;             // temperature of both KD terms
-  double ce_weight = 1.0;     // w_ce: CE of the student's logits
-  double kd_weight = 1.0;     // w_kd: KD of the student's logits from the teacher's
-  double sub_ce_weight = 1.0;  // w_sce: CE of the fused sub-logits
-  double sub_kd_weight = 1.0;  // w_skd: KD between the student's logits and the fused sub-logits
-  double ol_weight = 1.0;     // w_ol: the orthogonality loss
-  double margin = 0.5;        // theta
-  std::string ol_mask = "exclude";  // "exclude": drop the target entry, then normalise; "after"
-  std::string ol_on = "sub";        // "sub": OL on z_j; "fused": on zhat_j
-  std::string sub_kd = "student";   // "student": z_s learns from zhat_j; "teacher": zhat_j from z_t
-  bool detach_fused = false;  // sub_kd=student: stop the KD gradient into zhat_j (and the branch)
-  double fuse_weight = 1.0;   // lambda_t in zhat_j = z_j + lambda_t z_t
-  std::string stage_reduce = "sum";  // "sum" (OFA sums its stages) or "mean"
-  std::string cfm = "mlp";    // "mlp": Linear - ReLU - Linear; "fc": one Linear
-  int64_t cfm_hidden = 0;     // the MLP's hidden width; 0: the teacher's feature width Ct
-  int64_t proj_dim = 0;       // D; 0: max(channels of the deepest student tap, Ct)
-  double label_smoothing = 0.0;  // of CE(z_s, y) only (OFA's CIFAR config uses 0.1)
+  std::vector<std::string> layers = {"f1", "f2", "f3"};
+  int64_t k = 4;
+  double T = 1.0;
+  double ce_weight = 1.0;
+  double kd_weight = 1.0;
+  double sub_ce_weight = 1.0;
+  double sub_kd_weight = 1.0;
+  double ol_weight = 1.0;
+  double margin = 0.5;
+  std::string ol_mask = "exclude";
+  std::string ol_on = "sub";
+  std::string sub_kd = "student";
+  bool detach_fused = false;
+  double fuse_weight = 1.0;
+  std::string stage_reduce = "sum";
+  std::string cfm = "mlp";
+  int64_t cfm_hidden = 0;
+  int64_t proj_dim = 0;
+  double label_smoothing = 0.0;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("layers", o.layers, "the student stages with a branch");
+    f("k", o.k, "n, the number of sub-logits per stage");
+    f("T", o.T, "temperature of both KD terms");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("kd_weight", o.kd_weight, "w_kd: KD of the student's logits from the teacher's");
+    f("sub_ce_weight", o.sub_ce_weight, "w_sce: CE of the fused sub-logits");
+    f("sub_kd_weight", o.sub_kd_weight, "w_skd: KD between the student's logits and the fused sub-logits");
+    f("ol_weight", o.ol_weight, "w_ol: the orthogonality loss");
+    f("margin", o.margin, "theta, the cosine below which sub-logits are not penalised");
+    f("ol_mask", o.ol_mask, "exclude: drop the target entry, then normalise; after: normalise, then zero it");
+    f("ol_on", o.ol_on, "sub: OL on the sub-logits z_j; fused: on zhat_j");
+    f("sub_kd", o.sub_kd, "student: z_s learns from each zhat_j; teacher: each zhat_j learns from z_t");
+    f("detach_fused", o.detach_fused, "sub_kd=student: no KD gradient into zhat_j (and the branch)");
+    f("fuse_weight", o.fuse_weight, "lambda_t in zhat_j = z_j + lambda_t z_t");
+    f("stage_reduce", o.stage_reduce, "sum (OFA sums its stages) or mean over the stages");
+    f("cfm", o.cfm, "mlp: Linear - ReLU - Linear; fc: one Linear");
+    f("cfm_hidden", o.cfm_hidden, "the MLP's hidden width; 0: the teacher's feature width Ct");
+    f("proj_dim", o.proj_dim, "D; 0: max(channels of the deepest student tap, Ct)");
+    f("label_smoothing", o.label_smoothing, "of CE(zs, y) only (OFA's CIFAR config uses 0.1)");
+  }
 };
 
 // Rejects values out of range and unknown mode names, naming the fix.

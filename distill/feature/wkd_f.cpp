@@ -189,6 +189,13 @@ Tensor bures_term(const Tensor& cov_s, const Tensor& cov_t_in) {
   return sub(add(tr_s, tr_t), mul(trace_sqrtm(inner), 2.0));            // (B)
 }
 
+static void check_cov(const std::string& cov) {
+  KD_CHECK(cov == "diag" || cov == "full",
+           "wkd_f: cov={} is not a covariance model; use cov=diag (the official per-channel Gaussians) or cov=full "
+           "(the Bures term of full covariances)",
+           cov);
+}
+
 LossBreakdown wkd_f_loss(const Tensor& zs, const Tensor& fs, const Tensor& ft_in, const Tensor& labels, ConvReg& projector,
                          const WkdFOptions& opt, int64_t epoch, int64_t total_epochs, const ExplainFn& explain) {
   check_logits_labels("wkd_f", zs, Tensor(), labels);
@@ -211,7 +218,8 @@ LossBreakdown wkd_f_loss(const Tensor& zs, const Tensor& fs, const Tensor& ft_in
 
   const double denom = (double)(opt.grid * opt.grid * B);  // g^2 B
   Tensor l_mean, l_cov;
-  if (!opt.full_covariance) {
+  check_cov(opt.cov);
+  if (opt.cov == "diag") {
     ChannelGaussians gs = channel_gaussians(projected, opt.grid, opt.eps);  // (B, Ct, g, g) each
     ChannelGaussians gt = channel_gaussians(ft, opt.grid, opt.eps);
     show_step(explain, "mu_s", gs.mean);
@@ -271,36 +279,12 @@ LossBreakdown WkdFDistiller::loss(const nn::ModelOutput& student, const nn::Mode
   return wkd_f_loss(student.logits, fs, ft, batch.labels, *conv_reg_, opt_, batch.epoch, batch.total_epochs, explain);
 }
 
-Params WkdFDistiller::params() const {
-  return {{"hint_layer", opt_.hint_layer},
-          {"teacher_layer", opt_.teacher_layer},
-          {"weight", format_number(opt_.weight)},
-          {"gamma", format_number(opt_.gamma)},
-          {"decay_epoch", std::to_string(opt_.decay_epoch)},
-          {"grid", std::to_string(opt_.grid)},
-          {"eps", format_number(opt_.eps)},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"cov", opt_.full_covariance ? "full" : "diag"}};
-}
+Params WkdFDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_wkd_f_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("wkd_f", params);
-  WkdFOptions o;
-  o.hint_layer = r.text("hint_layer", o.hint_layer);
-  o.teacher_layer = r.text("teacher_layer", o.hint_layer);
-  o.weight = r.number("weight", o.weight);
-  o.gamma = r.number("gamma", o.gamma);
-  o.decay_epoch = r.integer("decay_epoch", o.decay_epoch);
-  o.grid = r.integer("grid", o.grid);
-  o.eps = r.number("eps", o.eps);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  const std::string cov = r.text("cov", "diag");
-  r.finish();
-  KD_CHECK(cov == "diag" || cov == "full",
-           "wkd_f: cov={} is not a covariance model; use cov=diag (the official per-channel Gaussians) or cov=full "
-           "(the Bures term of full covariances)",
-           cov);
-  o.full_covariance = cov == "full";
+  WkdFOptions o = parse_options<WkdFOptions>("wkd_f", params);
+  if (!params.count("teacher_layer")) o.teacher_layer = o.hint_layer;
+  check_cov(o.cov);
   check_tap_name(o.hint_layer, "wkd_f");
   check_tap_name(o.teacher_layer, "wkd_f");
   KD_CHECK(o.grid >= 1, "wkd_f: the spatial grid must be >= 1 (1 = statistics over the whole map), got grid={}", o.grid);

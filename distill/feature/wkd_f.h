@@ -39,9 +39,8 @@
 // Not offered: the "bottleneck" projector of WKD's ImageNet configs. A grid cell of a single
 // position has no unbiased variance (PyTorch gives NaN); that is rejected with an error.
 //
-// Parameters (--set): hint_layer (f3; the tap of both networks), teacher_layer (= hint_layer),
-// weight (0.08), gamma (4), decay_epoch (150), grid (1), eps (1e-5), ce_weight (1),
-// cov (diag, or full for the Bures term).
+// Parameters (--set): the option table WkdFOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method wkd_f`).
 // Loss parts: "ce" = w_ce * CE, "mean" = w(e) * gamma * L_mean, "cov" = w(e) * L_cov.
 // Helper: the projector "conv_reg" (ConvReg), trained and checkpointed with the student.
 #pragma once
@@ -55,13 +54,25 @@ namespace kd::distill {
 struct WkdFOptions {
   std::string hint_layer = "f3";
   std::string teacher_layer = "f3";
-  double weight = 0.08;      // WKD_FEAT_WEIGHT
-  double gamma = 4.0;        // MEAN_COV_RATIO
+  double weight = 0.08;       // WKD_FEAT_WEIGHT
+  double gamma = 4.0;         // MEAN_COV_RATIO
   int64_t decay_epoch = 150;  // COSINE_DECAY_EPOCH
-  int64_t grid = 1;          // SPATIAL_GRID
+  int64_t grid = 1;           // SPATIAL_GRID
   double eps = 1e-5;
   double ce_weight = 1.0;
-  bool full_covariance = false;  // cov=full: the Bures term instead of the diagonal one
+  std::string cov = "diag";
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("hint_layer", o.hint_layer, "the student's tap, projected onto the teacher's (f0..fN, pre1..preN)");
+    f("teacher_layer", o.teacher_layer, "the teacher's tap; when not given: hint_layer");
+    f("weight", o.weight, "w, the weight of both terms until decay_epoch, then cosine to 0");
+    f("gamma", o.gamma, "the weight of the mean term against the covariance term");
+    f("decay_epoch", o.decay_epoch, "the epoch after which the weight decays");
+    f("grid", o.grid, "g: Gaussians per cell of a g x g grid (1: over the whole map)");
+    f("eps", o.eps, "added to the variances");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("cov", o.cov, "diag: per-channel Gaussians (official); full: the Bures term of full covariances");
+  }
 };
 
 // w(e): `weight` to decay_epoch, then cosine to 0 at total_epochs (WKD.forward_train).

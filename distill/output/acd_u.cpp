@@ -34,67 +34,9 @@ namespace kd::distill {
 
 // ============================================================================ options
 
-AcdUOptions acd_u_options(const Params& params) {
-  ParamReader r("acd_u", params);
-  AcdUOptions o;
-  o.warmup = r.integer("warmup", o.warmup);
-  o.select_start = r.integer("select_start", o.select_start);
-  o.select_every = r.integer("select_every", o.select_every);
-  o.forget_epochs = r.integer("forget_epochs", o.forget_epochs);
-  o.p_threshold = r.number("p_threshold", o.p_threshold);
-  o.gmm_history = r.integer("gmm_history", o.gmm_history);
-  o.unlearning = r.flag("unlearning", o.unlearning);
-  o.forget_change_q = r.number("forget_change_q", o.forget_change_q);
-  o.forget_loss_q = r.number("forget_loss_q", o.forget_loss_q);
-  o.label_condition = r.text("label_condition", o.label_condition);
-  o.unlearn_T = r.number("unlearn_T", o.unlearn_T);
-  o.unlearn_weight = r.number("unlearn_weight", o.unlearn_weight);
-  o.unlearn_batch_mult = r.integer("unlearn_batch_mult", o.unlearn_batch_mult);
-  o.mixmatch = r.flag("mixmatch", o.mixmatch);
-  o.only_clean = r.flag("only_clean", o.only_clean);
-  o.T = r.number("T", o.T);
-  o.alpha = r.number("alpha", o.alpha);
-  o.lambda_u = r.number("lambda_u", o.lambda_u);
-  o.rampup = r.integer("rampup", o.rampup);
-  o.prior_penalty = r.flag("prior_penalty", o.prior_penalty);
-  o.conf_penalty = r.text("conf_penalty", o.conf_penalty);
-  o.second_strong_aug = r.flag("second_strong_aug", o.second_strong_aug);
-  o.freeze_encoder = r.flag("freeze_encoder", o.freeze_encoder);
-  o.unfreeze_epoch = r.integer("unfreeze_epoch", o.unfreeze_epoch);
-  o.second_lr_scale = r.number("second_lr_scale", o.second_lr_scale);
-  r.finish();
-  return o;
-}
+AcdUOptions acd_u_options(const Params& params) { return parse_options<AcdUOptions>("acd_u", params); }
 
-Params acd_u_params(const AcdUOptions& o) {
-  auto b = [](bool v) { return std::string(v ? "true" : "false"); };
-  auto i = [](int64_t v) { return std::to_string(v); };
-  return {{"warmup", i(o.warmup)},
-          {"select_start", i(o.select_start)},
-          {"select_every", i(o.select_every)},
-          {"forget_epochs", i(o.forget_epochs)},
-          {"p_threshold", format_number(o.p_threshold)},
-          {"gmm_history", i(o.gmm_history)},
-          {"unlearning", b(o.unlearning)},
-          {"forget_change_q", format_number(o.forget_change_q)},
-          {"forget_loss_q", format_number(o.forget_loss_q)},
-          {"label_condition", o.label_condition},
-          {"unlearn_T", format_number(o.unlearn_T)},
-          {"unlearn_weight", format_number(o.unlearn_weight)},
-          {"unlearn_batch_mult", i(o.unlearn_batch_mult)},
-          {"mixmatch", b(o.mixmatch)},
-          {"only_clean", b(o.only_clean)},
-          {"T", format_number(o.T)},
-          {"alpha", format_number(o.alpha)},
-          {"lambda_u", format_number(o.lambda_u)},
-          {"rampup", i(o.rampup)},
-          {"prior_penalty", b(o.prior_penalty)},
-          {"conf_penalty", o.conf_penalty},
-          {"second_strong_aug", b(o.second_strong_aug)},
-          {"freeze_encoder", b(o.freeze_encoder)},
-          {"unfreeze_epoch", i(o.unfreeze_epoch)},
-          {"second_lr_scale", format_number(o.second_lr_scale)}};
-}
+Params acd_u_params(const AcdUOptions& o) { return option_params(o); }
 
 // The first epoch e > select_start with e % select_every == 0.
 int64_t first_selection_epoch(const AcdUOptions& o) {

@@ -121,10 +121,38 @@ struct AcdUOptions {
   int64_t unfreeze_epoch = 50;  // ... until this epoch, then all of it (resume_epoch; -1: never)
   double second_lr_scale = 0.1; // network 2's LR / network 1's (vit_learning_rate 0.002 / lr 0.02)
   GmmOptions gmm;               // max_iter 10, tol 1e-2, reg_covar 5e-4 (not parameters)
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("warmup", o.warmup, "W: CE warm-up epochs");
+    f("select_start", o.select_start, "S: forget-set selections happen at epochs e > S ...");
+    f("select_every", o.select_every, "P: ... with e % P == 0; also the span of the loss change");
+    f("forget_epochs", o.forget_epochs, "epochs of unlearning after each selection");
+    f("p_threshold", o.p_threshold, "tau: clean when the GMM's clean probability is above it");
+    f("gmm_history", o.gmm_history, "the GMM fits the mean of the last n normalised losses");
+    f("unlearning", o.unlearning, "false: plain asymmetric co-teaching (ACD without U)");
+    f("forget_change_q", o.forget_change_q, "forget when the loss change is below its q-quantile (0: off)");
+    f("forget_loss_q", o.forget_loss_q, "forget when the loss is below its q-quantile (0: off)");
+    f("label_condition", o.label_condition, "second, second_initial or off: whose prediction must disagree");
+    f("unlearn_T", o.unlearn_T, "T_u, the temperature of the unlearning KL");
+    f("unlearn_weight", o.unlearn_weight, "the weight of the ascent loss");
+    f("unlearn_batch_mult", o.unlearn_batch_mult, "the unlearning batch is this x batch_size");
+    f("mixmatch", o.mixmatch, "network 1 trains with MixMatch (official); false: the clean-only routine");
+    f("only_clean", o.only_clean, "network 2 trains on the clean split only (official); false: MixMatch");
+    f("T", o.T, "the sharpening temperature");
+    f("alpha", o.alpha, "mixup's Beta(alpha, alpha)");
+    f("lambda_u", o.lambda_u, "the weight of the unlabelled loss");
+    f("rampup", o.rampup, "epochs of the linear ramp of lambda_u after the warm-up");
+    f("prior_penalty", o.prior_penalty, "the uniform-prior regulariser");
+    f("conf_penalty", o.conf_penalty, "the warm-up's negative entropy: auto (on for asym noise), on or off");
+    f("second_strong_aug", o.second_strong_aug, "network 2 trains on strong views, targets from weak ones");
+    f("freeze_encoder", o.freeze_encoder, "train only network 2's last Linear until unfreeze_epoch");
+    f("unfreeze_epoch", o.unfreeze_epoch, "... then all of it (-1: never)");
+    f("second_lr_scale", o.second_lr_scale, "network 2's LR / network 1's");
+  }
 };
 
-// Reads the options from --set parameters (ParamReader("acd_u", ...)); unknown keys are an error
-// listing the known ones. Keys: the field names above, except gmm.
+// Reads the options from --set parameters (parse_options, distill/options.h); unknown keys are an
+// error listing the known ones. Keys: the field names above, except gmm.
 AcdUOptions acd_u_options(const Params& params);
 // The options as parameters (acd_u_options(acd_u_params(o)) == o), for run records.
 Params acd_u_params(const AcdUOptions& o);

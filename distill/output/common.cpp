@@ -50,6 +50,4 @@ Tensor non_target_index(const Tensor& labels, int64_t K) {
   return idx;
 }
 
-std::string format_number(double v) { return fmt::format("{:.15g}", v); }
-
 }  // namespace kd::distill

@@ -1,9 +1,10 @@
 // common.h: what the output (logit) family shares: input checks, the target / non-target
-// masks, the explain hook and the formatting of hyper-parameters for Distiller::params().
+// masks and the explain hook.
 #pragma once
 #include <functional>
 #include <string>
 
+#include "distill/options.h"
 #include "engine/tensor.h"
 
 namespace kd::distill {
@@ -25,8 +26,5 @@ Tensor target_mask(const Tensor& labels, int64_t K);
 Tensor other_mask(const Tensor& labels, int64_t K);
 // (B, K-1) int64: the non-target classes of each sample in increasing order (for gather).
 Tensor non_target_index(const Tensor& labels, int64_t K);
-
-// "4", "0.1", "600": 15 significant digits, so 1 - 0.7 prints as 0.3.
-std::string format_number(double v);
 
 }  // namespace kd::distill

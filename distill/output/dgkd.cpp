@@ -79,21 +79,11 @@ LossBreakdown DgkdDistiller::loss(const nn::ModelOutput& student, const nn::Mode
   return dgkd_loss(student.logits, guides, batch.labels, last_kept_, opt_, explain);
 }
 
-Params DgkdDistiller::params() const {
-  return {{"T", format_number(opt_.T)},
-          {"lambda", format_number(opt_.lambda)},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"drop_num", std::to_string(opt_.drop_num)}};
-}
+Params DgkdDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_dgkd_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("dgkd", params);
-  DgkdOptions o;
-  o.T = r.number("T", o.T);
-  o.lambda = r.number("lambda", o.lambda);
-  o.ce_weight = r.number("ce_weight", 1.0 - o.lambda);
-  o.drop_num = r.integer("drop_num", o.drop_num);
-  r.finish();
+  DgkdOptions o = parse_options<DgkdOptions>("dgkd", params);
+  if (!params.count("ce_weight")) o.ce_weight = 1.0 - o.lambda;  // the official (1 - lambda) * CE
   KD_CHECK(o.T > 0, "dgkd: the temperature T must be > 0, got T={}", o.T);
   KD_CHECK(o.drop_num >= 0, "dgkd: drop_num must be >= 0, got {}", o.drop_num);
   return std::make_shared<DgkdDistiller>(o, ctx.seed);

@@ -29,7 +29,8 @@
 // come through the public member DgkdDistiller::assistant_logits, which the training loop sets
 // before every call to loss() (one (B, K) tensor per assistant, largest assistant first).
 //
-// Parameters (--set): T (5), lambda (1), ce_weight (1 - lambda), drop_num (1).
+// Parameters (--set): the option table DgkdOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method dgkd`).
 // Loss parts: "ce", then "kd_teacher", "kd_assistant1", ... = lambda * T^2 * l_g for a kept
 // guide and 0 for a dropped one (so every batch logs the same names).
 #pragma once
@@ -44,8 +45,15 @@ namespace kd::distill {
 struct DgkdOptions {
   double T = 5.0;
   double lambda = 1.0;
-  double ce_weight = 0.0;  // the official (1 - lambda) unless set
+  double ce_weight = 0.0;  // 1 - lambda unless given (make_dgkd_distiller)
   int64_t drop_num = 1;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("T", o.T, "temperature of the student's and every guide's softmax");
+    f("lambda", o.lambda, "weight of the KD sum, lambda * T^2 * sum of the kept guides' l_g");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y); when not given: 1 - lambda (the official weight)");
+    f("drop_num", o.drop_num, "guides dropped at random per mini-batch (the teacher may be one)");
+  }
 };
 
 // guide_logits: teacher first, then the assistants, each (B, K) like zs. kept[g]: whether guide

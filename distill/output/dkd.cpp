@@ -96,21 +96,10 @@ LossBreakdown DkdDistiller::loss(const nn::ModelOutput& student, const nn::Model
   return dkd_loss(student.logits, teacher.logits, batch.labels, opt_, batch.epoch, explain);
 }
 
-Params DkdDistiller::params() const {
-  return {{"alpha", format_number(opt_.alpha)}, {"beta", format_number(opt_.beta)},
-          {"T", format_number(opt_.T)},         {"warmup", std::to_string(opt_.warmup)},
-          {"ce_weight", format_number(opt_.ce_weight)}};
-}
+Params DkdDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_dkd_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("dkd", params);
-  DkdOptions o;
-  o.alpha = r.number("alpha", o.alpha);
-  o.beta = r.number("beta", o.beta);
-  o.T = r.number("T", o.T);
-  o.warmup = r.integer("warmup", o.warmup);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  r.finish();
+  const DkdOptions o = parse_options<DkdOptions>("dkd", params);
   KD_CHECK(o.T > 0, "dkd: the temperature T must be > 0, got T={}", o.T);
   KD_CHECK(o.warmup >= 0, "dkd: warmup must be >= 0 epochs (0 = no warm-up), got warmup={}", o.warmup);
   KD_CHECK(ctx.num_classes == 0 || ctx.num_classes >= 3,

@@ -28,7 +28,8 @@
 // all for the rest), the same value wherever the official one is finite. W = 0 means no warm-up.
 // K = 2 is rejected: the non-target distribution then has one class and NCKD is always 0.
 //
-// Parameters (--set): alpha (1), beta (8), T (4), warmup (20), ce_weight (1).
+// Parameters (--set): the option table DkdOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method dkd`).
 // Loss parts: "ce" = w_ce * CE, "tckd" = warm * alpha * TCKD, "nckd" = warm * beta * NCKD.
 #pragma once
 #include "distill/distiller.h"
@@ -40,8 +41,16 @@ struct DkdOptions {
   double alpha = 1.0;
   double beta = 8.0;
   double T = 4.0;
-  int64_t warmup = 20;  // epochs; 0 = no warm-up
+  int64_t warmup = 20;
   double ce_weight = 1.0;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("alpha", o.alpha, "weight of TCKD (target class)");
+    f("beta", o.beta, "weight of NCKD (non-target classes); 2 for resnet56->resnet20, 6 for vgg13->vgg8 and WRN pairs");
+    f("T", o.T, "temperature");
+    f("warmup", o.warmup, "W: the DKD terms ramp up as min(epoch / W, 1); 0 = no warm-up");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+  }
 };
 
 // min(epoch / W, 1), epoch counted from 1; 1 when W = 0.

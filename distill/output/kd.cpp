@@ -42,19 +42,10 @@ LossBreakdown KdDistiller::loss(const nn::ModelOutput& student, const nn::ModelO
   return kd_loss(student.logits, teacher.logits, batch.labels, opt_, explain);
 }
 
-Params KdDistiller::params() const {
-  return {{"T", format_number(opt_.T)},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"kd_weight", format_number(opt_.kd_weight)}};
-}
+Params KdDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_kd_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("kd", params);
-  KdOptions o;
-  o.T = r.number("T", o.T);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.kd_weight = r.number("kd_weight", o.kd_weight);
-  r.finish();
+  const KdOptions o = parse_options<KdOptions>("kd", params);
   KD_CHECK(o.T > 0, "kd: the temperature T must be > 0, got T={}", o.T);
   return std::make_shared<KdDistiller>(o);
 }

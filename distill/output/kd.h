@@ -15,7 +15,8 @@
 //   batch-mean KL (NOT PyTorch's default 'mean', which also divides by K); the teacher runs
 //   without gradient. CIFAR-100 defaults (mdistiller cfg.py): T = 4, CE_WEIGHT 0.1, KD_WEIGHT 0.9.
 //
-// Parameters (--set): T (4), ce_weight (0.1), kd_weight (0.9).
+// Parameters (--set): the option table KdOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method kd`).
 // Loss parts: "ce" = w_ce * CE, "kd" = w_kd * L_kd.
 #pragma once
 #include "distill/distiller.h"
@@ -27,6 +28,12 @@ struct KdOptions {
   double T = 4.0;
   double ce_weight = 0.1;
   double kd_weight = 0.9;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("T", o.T, "temperature of both softmaxes");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("kd_weight", o.kd_weight, "w_kd, the weight of L_kd");
+  }
 };
 
 // zs (B, K) student logits, zt (B, K) teacher logits (detached here), labels (B) int64.

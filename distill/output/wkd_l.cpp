@@ -210,43 +210,18 @@ LossBreakdown WkdLDistiller::loss(const nn::ModelOutput& student, const nn::Mode
   return wkd_l_loss(student.logits, teacher.logits, batch.labels, cost_, opt_, batch.epoch, batch.total_epochs, explain);
 }
 
-Params WkdLDistiller::params() const {
-  Params p{{"tau", format_number(opt_.tau)},
-           {"gamma", format_number(opt_.gamma)},
-           {"eps", format_number(opt_.sinkhorn.eps)},
-           {"iters", std::to_string(opt_.sinkhorn.iters)},
-           {"kappa", format_number(opt_.kappa)},
-           {"decay_epoch", std::to_string(opt_.decay_epoch)},
-           {"ce_weight", format_number(opt_.ce_weight)},
-           {"converged", opt_.sinkhorn.converged ? "true" : "false"},
-           {"tol", format_number(opt_.sinkhorn.tol)},
-           {"max_iters", std::to_string(opt_.sinkhorn.max_iters)}};
-  if (!cost_path_.empty()) p["cost_matrix"] = cost_path_;
-  return p;
-}
+Params WkdLDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_wkd_l_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("wkd_l", params);
-  WkdLOptions o;
-  o.tau = r.number("tau", o.tau);
-  o.gamma = r.number("gamma", o.gamma);
-  o.sinkhorn.eps = r.number("eps", o.sinkhorn.eps);
-  o.sinkhorn.iters = r.integer("iters", o.sinkhorn.iters);
-  o.kappa = r.number("kappa", o.kappa);
-  o.decay_epoch = r.integer("decay_epoch", o.decay_epoch);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.sinkhorn.converged = r.flag("converged", o.sinkhorn.converged);
-  o.sinkhorn.tol = r.number("tol", o.sinkhorn.tol);
-  o.sinkhorn.max_iters = r.integer("max_iters", o.sinkhorn.max_iters);
-  const std::string path = r.text("cost_matrix", "");
-  r.finish();
+  const WkdLOptions o = parse_options<WkdLOptions>("wkd_l", params);
+  const std::string& path = o.cost_matrix;
   KD_CHECK(o.tau > 0, "wkd_l: the temperature tau must be > 0, got tau={}", o.tau);
   KD_CHECK(o.sinkhorn.eps > 0, "wkd_l: the Sinkhorn regularisation eps must be > 0, got eps={}", o.sinkhorn.eps);
   KD_CHECK(o.sinkhorn.iters >= 1, "wkd_l: iters must be >= 1, got iters={}", o.sinkhorn.iters);
   KD_CHECK(o.sinkhorn.tol > 0 && o.sinkhorn.max_iters >= 1,
            "wkd_l: need tol > 0 and max_iters >= 1, got tol={} max_iters={}",
            o.sinkhorn.tol, o.sinkhorn.max_iters);
-  auto d = std::make_shared<WkdLDistiller>(o, path);
+  auto d = std::make_shared<WkdLDistiller>(o);
   if (!path.empty()) {
     Tensor D = load_npy(path);
     KD_CHECK(D.dim() == 2 && D.size(0) == D.size(1), "wkd_l: the cost matrix {} has shape {}; expected a square (K, K)",

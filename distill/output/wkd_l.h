@@ -36,9 +36,8 @@
 // paper's WD is the converged one. (The guards move the fixed point: the row sums become
 // qs * Kv / (Kv + 1e-8), which never reach qs when Kv is small, as it is with eps = 0.05.)
 //
-// Parameters (--set): tau (8), gamma (600), eps (0.05), iters (10), kappa (1), decay_epoch (150),
-// ce_weight (1), converged (false), tol (1e-4), max_iters (1000), cost_matrix (path of the K x K
-// .npy before sharpening, as `kdlab wkd-cost` writes it; or call set_cost_matrix()).
+// Parameters (--set): the option table WkdLOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method wkd_l`).
 // Loss parts: "ce" = w_ce * CE, "target" = L_target, "wd" = gamma(epoch) * mean_b WD_b.
 #pragma once
 #include "distill/distiller.h"
@@ -78,6 +77,22 @@ struct WkdLOptions {
   int64_t decay_epoch = 150;
   double ce_weight = 1.0;
   SinkhornOptions sinkhorn;
+  std::string cost_matrix;  // path of the .npy; empty: set_cost_matrix() gives it
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("tau", o.tau, "temperature of the non-target distributions");
+    f("gamma", o.gamma, "weight of WD until decay_epoch, then cosine to 0");
+    f("eps", o.sinkhorn.eps, "Sinkhorn's entropic regularisation (the official lambda)");
+    f("iters", o.sinkhorn.iters, "Sinkhorn iterations (the official 10, not converged)");
+    f("kappa", o.kappa, "sharpening of the cost, D <- 1 - exp(-kappa D); 0 = none");
+    f("decay_epoch", o.decay_epoch, "E_d: gamma is constant to this epoch, then decays to 0 at the last");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("converged", o.sinkhorn.converged, "iterate in the log domain until the marginals match to tol");
+    f("tol", o.sinkhorn.tol, "converged: L1 error of the plan's marginals to stop at");
+    f("max_iters", o.sinkhorn.max_iters, "converged: the cap on iterations");
+    f("cost_matrix", o.cost_matrix, "the K x K category costs (.npy from `kdlab wkd-cost`), before sharpening",
+      !o.cost_matrix.empty());
+  }
 };
 
 // zs, zt (B, K), labels (B), D (K, K) the cost matrix BEFORE sharpening. Intermediates shown:
@@ -88,7 +103,7 @@ LossBreakdown wkd_l_loss(const Tensor& zs, const Tensor& zt, const Tensor& label
 
 class WkdLDistiller : public Distiller {
  public:
-  WkdLDistiller(const WkdLOptions& opt, std::string cost_path) : opt_(opt), cost_path_(std::move(cost_path)) {}
+  explicit WkdLDistiller(const WkdLOptions& opt) : opt_(opt) {}
   std::string name() const override { return "wkd_l"; }
   std::string type_name() const override { return "WKD-L"; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
@@ -100,7 +115,6 @@ class WkdLDistiller : public Distiller {
 
  private:
   WkdLOptions opt_;
-  std::string cost_path_;
   Tensor cost_;  // (K, K), before sharpening
 };
 

@@ -96,33 +96,11 @@ LossBreakdown CcDistiller::loss(const nn::ModelOutput& student, const nn::ModelO
   return cc_loss(student.logits, batch.labels, fs, ft, embed_s_.get(), embed_t_.get(), opt_, explain);
 }
 
-Params CcDistiller::params() const {
-  Params p = {{"tap", opt_.tap},
-              {"teacher_tap", opt_.teacher_tap},
-              {"ce_weight", format_number(opt_.ce_weight)},
-              {"feat_weight", format_number(opt_.feat_weight)},
-              {"form", opt_.form}};
-  if (opt_.form == "code") {
-    p["feat_dim"] = std::to_string(opt_.feat_dim);
-  } else {
-    p["gamma"] = format_number(opt_.gamma);
-    p["order"] = std::to_string(opt_.order);
-  }
-  return p;
-}
+Params CcDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_cc_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("cc", params);
-  CcOptions o;
-  o.tap = r.text("tap", o.tap);
-  o.teacher_tap = r.text("teacher_tap", o.tap);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.feat_weight = r.number("feat_weight", o.feat_weight);
-  o.form = r.text("form", o.form);
-  o.feat_dim = r.integer("feat_dim", o.feat_dim);
-  o.gamma = r.number("gamma", o.gamma);
-  o.order = r.integer("order", o.order);
-  r.finish();
+  CcOptions o = parse_options<CcOptions>("cc", params);
+  if (!params.count("teacher_tap")) o.teacher_tap = o.tap;
   check_tap_name(o.tap, "cc");
   check_tap_name(o.teacher_tap, "cc");
   check_options(o);

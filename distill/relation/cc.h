@@ -33,8 +33,8 @@
 // form=paper takes gamma (0.4) and order (2): the paper's P = 2; gamma is our reading of the paper
 // (not checked against a released configuration). It has no helper modules.
 //
-// Parameters (--set): tap (pooled), teacher_tap (= tap), ce_weight (1), feat_weight (0.02),
-// form (code | paper), feat_dim (128; code), gamma (0.4; paper), order (2; paper).
+// Parameters (--set): the option table CcOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method cc`).
 // Loss parts: "ce", "cc" = w_cc * L_CC. Helpers (form=code): "embed_s", "embed_t" (nn::Linear),
 // trained and checkpointed with the student.
 #pragma once
@@ -49,10 +49,21 @@ struct CcOptions {
   std::string teacher_tap = "pooled";
   double ce_weight = 1.0;
   double feat_weight = 0.02;
-  std::string form = "code";  // code: RepDistiller's loss on embeddings; paper: the kernel matrices
+  std::string form = "code";
   int64_t feat_dim = 128;
   double gamma = 0.4;
   int64_t order = 2;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("tap", o.tap, "the student's tap (pooled, f0..fN, pre1..preN)");
+    f("teacher_tap", o.teacher_tap, "the teacher's tap; when not given: tap");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("feat_weight", o.feat_weight, "the weight of L_cc");
+    f("form", o.form, "code: RepDistiller's loss on embeddings; paper: the kernel matrices");
+    f("feat_dim", o.feat_dim, "form=code: the width of the embeddings", o.form == "code");
+    f("gamma", o.gamma, "form=paper: the RBF kernel's gamma", o.form != "code");
+    f("order", o.order, "form=paper: the order of the kernel's Taylor expansion", o.form != "code");
+  }
 };
 
 RelationOptions cc_paper_relation(const CcOptions& opt);  // psi=corr, d=mse, reduction mean

@@ -29,6 +29,8 @@ double london_default_base_weight(const std::string& base) {
 
 static void check_options(const LondonOptions& o) {
   london_default_base_weight(o.base);  // validates the name
+  check_taps(o.layers, "london");
+  check_taps(o.teacher_layers, "london");
   KD_CHECK(o.layers.size() >= 2, "london: the transmitting matrices join consecutive taps; give at least two layers, "
                                  "like layers=pre1,pre2,pre3 (got {})",
            join_taps(o.layers));
@@ -270,33 +272,12 @@ LossBreakdown LondonDistiller::loss(const nn::ModelOutput& student, const nn::Mo
   return loss_with_starts(student, teacher, batch, starts);
 }
 
-Params LondonDistiller::params() const {
-  return {{"layers", join_taps(opt_.layers)},
-          {"teacher_layers", join_taps(opt_.teacher_layers)},
-          {"base", opt_.base},
-          {"base_weight", format_number(opt_.base_weight)},
-          {"london_weight", format_number(opt_.london_weight)},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"power_iters", std::to_string(opt_.power_iters)},
-          {"power_grad", opt_.power_grad ? "true" : "false"},
-          {"pair_decay", format_number(opt_.pair_decay)},
-          {"connect_both", opt_.connect_both ? "true" : "false"}};
-}
+Params LondonDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_london_distiller(const Params& params, const DistillerContext& ctx) {
-  ParamReader r("london", params);
-  LondonOptions o;
-  o.layers = split_taps(r.text("layers", join_taps(o.layers)), "london");
-  o.teacher_layers = split_taps(r.text("teacher_layers", join_taps(o.layers)), "london");
-  o.base = r.text("base", o.base);
-  o.base_weight = r.number("base_weight", london_default_base_weight(o.base));
-  o.london_weight = r.number("london_weight", o.london_weight);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.power_iters = r.integer("power_iters", o.power_iters);
-  o.power_grad = r.flag("power_grad", o.power_grad);
-  o.pair_decay = r.number("pair_decay", o.pair_decay);
-  o.connect_both = r.flag("connect_both", o.connect_both);
-  r.finish();
+  LondonOptions o = parse_options<LondonOptions>("london", params);
+  if (!params.count("teacher_layers")) o.teacher_layers = o.layers;
+  if (!params.count("base_weight")) o.base_weight = london_default_base_weight(o.base);
   check_options(o);
   std::vector<Shape> s_shapes, t_shapes;
   std::vector<Tensor> margins;

@@ -53,10 +53,8 @@
 //     over stages, weight 1000), "mse" (a FitNets hint MSE(c_i(f_s), f_t) per stage, weight 100)
 //     and "none" (CE + LONDON only). The 1/2^(n-i-1) layer weights apply to OFD only.
 //
-// Parameters (--set): layers (pre1,pre2,pre3; the student's taps), teacher_layers (= layers),
-// base (ofd | at | mse | none), base_weight (0.001 for ofd, 1000 at, 100 mse), london_weight
-// (0.001), ce_weight (1), power_iters (10), power_grad (true), pair_decay (2: the 2 of the
-// 1/2^(n-i-1) weights), connect_both (false).
+// Parameters (--set): the option table LondonOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method london`).
 // Loss parts: "ce", "feature" (the base term, 0 for base=none), "london".
 // Helpers: "connectors.<i>" (conv + bn per tap, trained with the student), buffers margin1..n.
 #pragma once
@@ -71,16 +69,29 @@
 namespace kd::distill {
 
 struct LondonOptions {
-  std::vector<std::string> layers{"pre1", "pre2", "pre3"};          // the student's taps, in order
-  std::vector<std::string> teacher_layers{"pre1", "pre2", "pre3"};  // the teacher's, same count
-  std::string base = "ofd";   // the feature loss LONDON is added to: ofd, at, mse, none
-  double base_weight = 1e-3;  // OFD: loss_distill.sum() / B / 1000
+  std::vector<std::string> layers{"pre1", "pre2", "pre3"};
+  std::vector<std::string> teacher_layers{"pre1", "pre2", "pre3"};
+  std::string base = "ofd";
+  double base_weight = 1e-3;    // OFD: loss_distill.sum() / B / 1000
   double london_weight = 1e-3;  // alpha / 200 with alpha = 0.2
   double ce_weight = 1.0;
   int64_t power_iters = 10;
-  bool power_grad = true;     // differentiate through the unrolled power iteration
-  double pair_decay = 2.0;    // pair / layer i weighted 1 / pair_decay^(n - i - 1)
-  bool connect_both = false;  // false: the student's pair is (c_i(f_i), f_{i+1}), as released
+  bool power_grad = true;
+  double pair_decay = 2.0;
+  bool connect_both = false;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("layers", o.layers, "the student's taps, in order (consecutive pairs)");
+    f("teacher_layers", o.teacher_layers, "the teacher's taps, one per student tap; when not given: layers");
+    f("base", o.base, "the feature loss LONDON is added to: ofd, at, mse or none");
+    f("base_weight", o.base_weight, "the weight of the base loss; when not given: base's own (ofd 0.001, at 1000, mse 100)");
+    f("london_weight", o.london_weight, "the weight of L_london (alpha / 200 with alpha = 0.2)");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("power_iters", o.power_iters, "power iterations for each spectral norm");
+    f("power_grad", o.power_grad, "differentiate through the unrolled power iteration");
+    f("pair_decay", o.pair_decay, "pair i is weighted 1 / pair_decay^(n - i - 1)");
+    f("connect_both", o.connect_both, "connect both maps of the student's pair (released: only the first)");
+  }
 };
 
 // The default base_weight of a base feature loss (0.001 ofd, 1000 at, 100 mse, 0 none).

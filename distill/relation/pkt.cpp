@@ -40,23 +40,11 @@ LossBreakdown PktDistiller::loss(const nn::ModelOutput& student, const nn::Model
   return pkt_loss(student.logits, batch.labels, fs, ft, opt_, explain);
 }
 
-Params PktDistiller::params() const {
-  return {{"tap", opt_.tap},
-          {"teacher_tap", opt_.teacher_tap},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"feat_weight", format_number(opt_.feat_weight)},
-          {"eps", format_number(opt_.eps)}};
-}
+Params PktDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_pkt_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("pkt", params);
-  PktOptions o;
-  o.tap = r.text("tap", o.tap);
-  o.teacher_tap = r.text("teacher_tap", o.tap);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.feat_weight = r.number("feat_weight", o.feat_weight);
-  o.eps = r.number("eps", o.eps);
-  r.finish();
+  PktOptions o = parse_options<PktOptions>("pkt", params);
+  if (!params.count("teacher_tap")) o.teacher_tap = o.tap;
   check_tap_name(o.tap, "pkt");
   check_tap_name(o.teacher_tap, "pkt");
   KD_CHECK(o.eps > 0, "pkt: eps must be > 0, got eps={}", o.eps);

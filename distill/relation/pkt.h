@@ -26,8 +26,9 @@
 // The paper writes the divergence as a sum over the pairs; the code's torch.mean divides that sum
 // by B^2, a constant factor that the weight 30000 absorbs.
 //
-// Parameters (--set): tap (pooled), teacher_tap (= tap), ce_weight (1), feat_weight (30000),
-// eps (1e-7). Loss parts: "ce", "pkt" = w_pkt * L_PKT. No helper modules.
+// Parameters (--set): the option table PktOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method pkt`).
+// Loss parts: "ce", "pkt" = w_pkt * L_PKT. No helper modules.
 #pragma once
 #include "distill/distiller.h"
 #include "distill/relation/relation.h"
@@ -40,6 +41,14 @@ struct PktOptions {
   double ce_weight = 1.0;
   double feat_weight = 30000.0;
   double eps = 1e-7;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("tap", o.tap, "the student's tap (pooled, f0..fN, pre1..preN)");
+    f("teacher_tap", o.teacher_tap, "the teacher's tap; when not given: tap");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("feat_weight", o.feat_weight, "the weight of L_pkt");
+    f("eps", o.eps, "the constant in the norms and the logarithm");
+  }
 };
 
 RelationOptions pkt_relation(double eps);  // psi=prob, d=kl, reduction mean

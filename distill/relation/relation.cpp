@@ -222,41 +222,11 @@ LossBreakdown RelationDistiller::loss(const nn::ModelOutput& student, const nn::
   return relation_method_loss(student.logits, batch.labels, fs, ft, opt_, explain);
 }
 
-Params RelationDistiller::params() const {
-  const RelationOptions& r = opt_.rel;
-  Params p = {{"psi", r.psi},
-              {"d", r.d},
-              {"reduction", relation_reduction(r)},
-              {"tap", opt_.tap},
-              {"teacher_tap", opt_.teacher_tap},
-              {"weight", format_number(opt_.weight)},
-              {"ce_weight", format_number(opt_.ce_weight)}};
-  if (r.d == "smooth_l1" || r.d == "huber") p["beta"] = format_number(r.beta);
-  if (r.psi == "prob" || r.d == "kl") p["eps"] = format_number(r.eps);
-  if (r.psi == "distance") p["squared"] = r.squared ? "true" : "false";
-  if (r.psi == "corr") {
-    p["gamma"] = format_number(r.gamma);
-    p["order"] = std::to_string(r.order);
-  }
-  return p;
-}
+Params RelationDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_relation_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("relation", params);
-  RelationMethodOptions o;
-  o.rel.psi = r.text("psi", o.rel.psi);
-  o.rel.d = r.text("d", o.rel.d);
-  o.rel.reduction = r.text("reduction", o.rel.reduction);
-  o.tap = r.text("tap", o.tap);
-  o.teacher_tap = r.text("teacher_tap", o.tap);
-  o.weight = r.number("weight", o.weight);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.rel.beta = r.number("beta", o.rel.beta);
-  o.rel.eps = r.number("eps", o.rel.eps);
-  o.rel.squared = r.flag("squared", o.rel.squared);
-  o.rel.gamma = r.number("gamma", o.rel.gamma);
-  o.rel.order = r.integer("order", o.rel.order);
-  r.finish();
+  RelationMethodOptions o = parse_options<RelationMethodOptions>("relation", params);
+  if (!params.count("teacher_tap")) o.teacher_tap = o.tap;
   check_relation_options(o.rel, "relation");
   check_tap_name(o.tap, "relation");
   check_tap_name(o.teacher_tap, "relation");

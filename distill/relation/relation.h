@@ -94,6 +94,22 @@ struct RelationMethodOptions {
   std::string teacher_tap = "pooled";
   double weight = 1.0;
   double ce_weight = 1.0;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    const RelationOptions& r = o.rel;  // for the in-use conditions of the last five
+    f("psi", o.rel.psi, "the relation: distance, angle, gram, prob or corr");
+    f("d", o.rel.d, "the distance between relations: smooth_l1, huber, mse, frobenius or kl");
+    f("reduction", o.rel.reduction, "mean, sum or batchmean; when not given: sum for d=frobenius, mean for the others");
+    f("tap", o.tap, "the student's tap (pooled, f0..fN, pre1..preN)");
+    f("teacher_tap", o.teacher_tap, "the teacher's tap; when not given: tap");
+    f("weight", o.weight, "the weight of L_rel");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("beta", o.rel.beta, "d=smooth_l1, huber: the threshold", r.d == "smooth_l1" || r.d == "huber");
+    f("eps", o.rel.eps, "psi=prob, d=kl: the constant in the norms and the logarithm", r.psi == "prob" || r.d == "kl");
+    f("squared", o.rel.squared, "psi=distance: squared distances", r.psi == "distance");
+    f("gamma", o.rel.gamma, "psi=corr: the RBF kernel's gamma", r.psi == "corr");
+    f("order", o.rel.order, "psi=corr: the order of the kernel's Taylor expansion", r.psi == "corr");
+  }
 };
 
 // zs (B, K), labels (B), fs / ft the taps. Parts "ce" and <psi> (= weight * L_rel).

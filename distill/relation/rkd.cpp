@@ -51,25 +51,11 @@ LossBreakdown RkdDistiller::loss(const nn::ModelOutput& student, const nn::Model
   return rkd_loss(student.logits, batch.labels, fs, ft, opt_, explain);
 }
 
-Params RkdDistiller::params() const {
-  return {{"tap", opt_.tap},
-          {"teacher_tap", opt_.teacher_tap},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"distance_weight", format_number(opt_.distance_weight)},
-          {"angle_weight", format_number(opt_.angle_weight)},
-          {"squared", opt_.squared ? "true" : "false"}};
-}
+Params RkdDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_rkd_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("rkd", params);
-  RkdOptions o;
-  o.tap = r.text("tap", o.tap);
-  o.teacher_tap = r.text("teacher_tap", o.tap);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.distance_weight = r.number("distance_weight", o.distance_weight);
-  o.angle_weight = r.number("angle_weight", o.angle_weight);
-  o.squared = r.flag("squared", o.squared);
-  r.finish();
+  RkdOptions o = parse_options<RkdOptions>("rkd", params);
+  if (!params.count("teacher_tap")) o.teacher_tap = o.tap;
   check_tap_name(o.tap, "rkd");
   check_tap_name(o.teacher_tap, "rkd");
   return std::make_shared<RkdDistiller>(o);

@@ -29,8 +29,8 @@
 // The paper's equations sum over pairs and triplets (its l_delta is the Huber loss); the code's
 // mean is what the published CIFAR numbers use.
 //
-// Parameters (--set): tap (pooled), teacher_tap (= tap), ce_weight (1), distance_weight (25),
-// angle_weight (50), squared (false; the squared distance, PDIST.SQUARED).
+// Parameters (--set): the option table RkdOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method rkd`).
 // Loss parts: "ce", "distance" = w_D * L_D, "angle" = w_A * L_A. No helper modules.
 #pragma once
 #include "distill/distiller.h"
@@ -45,6 +45,15 @@ struct RkdOptions {
   double distance_weight = 25.0;
   double angle_weight = 50.0;
   bool squared = false;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("tap", o.tap, "the student's tap (pooled, f0..fN, pre1..preN)");
+    f("teacher_tap", o.teacher_tap, "the teacher's tap; when not given: tap");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("distance_weight", o.distance_weight, "the weight of the distance term");
+    f("angle_weight", o.angle_weight, "the weight of the angle term");
+    f("squared", o.squared, "compare squared distances");
+  }
 };
 
 // The two relation terms as the general mechanism's settings.

@@ -38,21 +38,11 @@ LossBreakdown SpDistiller::loss(const nn::ModelOutput& student, const nn::ModelO
   return sp_loss(student.logits, batch.labels, fs, ft, opt_, explain);
 }
 
-Params SpDistiller::params() const {
-  return {{"layer", opt_.layer},
-          {"teacher_layer", opt_.teacher_layer},
-          {"ce_weight", format_number(opt_.ce_weight)},
-          {"feat_weight", format_number(opt_.feat_weight)}};
-}
+Params SpDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_sp_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("sp", params);
-  SpOptions o;
-  o.layer = r.text("layer", o.layer);
-  o.teacher_layer = r.text("teacher_layer", o.layer);
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.feat_weight = r.number("feat_weight", o.feat_weight);
-  r.finish();
+  SpOptions o = parse_options<SpOptions>("sp", params);
+  if (!params.count("teacher_layer")) o.teacher_layer = o.layer;
   check_tap_name(o.layer, "sp");
   check_tap_name(o.teacher_layer, "sp");
   return std::make_shared<SpDistiller>(o);

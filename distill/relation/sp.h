@@ -23,7 +23,8 @@
 //   - LOSS.CE_WEIGHT 1, LOSS.FEAT_WEIGHT 3000 (RepDistiller: -b 3000).
 // The paper's γ = 3000 multiplies the same B^2-normalised sum (its eq. 4), so paper and code agree.
 //
-// Parameters (--set): layer (f3), teacher_layer (= layer), ce_weight (1), feat_weight (3000).
+// Parameters (--set): the option table SpOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method sp`).
 // Loss parts: "ce", "sp" = w_sp * L_SP. No helper modules.
 #pragma once
 #include "distill/distiller.h"
@@ -36,6 +37,13 @@ struct SpOptions {
   std::string teacher_layer = "f3";
   double ce_weight = 1.0;
   double feat_weight = 3000.0;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("layer", o.layer, "the student's tap (f0..fN, pre1..preN)");
+    f("teacher_layer", o.teacher_layer, "the teacher's tap; when not given: layer");
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y)");
+    f("feat_weight", o.feat_weight, "gamma, the weight of L_sp");
+  }
 };
 
 RelationOptions sp_relation();  // psi=gram, d=frobenius, reduction mean

@@ -149,38 +149,10 @@ data::TransformConfig VrmDistiller::virtual_transform(const data::Dataset& d) co
   return c;
 }
 
-Params VrmDistiller::params() const {
-  auto b = [](bool v) { return std::string(v ? "true" : "false"); };
-  return {{"ce_weight", format_number(opt_.ce_weight)},
-          {"virtual_ce_weight", format_number(opt_.virtual_ce_weight)},
-          {"is_weight", format_number(opt_.is_weight)},
-          {"ic_weight", format_number(opt_.ic_weight)},
-          {"delta", format_number(opt_.delta)},
-          {"unreliable_ratio", format_number(opt_.unreliable_ratio)},
-          {"prune", opt_.prune},
-          {"real_real", b(opt_.real_real)},
-          {"virtual_virtual", b(opt_.virtual_virtual)},
-          {"real_virtual", b(opt_.real_virtual)},
-          {"strong_ops", std::to_string(opt_.strong_ops)},
-          {"cutout", b(opt_.cutout)}};
-}
+Params VrmDistiller::params() const { return option_params(opt_); }
 
 std::shared_ptr<Distiller> make_vrm_distiller(const Params& params, const DistillerContext&) {
-  ParamReader r("vrm", params);
-  VrmOptions o;
-  o.ce_weight = r.number("ce_weight", o.ce_weight);
-  o.virtual_ce_weight = r.number("virtual_ce_weight", o.virtual_ce_weight);
-  o.is_weight = r.number("is_weight", o.is_weight);
-  o.ic_weight = r.number("ic_weight", o.ic_weight);
-  o.delta = r.number("delta", o.delta);
-  o.unreliable_ratio = r.number("unreliable_ratio", o.unreliable_ratio);
-  o.prune = r.text("prune", o.prune);
-  o.real_real = r.flag("real_real", o.real_real);
-  o.virtual_virtual = r.flag("virtual_virtual", o.virtual_virtual);
-  o.real_virtual = r.flag("real_virtual", o.real_virtual);
-  o.strong_ops = r.integer("strong_ops", o.strong_ops);
-  o.cutout = r.flag("cutout", o.cutout);
-  r.finish();
+  const VrmOptions o = parse_options<VrmOptions>("vrm", params);
   return std::make_shared<VrmDistiller>(o);
 }
 

@@ -31,10 +31,8 @@
 // edges. Default weights are untuned starting points: tune them on a validation split
 // (recipe key val_split) before comparing with the paper.
 //
-// Parameters (--set): ce_weight (1), virtual_ce_weight (0), is_weight (1), ic_weight (1),
-// delta (1), unreliable_ratio (0.2), prune (detach | drop), real_real / virtual_virtual /
-// real_virtual (true: which inter-sample edges are built), strong_ops (2: RandAugment-style ops
-// per virtual view, datasets/transforms.h), cutout (true: cutout of half the image side).
+// Parameters (--set): the option table VrmOptions::for_each_option below, with the defaults and
+// what each means (`kdlab distill --list --method vrm`).
 // Loss parts: "ce", "virtual_ce", "inter_sample", "inter_class".
 #pragma once
 #include <memory>
@@ -52,14 +50,29 @@ namespace kd::distill {
 struct VrmOptions {
   double ce_weight = 1.0;
   double virtual_ce_weight = 0.0;
-  double is_weight = 1.0;  // inter-sample relations
-  double ic_weight = 1.0;  // inter-class relations
-  double delta = 1.0;      // Huber threshold
-  double unreliable_ratio = 0.2;  // fraction of inter-sample edges with the highest joint entropy
-  std::string prune = "detach";   // detach | drop
+  double is_weight = 1.0;
+  double ic_weight = 1.0;
+  double delta = 1.0;
+  double unreliable_ratio = 0.2;
+  std::string prune = "detach";
   bool real_real = true, virtual_virtual = true, real_virtual = true;
-  int64_t strong_ops = 2;  // the virtual view's strong ops (the training loop's transform)
+  int64_t strong_ops = 2;
   bool cutout = true;
+  template <class Self, class F>
+  static void for_each_option(Self& o, F&& f) {  // the option table (distill/options.h)
+    f("ce_weight", o.ce_weight, "w_ce, the weight of CE(zs, y) on the real view");
+    f("virtual_ce_weight", o.virtual_ce_weight, "w_vce, the weight of CE on the virtual view");
+    f("is_weight", o.is_weight, "w_is, the weight of the inter-sample relations");
+    f("ic_weight", o.ic_weight, "w_ic, the weight of the inter-class relations");
+    f("delta", o.delta, "the Huber threshold");
+    f("unreliable_ratio", o.unreliable_ratio, "the fraction of inter-sample edges of highest joint entropy pruned");
+    f("prune", o.prune, "detach: unreliable edges kept in the value without gradient; drop: left out");
+    f("real_real", o.real_real, "build the edges between real views");
+    f("virtual_virtual", o.virtual_virtual, "build the edges between virtual views");
+    f("real_virtual", o.real_virtual, "build the edges between a real and a virtual view");
+    f("strong_ops", o.strong_ops, "RandAugment-style ops per virtual view");
+    f("cutout", o.cutout, "cutout of half the image side in the virtual view");
+  }
 };
 
 // The inter-sample vertex pairs (i < j) of 2B vertices that the options keep, in order of i, j.

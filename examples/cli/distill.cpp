@@ -2,14 +2,37 @@
 //               [--recipe R] --dataset D --data-dir DIR --out RUN_DIR [--teacher-cache] [--resume]
 //               [--teacher MODEL:WEIGHTS --teacher MODEL:WEIGHTS --set teacher_combine=mean|weighted|confidence]
 //               [--method dkd+at --set dkd.beta=2 --set at.weight=0.5 --set at.schedule=warmup:5]
-// kdlab distill --list
+// kdlab distill --list [--method NAME]
+#include <algorithm>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "distill/distill_run.h"
-#include "distill/output/acd_u.h"
 #include "examples/cli/cli.h"
 
 namespace kd::cli {
+
+// `kdlab distill --list --method NAME`: the method's options from its table (distill/options.h),
+// one line each: key, type, default, help.
+static void print_method_options(const std::string& method) {
+  const distill::DistillerEntry& e = distill::registry_entry(method);  // an error listing the methods if none
+  const std::vector<distill::OptionInfo> rows = e.options();
+  const std::string title = fmt::format("{} ({}): {}", e.name, e.family, e.description);
+  if (rows.empty()) {
+    fmt::print("{}\n\n  no options\n", title);
+    return;
+  }
+  size_t key_width = 3, default_width = 7;
+  for (const auto& r : rows) {
+    key_width = std::max(key_width, r.key.size());
+    default_width = std::max(default_width, r.default_value.empty() ? 2 : r.default_value.size());
+  }
+  fmt::print("{}\n\n  {:<{}}  {:<7}  {:<{}}  {}\n", title, "key", key_width, "type", "default", default_width, "meaning");
+  for (const auto& r : rows)
+    fmt::print("  {:<{}}  {:<7}  {:<{}}  {}\n", r.key, key_width, r.type,
+               r.default_value.empty() ? "\"\"" : r.default_value, default_width, r.help);
+  fmt::print("\nset them with --set key=value, or in a recipe's method_params\n");
+}
 
 void register_distill(CLI::App& app) {
   auto* cmd = app.add_subcommand("distill", "Train a student from a teacher with a distillation method");
@@ -21,7 +44,7 @@ void register_distill(CLI::App& app) {
     bool resume = false, list = false, cache = false, no_cache = false;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_flag("--list", o->list, "list the methods and exit");
+  cmd->add_flag("--list", o->list, "list the methods and exit; with --method NAME, that method's options");
   cmd->add_option("--recipe", o->recipe, "recipe file (JSON; recipes/ holds the standard ones)");
   cmd->add_option("--out", o->out, "run directory");
   cmd->add_option("--teacher", o->teachers,
@@ -45,6 +68,10 @@ void register_distill(CLI::App& app) {
                   "a recipe key or a method hyper-parameter: --set T=4 --set epochs=30 (repeatable)");
   cmd->add_flag("--resume", o->resume, "continue from RUN_DIR/checkpoint.safetensors");
   cmd->callback([o] {
+    if (o->list && !o->method.empty()) {
+      print_method_options(o->method);
+      return;
+    }
     if (o->list) {
       for (const auto& e : distill::distiller_registry())
         fmt::print("{:<10} {:<9} {}\n", e.name, e.family, e.description);
@@ -54,6 +81,7 @@ void register_distill(CLI::App& app) {
                  "(docs/methods/fusion.md)\n");
       fmt::print("several teachers: --teacher MODEL:WEIGHTS repeated, --set teacher_combine=mean|weighted|confidence "
                  "(weighted: --set teacher_weights_mix=0.7,0.3)\n");
+      fmt::print("a method's options, defaults and meaning: kdlab distill --list --method NAME\n");
       return;
     }
     KD_CHECK(!o->out.empty(), "kdlab distill needs --out RUN_DIR");
