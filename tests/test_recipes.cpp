@@ -3,7 +3,9 @@
 // FitNet regressor or a WKD-F projector is sized from the real maps), then one loss and its
 // backward run on a small batch and give a finite value with a gradient for the student.
 // Random weights stand in for the teachers (the CIFAR-100 checkpoints are not needed).
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "distill/distill_run.h"
 #include "train/recipe.h"
@@ -119,4 +121,79 @@ TEST_CASE("recipes: every recipe parses and builds its method on its models") {
     CHECK(per_method[m] == 10);  // the ten pairs of the benchmark
   }
   CHECK(per_method["wkd_f"] == 2);  // the official WKD release gives these two pairs
+}
+
+// ---------------------------------------------------------------- the CIFAR-100 recipes, run
+
+// With CIFAR-100 on disk (KDLAB_CIFAR100_DIR = the cifar-100-binary folder, its .tar.gz, or a
+// packed .bin), every CIFAR-100 recipe runs end to end through `kdlab distill`'s entry
+// (distill::run_method): its real student, teacher, assistants and method, its optimizer and
+// schedule, the teacher cache where it asks for one, on the first 2 x batch_size training images
+// for one epoch (2 steps) and 100 test images. Random weights stand in for the teachers (the
+// point is that the recipe runs, not what it reaches). Skipped when the variable is unset: CI has
+// no CIFAR-100.
+//
+// KDLAB_RECIPE_COST_OUT=FILE also writes one JSON line per recipe with its measured training
+// images/s at KDLAB_RECIPE_COST_STEPS steps (default 2); scripts/cifar100_recipe_costs.sh turns
+// them into recipes/cifar100/README.md's wall-time estimates.
+TEST_CASE("recipes: with CIFAR-100 present, every CIFAR-100 recipe trains its steps end to end") {
+  const char* data = std::getenv("KDLAB_CIFAR100_DIR");
+  if (!data || !*data) {
+    MESSAGE("KDLAB_CIFAR100_DIR is not set: the CIFAR-100 recipes are not run (set it to cifar-100-binary)");
+    return;
+  }
+  const char* cost_out = std::getenv("KDLAB_RECIPE_COST_OUT");
+  const char* steps_env = std::getenv("KDLAB_RECIPE_COST_STEPS");
+  const int64_t steps = steps_env ? std::max<int64_t>(2, std::atoll(steps_env)) : 2;
+  const char* only = std::getenv("KDLAB_RECIPE_FILTER");  // a substring of the recipe file names to run
+  std::map<std::string, std::string> random_weights;  // model -> a file of its randomly initialised weights
+  auto weights_of = [&](const std::string& model) {
+    std::string& path = random_weights[model];
+    if (path.empty()) {
+      path = kdtest::temp_path("random_" + model + ".safetensors");
+      train::save_weights(path, *nn::create_model(model, {100, 3, 32, 7}), model, 100);
+    }
+    return path;
+  };
+  int64_t ran = 0;
+  for (const std::string& path : recipe_files()) {
+    train::TrainConfig c;
+    train::load_recipe(path, c);
+    if (c.dataset != "cifar100" || (only && path.find(only) == std::string::npos)) continue;
+    CAPTURE(path);
+    const int64_t recipe_epochs = c.epochs;
+    c.data_dir = data;
+    c.epochs = 1;
+    c.milestones.clear();
+    c.warmup_epochs = 0;
+    c.train_limit = steps * c.batch_size;
+    c.test_limit = 100;
+    if (!c.teacher.empty()) c.teacher_weights = weights_of(c.teacher);
+    for (std::string& t : c.teachers) t = t.substr(0, t.find(':')) + ":" + weights_of(t.substr(0, t.find(':')));
+    for (std::string& a : c.assistants) a = a.substr(0, a.find(':')) + ":" + weights_of(a.substr(0, a.find(':')));
+    if (c.method_params.is_object() && c.method_params.contains("cost_matrix"))
+      c.method_params["cost_matrix"] = cost_matrix(100);  // kdlab wkd-cost builds it in a real run
+    const std::string dir = kdtest::temp_path("recipe_run");
+    c.teacher_cache_dir = dir + "/teacher_cache";
+    train::RunSummary s;
+    REQUIRE_NOTHROW(s = distill::run_method(c, dir, "test", false));
+    CHECK_FALSE(s.interrupted);
+    std::ifstream f(dir + "/metrics.jsonl");
+    std::string line;
+    REQUIRE(std::getline(f, line));
+    const nlohmann::json m = nlohmann::json::parse(line);
+    CHECK(std::isfinite(m["train_loss"].get<double>()));
+    CHECK(fs::exists(dir + "/model_last.safetensors"));
+    if (cost_out) {
+      std::ofstream out(cost_out, std::ios::app);
+      out << nlohmann::json{{"recipe", fs::path(path).filename().string()}, {"steps", steps},
+                            {"batch_size", c.batch_size}, {"images_per_s", m["images_per_s"]},
+                            {"train_images", 50000}, {"epochs", recipe_epochs}}.dump()
+          << "\n";
+    }
+    fs::remove_all(dir);
+    ++ran;
+  }
+  MESSAGE(ran << " CIFAR-100 recipes ran " << steps << " steps each");
+  CHECK(ran > 0);
 }

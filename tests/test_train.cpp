@@ -236,6 +236,18 @@ TEST_CASE("--train-limit keeps the first N images and warns when they miss class
   CHECK(warning.empty());  // all four classes present
   CHECK(train::first_n(d, 0, &warning).size() == 20);  // no limit
   CHECK(warning.empty());
+  // A shuffled data set (CIFAR-100's binaries): 100 images cannot hold all 100 classes, but they
+  // hold about as many as a random draw would, so no "sorted by class" warning.
+  data::Dataset shuffled;
+  shuffled.name = "shuffled";
+  for (int k = 0; k < 100; ++k) shuffled.class_names.push_back(std::to_string(k));
+  shuffled.images = zeros({500, 1, 2, 2}, DType::u8);
+  std::vector<int64_t> ys;
+  Generator g(4);
+  for (int i = 0; i < 500; ++i) ys.push_back((int64_t)(g.next_u64() % 100));
+  shuffled.labels = from_vector(ys, {500});
+  CHECK(train::first_n(shuffled, 100, &warning).size() == 100);
+  CHECK(warning.empty());
   // The random subset is the remedy the warning names: it reaches past the first two classes.
   std::vector<int64_t> r = to_int_vector(data::random_subset(d, 7, 0).labels);
   CHECK(r.size() == 7);
