@@ -240,14 +240,21 @@ void pack_cifar_binary(const Dataset& dataset, const std::string& out_path) {
            dataset.source, dataset.channels(), dataset.height(), dataset.width());
   KD_CHECK(dataset.num_classes() <= 256, "pack_cifar_binary: {} has {} classes; one label byte holds at most 256",
            dataset.source, dataset.num_classes());
-  const int64_t n = dataset.size();
-  std::vector<uint8_t> bytes((size_t)(n * (1 + kPixels)));
+  // CIFAR-100 (coarse labels present) keeps its own record: coarse byte, fine byte, pixels.
+  const bool cifar100 = dataset.coarse_labels.defined();
+  KD_CHECK(!cifar100 || dataset.num_classes() == 100,
+           "pack_cifar_binary: {} holds CIFAR-100's super-classes as its labels; pack the data set loaded with its "
+           "100 fine labels (the coarse ones are kept beside them)", dataset.source);
+  const int64_t n = dataset.size(), label_bytes = cifar100 ? 2 : 1, record = label_bytes + kPixels;
+  std::vector<uint8_t> bytes((size_t)(n * record));
   const uint8_t* px = dataset.images.data<uint8_t>();  // (N, 3, 32, 32): already R, G, B planes
   const int64_t* y = dataset.labels.data<int64_t>();
+  const Tensor coarse = cifar100 ? dataset.coarse_labels.contiguous() : Tensor();
   for (int64_t i = 0; i < n; ++i) {
-    uint8_t* r = bytes.data() + i * (1 + kPixels);
-    r[0] = (uint8_t)y[i];
-    std::memcpy(r + 1, px + i * kPixels, kPixels);
+    uint8_t* r = bytes.data() + i * record;
+    if (cifar100) r[0] = (uint8_t)coarse.data<int64_t>()[i];
+    r[label_bytes - 1] = (uint8_t)y[i];
+    std::memcpy(r + label_bytes, px + i * kPixels, kPixels);
   }
   std::string names;
   for (const std::string& s : dataset.class_names) names += s + "\n";

@@ -87,7 +87,8 @@ Dataset make_synthetic(const SyntheticOptions& options, const std::string& split
 // Writes `dataset` in the CIFAR-10 binary format (records of 1 label byte + the 3072 bytes of
 // the R, G and B planes), atomically, plus its class names one per line in `out_path`.meta.txt
 // (the form of the official batches.meta.txt). load_cifar10(out_path) reads it back. Needs
-// 3 x 32 x 32 images and fewer than 256 classes.
+// 3 x 32 x 32 images and fewer than 256 classes. CIFAR-100 (a data set with coarse labels) is
+// written in its own record layout (coarse byte, fine byte, pixels), which load_cifar100 reads.
 void pack_cifar_binary(const Dataset& dataset, const std::string& out_path);
 
 // ---- helpers

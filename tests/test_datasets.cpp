@@ -297,6 +297,16 @@ TEST_CASE("cifar100: fine labels by default, coarse on request; folder and archi
   write_gzip(archive, make_tar(tree_members(dir, "")));
   Dataset t = load_cifar100(archive, "test");
   CHECK(to_int_vector(t.labels) == std::vector<int64_t>{99, 98, 97, 96});
+
+  // packed: CIFAR-100's own record (coarse byte, fine byte, pixels), read back by load_cifar100
+  const std::string packed = dir + "/packed100.bin";
+  pack_cifar_binary(d, packed);
+  CHECK(fs::file_size(packed) == 4u * (2 + 3072));
+  Dataset p = load_cifar100(packed, "train");
+  CHECK(to_int_vector(p.labels) == to_int_vector(d.labels));
+  CHECK(to_int_vector(p.coarse_labels) == to_int_vector(d.coarse_labels));
+  for (int64_t i = 0; i < 4; ++i) check_pixels(p, i, i);
+  CHECK_ERROR_CONTAINS(pack_cifar_binary(c, dir + "/coarse.bin"), "holds CIFAR-100's super-classes as its labels");
 }
 
 TEST_CASE("cifar: bad files give errors naming the file") {
@@ -790,4 +800,49 @@ TEST_CASE("cifar10-jpg archive (../shared/data): 50000 + 10000 images, CIFAR cla
   Dataset rtest = load_cifar10(dir + "/test.bin", "test");
   CHECK(std::memcmp(rtest.images.data<uint8_t>(), test.images.data<uint8_t>(), 10000 * 3072) == 0);
   fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------- the real CIFAR-100
+
+// With the real CIFAR-100 on disk (KDLAB_CIFAR100_DIR = the cifar-100-binary folder, with its
+// .tar.gz beside it as ../shared/data/pack_cifar100.py writes them), the folder, the archive and
+// a packed .bin give the same 50,000 + 10,000 images, fine and coarse labels, and the channel
+// means ../shared/data/README.md publishes. Skipped when the variable is unset (CI has no CIFAR-100).
+TEST_CASE("cifar100: the folder, the .tar.gz and a packed .bin read the same data set") {
+  const char* env = std::getenv("KDLAB_CIFAR100_DIR");
+  if (!env || !*env) {
+    MESSAGE("KDLAB_CIFAR100_DIR is not set: the real CIFAR-100 is not read");
+    return;
+  }
+  std::string folder = env;
+  while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
+  const std::string archive = folder + ".tar.gz";
+  for (const char* split : {"train", "test"}) {
+    CAPTURE(split);
+    const data::Dataset a = data::load_dataset("cifar100", folder, split);
+    CHECK(a.size() == (std::string(split) == "train" ? 50000 : 10000));
+    CHECK(a.num_classes() == 100);
+    CHECK(a.coarse_class_names.size() == 20);
+    CHECK(a.class_names[0] == "apple");
+    if (std::string(split) == "train") {  // ../shared/data/README.md: channel means 0.5071 0.4865 0.4409
+      const Tensor m = mean(a.images.to(DType::f32), {0, 2, 3});  // (3) pixel means, 0..255
+      CHECK(m.at({0}) / 255.0 == doctest::Approx(0.5071).epsilon(2e-4));
+      CHECK(m.at({1}) / 255.0 == doctest::Approx(0.4865).epsilon(2e-4));
+      CHECK(m.at({2}) / 255.0 == doctest::Approx(0.4409).epsilon(2e-4));
+    }
+    std::vector<data::Dataset> others;
+    if (fs::exists(archive)) others.push_back(data::load_dataset("cifar100", archive, split));
+    else MESSAGE("no " << archive << " beside the folder: the archive is not compared");
+    const std::string packed = kdtest::temp_path(std::string("cifar100_") + split + ".bin");
+    data::pack_cifar_binary(a, packed);
+    others.push_back(data::load_dataset("cifar100", packed, split));
+    for (const data::Dataset& b : others) {
+      CAPTURE(b.source);
+      REQUIRE(b.size() == a.size());
+      CHECK(max(abs(sub(b.images.to(DType::f32), a.images.to(DType::f32)))).item() == 0.0);
+      CHECK(to_int_vector(b.labels) == to_int_vector(a.labels));
+      CHECK(to_int_vector(b.coarse_labels) == to_int_vector(a.coarse_labels));
+      CHECK(b.class_names == a.class_names);
+    }
+  }
 }
