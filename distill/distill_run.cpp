@@ -166,7 +166,7 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     info.epoch = epoch + 1;  // mdistiller counts epochs from 1
     info.batch_index = batch.batch_index;
     info.total_epochs = total_epochs;
-    LossBreakdown lb = dist->loss(student, teacher, info);
+    LossBreakdown lb = distill_loss(*dist, student, teacher, info);
     return {lb.total, lb.parts};
   };
 
