@@ -69,7 +69,7 @@ train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data
   info.epoch = epoch + 1;  // mdistiller counts epochs from 1
   info.batch_index = batch.batch_index;
   info.total_epochs = total_epochs_;
-  LossBreakdown lb = distiller_->loss(student, teacher, info);
+  LossBreakdown lb = distill_loss(*distiller_, student, teacher, info);  // w_ce * CE + the method's terms
   return {lb.total, lb.parts};
 }
 

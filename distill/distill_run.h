@@ -9,7 +9,8 @@
 // One step (DESIGN.md's data flow):
 //   batch -> teacher.forward (eval mode, no gradient)  or  TeacherCache::logits (same augmented view)
 //         -> student.forward (train mode)
-//         -> distiller.loss(student, teacher, {labels, indices, epoch}) -> total + named parts
+//         -> distill_loss(distiller, student, teacher, {labels, indices, epoch}) -> total + named parts
+//            (w_ce * CE(zs, y) + the distiller's own terms, distiller.h)
 //   and run_training does backward, the optimizer step (student + the distiller's helpers), the
 //   logging of every part per epoch, checkpoints (student + "distiller" helpers) and resume.
 //

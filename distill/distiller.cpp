@@ -1,4 +1,5 @@
-// distiller.cpp: the one explicit table of distillation methods.
+// distiller.cpp: the one place cross-entropy is added to a method's terms (distill_loss), and the
+// one explicit table of distillation methods.
 //
 // Adding a method = writing its file under distill/<family>/ and adding one row to
 // distiller_registry() below: name, family, description, factory and option table. Nothing
@@ -19,6 +20,7 @@
 #include "distill/output/dgkd.h"
 #include "distill/output/dkd.h"
 #include "distill/output/kd.h"
+#include "distill/output/common.h"
 #include "distill/output/wkd_l.h"
 #include "distill/relation/cc.h"
 #include "distill/relation/pkt.h"
@@ -27,8 +29,38 @@
 #include "distill/relation/sp.h"
 #include "distill/relation/london.h"
 #include "distill/relation/vrm.h"
+#include "engine/ops.h"
 
 namespace kd::distill {
+
+// ------------------------------------------------------------------------------- CE, once
+
+LossBreakdown add_cross_entropy(const LossBreakdown& own, const Tensor& zs, const Tensor& labels, double ce_weight,
+                                const ExplainFn& explain, double label_smoothing) {
+  CrossEntropyOptions ce_opt;
+  ce_opt.label_smoothing = label_smoothing;
+  Tensor ce = cross_entropy(zs, labels, ce_opt);  // () CE(zs, y)
+  show_step(explain, "ce", ce);
+  Tensor ce_part = mul(ce, ce_weight);  // () w_ce * CE
+  LossBreakdown out;
+  out.total = add(ce_part, own.total);  // L = w_ce * CE + the method's terms
+  out.parts.push_back({"ce", ce_part});
+  out.parts.insert(out.parts.end(), own.parts.begin(), own.parts.end());
+  show_step(explain, "loss", out.total);
+  return out;
+}
+
+LossBreakdown distill_loss(Distiller& d, const nn::ModelOutput& student, const nn::ModelOutput& teacher,
+                           const BatchInfo& batch) {
+  LossBreakdown own = d.loss(student, teacher, batch);  // the method's terms (its steps shown as it goes)
+  const std::optional<double> w_ce = d.ce_weight(batch);
+  if (!w_ce) {  // no CE this batch (FitNet's hint stage): the method's terms alone
+    own.parts.insert(own.parts.begin(), {"ce", scalar_tensor(0.0)});
+    if (d.explain) d.explain("loss", own.total);
+    return own;
+  }
+  return add_cross_entropy(own, student.logits, batch.labels, *w_ce, d.explain, d.ce_label_smoothing());
+}
 
 // ------------------------------------------------------------------------------- the registry
 

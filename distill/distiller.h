@@ -1,9 +1,18 @@
 // distiller.h: the interface every distillation method implements, and the explicit registry.
 //
-// A Distiller turns (student outputs, teacher outputs, batch, epoch) into a loss with a named
-// breakdown. It owns any trainable helper modules (regressors, connectors, projectors), which the
-// optimizer trains with the student and checkpoints save beside it, and it declares which
-// teacher outputs it reads, so that logits-only methods can use the teacher cache.
+// A Distiller turns (student outputs, teacher outputs, batch, epoch) into its own loss terms
+// with a named breakdown. It owns any trainable helper modules (regressors, connectors,
+// projectors), which the optimizer trains with the student and checkpoints save beside it, and it
+// declares which teacher outputs it reads, so that logits-only methods can use the teacher cache.
+//
+// The contract on cross-entropy: a method's loss() returns its own terms only, never the plain
+// CE(student logits, labels). It declares the weight of that CE instead (ce_weight(), its option
+// "ce_weight", default its official code's), and the one function distill_loss adds it, once:
+//     L = w_ce * CE(zs, y) + the method's terms         parts {"ce", then the method's parts}
+// Everything that trains or inspects a method calls distill_loss (the training loop, the VRM
+// virtual-view loop, `kdlab loss`, the step programs); a fusion of methods is one Distiller whose
+// terms are its components' terms, so CE is still counted once. CE-like terms of a method's own
+// (HCD's CE of the sub-logits, VRM's CE of the virtual view) stay in its loss().
 //
 // Per-method hyper-parameters come as a map of strings ("T" -> "4", "beta" -> "8") so that the
 // command line (--set T=4), recipes and the loss inspector pass them the same way. Each method
@@ -14,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,22 +69,46 @@ struct BatchInfo {
   nn::ModelOutput student_virtual, teacher_virtual;
 };
 
+// Called with every intermediate tensor, named as in the paper, in the order the equation
+// computes it (Distiller::explain, `kdlab loss --explain`). Empty: nothing is shown.
+using ExplainFn = std::function<void(const std::string& name, const Tensor& value)>;
+
 class Distiller : public nn::Module {
  public:
   virtual std::string name() const = 0;  // "kd", "dkd", ...
   virtual TeacherNeeds needs() const { return {}; }
+  // The method's own terms: total and parts, without the plain CE(zs, y) (distill_loss adds it).
   virtual LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) = 0;
+  // w_ce, the weight of the CE(zs, y) that distill_loss adds for this batch: the method's option
+  // ce_weight. std::nullopt: no CE at all for this batch, not even with weight 0, so that what
+  // only CE reaches gets no gradient (FitNet's hint stage trains the layers up to the guided one).
+  virtual std::optional<double> ce_weight(const BatchInfo& batch) const = 0;
+  // The label smoothing of that CE (HCD's option label_smoothing; 0 for the others).
+  virtual double ce_label_smoothing() const { return 0.0; }
   // The hyper-parameters in effect (after defaults), for run records and --explain.
   virtual Params params() const = 0;
   // Step-through support: when set, methods call it with every intermediate tensor, named as
   // in the paper, in the order the equation computes them (kdlab loss --explain).
-  std::function<void(const std::string& name, const Tensor& value)> explain;
+  ExplainFn explain;
 
  protected:
   void show(const std::string& name, const Tensor& value) const {
     if (explain) explain(name, value);
   }
 };
+
+// The loss of one batch as training sees it: the method's terms (d.loss) plus
+//     w_ce * CE(student.logits, batch.labels)        w_ce = d.ce_weight(batch)
+// total = ce part + the method's total; parts {"ce", then the method's parts}; "ce" and "loss"
+// are the last steps shown to d.explain. When d.ce_weight(batch) is std::nullopt the "ce" part is
+// a constant 0 and the total is the method's.
+LossBreakdown distill_loss(Distiller& d, const nn::ModelOutput& student, const nn::ModelOutput& teacher,
+                           const BatchInfo& batch);
+// The same sum for a method's terms computed by its equation function (kd_loss, dkd_loss, ...):
+// `own` with ce_weight * CE(zs, labels) in front (a weight of 0 still puts CE in the graph, as
+// PyTorch's 0 * CE does: every parameter it reaches gets a zero gradient).
+LossBreakdown add_cross_entropy(const LossBreakdown& own, const Tensor& zs, const Tensor& labels, double ce_weight,
+                                const ExplainFn& explain = {}, double label_smoothing = 0.0);
 
 struct DistillerContext {
   // The student's and teacher's feature shapes (for methods that build helpers), from one

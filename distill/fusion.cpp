@@ -82,14 +82,8 @@ TeacherNeeds FusionDistiller::needs() const {
 
 LossBreakdown FusionDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher,
                                     const BatchInfo& batch) {
-  // CE once, with the fusion's weight
-  Tensor ce = cross_entropy(student.logits, batch.labels);  // ()
-  Tensor ce_part = mul(ce, ce_weight_);
-  show("ce", ce);
   LossBreakdown out;
-  out.parts.push_back({"ce", ce_part});
-  Tensor total = ce_part;
-
+  Tensor total;  // sum_i w_i * s_i(epoch) * L_i (distill_loss adds w_ce * CE once)
   for (FusionComponent& c : components_) {
     const std::string prefix = c.method + ".";
     if (explain) {  // the component's steps, named "<method>.<step>"
@@ -111,14 +105,12 @@ LossBreakdown FusionDistiller::loss(const nn::ModelOutput& student, const nn::Mo
              c.method, sum_parts, tot);
 
     for (const auto& [n, t] : lb.parts) {
-      if (n == "ce") continue;  // counted once above
-      Tensor scaled = factor == 1.0 ? t : mul(t, factor);  // (L_i - ce_i) part by part, times w_i s_i
+      Tensor scaled = factor == 1.0 ? t : mul(t, factor);  // L_i part by part, times w_i s_i
       out.parts.push_back({prefix + n, scaled});
-      total = add(total, scaled);
+      total = total.defined() ? add(total, scaled) : scaled;
     }
   }
   out.total = total;
-  show("loss", out.total);
   return out;
 }
 

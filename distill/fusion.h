@@ -3,15 +3,18 @@
 //
 // ---- Fusion: "dkd+at", "kd+fitnet+wkd_f", ... (any registry methods joined by '+')
 //
-// Every method's loss is CE plus its own distillation terms. A fusion runs each component on the
-// same student and teacher outputs (one teacher forward pass per batch, shared), scales each
-// component's distillation terms by a weight and an epoch schedule, and counts CE once:
-//     L = w_ce * CE(zs, y) + sum_i  w_i * s_i(epoch) * (L_i - ce_i)
-// where L_i is component i's total and ce_i its "ce" part (its own w_ce,i * CE). Written over the
-// named parts: every part of every component except "ce", times w_i * s_i(epoch), plus one "ce".
-// Parts are logged as "<method>.<part>" ("dkd.tckd", "at.at_f1") plus "ce".
+// A method's loss() is its own distillation terms; the plain CE(zs, y) is added once, by
+// distill_loss (distiller.h), with the method's ce_weight. A fusion is one such method: it runs
+// each component on the same student and teacher outputs (one teacher forward pass per batch,
+// shared) and scales each component's terms by a weight and an epoch schedule; distill_loss then
+// adds CE once, with the fusion's ce_weight:
+//     L = w_ce * CE(zs, y) + sum_i  w_i * s_i(epoch) * L_i
+// where L_i is component i's loss() total (no CE in it). Written over the named parts: every part
+// of every component times w_i * s_i(epoch); logged as "<method>.<part>" ("dkd.tckd", "at.at_f1"),
+// after distill_loss's "ce".
 //   w_ce   fusion key ce_weight; default: the first component's ce_weight (its params()), or 1
-//          when it has none. Component weights and schedules never scale CE.
+//          when it has none. Component weights and schedules never scale CE; the components'
+//          own ce_weight are not used (only the first one's, as this default).
 //   w_i    <method>.weight (1)
 //   s_i    <method>.schedule: constant (1), warmup:E = min(epoch / E, 1) (a linear ramp over E
 //          epochs, epoch counted from 1 as DKD's warm-up), cosine = (1 + cos(pi (epoch-1) / N)) / 2
@@ -75,12 +78,13 @@ class FusionDistiller : public Distiller {
   std::string type_name() const override { return "Fusion"; }
   TeacherNeeds needs() const override;  // the union of the components'
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  // w_ce: the fusion's ce_weight, whatever the epoch.
+  std::optional<double> ce_weight(const BatchInfo&) const override { return ce_weight_; }
   // ce_weight, then per component <method>.weight, <method>.schedule and <method>.<key> for
   // every key of the component's params().
   Params params() const override;
 
   const std::vector<FusionComponent>& components() const { return components_; }
-  double ce_weight() const { return ce_weight_; }
 
  private:
   std::vector<FusionComponent> components_;

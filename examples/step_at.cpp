@@ -120,11 +120,14 @@ int main() {
   opt.p = p;
   opt.feat_weight = beta;
   opt.ce_weight = w_ce;
-  distill::LossBreakdown lib = distill::at_loss(
-      from_vector(zs_f, {B, K}), from_vector(std::vector<int64_t>{y[0], y[1]}, {B}),
-      {tensor(&f1s[0][0], B * C1s * N1, {B, C1s, 4, 4}), tensor(&f2s[0][0], B * C2s * N2, {B, C2s, 2, 2})},
-      {tensor(&f1t[0][0], B * C1t * N1, {B, C1t, 4, 4}), tensor(&f2t[0][0], B * C2t * N1, {B, C2t, 4, 4})}, opt);
-  std::printf("5. library at_loss = %.6f (ce %.6f, at_f1 %.6f, at_f2 %.6f)\n", lib.total.item(),
+  Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
+  // at_loss is AT's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(
+      distill::at_loss(
+          tzs, ty, {tensor(&f1s[0][0], B * C1s * N1, {B, C1s, 4, 4}), tensor(&f2s[0][0], B * C2s * N2, {B, C2s, 2, 2})},
+          {tensor(&f1t[0][0], B * C1t * N1, {B, C1t, 4, 4}), tensor(&f2t[0][0], B * C2t * N1, {B, C2t, 4, 4})}, opt),
+      tzs, ty, opt.ce_weight);
+  std::printf("5. library w_ce * CE + at_loss = %.6f (ce %.6f, at_f1 %.6f, at_f2 %.6f)\n", lib.total.item(),
               lib.parts[0].second.item(), lib.parts[1].second.item(), lib.parts[2].second.item());
   const double diff = std::fabs(lib.total.item() - loss) / std::fmax(1.0, std::fabs(loss));
   std::printf("   |library - by hand| / max(1, |loss|) = %.2e %s\n", diff, diff < 1e-5 ? "(agree)" : "(DISAGREE)");

@@ -180,9 +180,11 @@ int main() {
   opt.r = R;
   opt.normalize = normalize;
   opt.ce_weight = w_ce;
-  distill::LossBreakdown lib =
-      distill::catkd_loss(lib_zs, from_vector(std::vector<int64_t>{y[0], y[1]}, {B}), lib_cam_s, lib_cam_t, opt);
-  std::printf("7. library catkd_loss = %.6f (ce %.6f, cat %.6f)\n", lib.total.item(), lib.parts[0].second.item(),
+  Tensor ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
+  // catkd_loss is CAT-KD's own term; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(distill::catkd_loss(lib_zs, ty, lib_cam_s, lib_cam_t, opt),
+                                                          lib_zs, ty, opt.ce_weight);
+  std::printf("7. library w_ce * CE + catkd_loss = %.6f (ce %.6f, cat %.6f)\n", lib.total.item(), lib.parts[0].second.item(),
               lib.parts[1].second.item());
   double diff = std::fabs(lib.total.item() - loss) / std::fmax(1.0, std::fabs(loss));
   for (int b = 0; b < B; ++b)

@@ -132,9 +132,11 @@ int main() {
       zt_f.push_back((float)zt[b][k]);
     }
   distill::DkdOptions opt{alpha, beta, T, W, w_ce};
-  distill::LossBreakdown lib = distill::dkd_loss(from_vector(zs_f, {B, K}), from_vector(zt_f, {B, K}),
-                                                 from_vector(std::vector<int64_t>{y[0], y[1]}, {B}), opt, epoch);
-  std::printf("8. library dkd_loss = %.6f (ce %.6f, tckd %.6f, nckd %.6f)\n", lib.total.item(), lib.parts[0].second.item(),
+  Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
+  // dkd_loss is DKD's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(
+      distill::dkd_loss(tzs, from_vector(zt_f, {B, K}), ty, opt, epoch), tzs, ty, opt.ce_weight);
+  std::printf("8. library w_ce * CE + dkd_loss = %.6f (ce %.6f, tckd %.6f, nckd %.6f)\n", lib.total.item(), lib.parts[0].second.item(),
               lib.parts[1].second.item(), lib.parts[2].second.item());
   const double diff = std::fabs(lib.total.item() - loss);
   std::printf("   |library - by hand| = %.2e %s\n", diff, diff < 1e-4 ? "(agree)" : "(DISAGREE)");

@@ -119,11 +119,13 @@ int main() {
     regressor.bn->bias.copy_(from_vector(be_f, {Ct}));
   }
   distill::FitNetOptions opt;  // hint f2, w_ce 1, w_feat 100, one stage
-  distill::LossBreakdown lib =
-      distill::fitnet_loss(from_vector(zs_f, {B, K}), Tensor(), from_vector(fs_f, {B, Cs, 2, 2}),
-                           from_vector(ft_f, {B, Ct, 2, 2}), from_vector(std::vector<int64_t>{y[0], y[1]}, {B}), regressor,
-                           opt, /*epoch=*/1);
-  std::printf("6. library fitnet_loss (%s regressor) = %.6f (ce %.6f, hint %.6f)\n", regressor.kind().c_str(),
+  Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
+  // fitnet_loss is FitNets' own term; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(
+      distill::fitnet_loss(tzs, Tensor(), from_vector(fs_f, {B, Cs, 2, 2}), from_vector(ft_f, {B, Ct, 2, 2}), ty,
+                           regressor, opt, /*epoch=*/1),
+      tzs, ty, opt.ce_weight);
+  std::printf("6. library w_ce * CE + fitnet_loss (%s regressor) = %.6f (ce %.6f, hint %.6f)\n", regressor.kind().c_str(),
               lib.total.item(), lib.parts[0].second.item(), lib.parts[1].second.item());
   const double diff = std::fabs(lib.total.item() - loss) / std::fmax(1.0, std::fabs(loss));
   std::printf("   |library - by hand| / max(1, |loss|) = %.2e %s\n", diff, diff < 1e-5 ? "(agree)" : "(DISAGREE)");

@@ -3,14 +3,14 @@
 // the library's FusionDistiller and combine_teacher_logits on the same numbers, which must agree.
 //
 // Fusion (distill/fusion.h), epoch e of N:
-//     L = w_ce * CE(zs, y) + sum_i w_i * s_i(e) * (L_i - ce_i)
+//     L = w_ce * CE(zs, y) + sum_i w_i * s_i(e) * L_i       (L_i: method i's own terms, no CE)
 //     s_kd  = warmup:4 -> min(e / 4, 1)       s_dkd = cosine -> (1 + cos(pi (e - 1) / N)) / 2
 // Two teachers, CA-MKD confidence weights:
 //     l_bm = CE(z_m,b, y_b),  a_bm = (1 - softmax_m(l_b)_m) / (M - 1),  zt_b = sum_m a_bm z_m,b
 //
 // Build: ninja step_fusion      Step through (docs/methods/fusion.md shows a session):
 //     gdb ./step_fusion
-//     (gdb) break step_fusion.cpp:78       (the factors w_i * s_i(e) computed)
+//     (gdb) break step_fusion.cpp:77       (the factors w_i * s_i(e) computed)
 //     (gdb) run
 //     (gdb) print factor_kd
 #include <cmath>
@@ -59,16 +59,15 @@ int main() {
   Tensor ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
 
   // ---------------------------------------------------------------- part 1: fusion kd+dkd
-  // 1. each component alone (the library's per-method losses; docs/methods/kd.md, dkd.md)
+  // 1. each component's own terms (the library's per-method losses, without CE; kd.md, dkd.md)
   distill::KdOptions kd_opt;          // T 4, ce 0.1, kd 0.9
   distill::DkdOptions dkd_opt;        // alpha 1, beta 8, T 4, ce 1
   dkd_opt.warmup = 0;
   distill::LossBreakdown l_kd = distill::kd_loss(tzs, tz1, ty, kd_opt);
   distill::LossBreakdown l_dkd = distill::dkd_loss(tzs, tz1, ty, dkd_opt, epoch);
-  std::printf("1. kd alone:  ce %.6f  kd %.6f              (total %.6f)\n", value_of(l_kd, "ce"), value_of(l_kd, "kd"),
-              l_kd.total.item());
-  std::printf("   dkd alone: ce %.6f  tckd %.6f  nckd %.6f (total %.6f)\n", value_of(l_dkd, "ce"),
-              value_of(l_dkd, "tckd"), value_of(l_dkd, "nckd"), l_dkd.total.item());
+  std::printf("1. kd's terms:  kd %.6f              (total %.6f)\n", value_of(l_kd, "kd"), l_kd.total.item());
+  std::printf("   dkd's terms: tckd %.6f  nckd %.6f (total %.6f)\n", value_of(l_dkd, "tckd"),
+              value_of(l_dkd, "nckd"), l_dkd.total.item());
 
   // 2. the factors w_i * s_i(epoch): kd.weight=1 with warmup:4, dkd.weight=0.5 with cosine
   const double w_kd = 1.0, w_dkd = 0.5;
@@ -78,12 +77,12 @@ int main() {
   std::printf("2. factors at epoch %lld of %lld: kd %g * %g = %.6f, dkd %g * %.6f = %.6f\n", (long long)epoch,
               (long long)N, w_kd, s_kd, factor_kd, w_dkd, s_dkd, factor_dkd);
 
-  // 3. CE once, with the first component's weight (kd's 0.1)
+  // 3. CE once (distill_loss adds it), with the fusion's weight: the first component's (kd's 0.1)
   const double w_ce = kd_opt.ce_weight;
   const double ce = (ce_row(zs[0], y[0]) + ce_row(zs[1], y[1])) / B;
-  std::printf("3. ce = %.6f, times w_ce %g = %.6f (the components' own ce parts are left out)\n", ce, w_ce, w_ce * ce);
+  std::printf("3. ce = %.6f, times w_ce %g = %.6f (dkd's own ce_weight is not used)\n", ce, w_ce, w_ce * ce);
 
-  // 4. the sum: every part except "ce", times its component's factor
+  // 4. the sum: CE, then every part of every component, times its component's factor
   const double kd_kd = factor_kd * value_of(l_kd, "kd");
   const double dkd_tckd = factor_dkd * value_of(l_dkd, "tckd"), dkd_nckd = factor_dkd * value_of(l_dkd, "nckd");
   const double loss = w_ce * ce + kd_kd + dkd_tckd + dkd_nckd;
@@ -103,7 +102,7 @@ int main() {
   batch.labels = ty;
   batch.epoch = epoch;
   batch.total_epochs = N;
-  distill::LossBreakdown lib = fusion->loss(student, teacher, batch);
+  distill::LossBreakdown lib = distill::distill_loss(*fusion, student, teacher, batch);  // w_ce * CE + the terms
   const double diff_fusion = std::fabs(lib.total.item() - loss);
   std::printf("5. library %s = %.6f, |library - by hand| = %.2e\n", fusion->name().c_str(), lib.total.item(),
               diff_fusion);

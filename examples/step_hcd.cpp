@@ -254,7 +254,7 @@ int main() {
                      /*strict=*/true);
   distill::BatchInfo batch;
   batch.labels = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
-  distill::LossBreakdown lib = d->loss(student, teacher, batch);
+  distill::LossBreakdown lib = distill::distill_loss(*d, student, teacher, batch);  // w_ce * CE + HCD's terms
   const double by_hand[5] = {ce, L_kd, L_sce, L_skd, L_ol};
   std::printf("10. library: loss = %.6f (", lib.total.item());
   double diff = std::fabs(lib.total.item() - loss) / std::fmax(1.0, std::fabs(loss));

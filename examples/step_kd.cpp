@@ -98,9 +98,10 @@ int main() {
   Tensor tzt = from_vector(zt_f, {B, K});
   Tensor ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
   distill::KdOptions opt{T, w_ce, w_kd};
-  distill::LossBreakdown lib = distill::kd_loss(tzs, tzt, ty, opt);
+  // kd_loss is KD's own term, w_kd * L_kd; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(distill::kd_loss(tzs, tzt, ty, opt), tzs, ty, opt.ce_weight);
   lib.total.backward();
-  std::printf("7. library kd_loss = %.6f, d/dzs =\n%s\n", lib.total.item(), to_string(tzs.grad()).c_str());
+  std::printf("7. library w_ce * CE + kd_loss = %.6f, d/dzs =\n%s\n", lib.total.item(), to_string(tzs.grad()).c_str());
   double max_diff = std::fabs(lib.total.item() - loss);
   for (int b = 0; b < B; ++b)
     for (int k = 0; k < K; ++k) max_diff = std::fmax(max_diff, std::fabs(tzs.grad().at({b, k}) - grad[b][k]));

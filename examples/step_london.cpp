@@ -92,8 +92,7 @@ int main() {
   Tensor start = from_vector(std::vector<float>{0.3f, 0.8f, 0.3f, 0.8f}, {B, Ca, 1});
   distill::LondonOptions opt;
   opt.layers = opt.teacher_layers = {"pre1", "pre2"};
-  opt.base = "none";
-  opt.ce_weight = 0;
+  opt.base = "none";  // london_loss is LONDON's own terms (distill_loss would add the CE)
   opt.london_weight = 1;
   Tensor zs = zeros({B, 3});
   Tensor y = from_vector(std::vector<int64_t>{0, 1}, {B});

@@ -150,9 +150,11 @@ int main() {
   Tensor tet = from_vector(et_f, {B, DT});
   Tensor tzs = from_vector(zs_f, {B, K});
   Tensor ty = from_vector(std::vector<int64_t>{y[0], y[1], y[2]}, {B});
-  distill::LossBreakdown lib = distill::rkd_loss(tzs, ty, tes, tet, distill::RkdOptions{});
+  // rkd_loss is RKD's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  const distill::RkdOptions opt;
+  distill::LossBreakdown lib = distill::add_cross_entropy(distill::rkd_loss(tzs, ty, tes, tet, opt), tzs, ty, opt.ce_weight);
   lib.total.backward();
-  std::printf("8. library rkd_loss = %.6f (distance %.6f, angle %.6f), d loss / d e_s =\n%s\n", lib.total.item(),
+  std::printf("8. library w_ce * CE + rkd_loss = %.6f (distance %.6f, angle %.6f), d loss / d e_s =\n%s\n", lib.total.item(),
               lib.parts[1].second.item(), lib.parts[2].second.item(), to_string(tes.grad()).c_str());
   double max_diff = std::fabs(lib.total.item() - loss);
   max_diff = std::fmax(max_diff, std::fabs(lib.parts[1].second.item() - w_d * L_D));

@@ -52,7 +52,8 @@ int main() {
     }
   std::printf("L_is = %.8f\n", L_is);
 
-  // 3. the library: CE and inter-class weights 0, no pruning
+  // 3. the library: the virtual view's CE and the inter-class weights 0, no pruning (vrm_loss is
+  //    VRM's own terms: the CE of the real view is distill_loss's)
   using namespace kd;
   auto rows = [](const double Z[N][K], int from) {
     std::vector<float> v;
@@ -61,7 +62,6 @@ int main() {
     return from_vector(v, {2, K});
   };
   distill::VrmOptions opt;
-  opt.ce_weight = 0;
   opt.ic_weight = 0;
   opt.unreliable_ratio = 0;
   Tensor y = from_vector(std::vector<int64_t>{0, 1}, {2});

@@ -139,10 +139,13 @@ int main() {
     projector.bn->bias.copy_(from_vector(be_f, {Ct}));
   }
   distill::WkdFOptions opt;  // w 0.08, gamma 4, decay after 150, grid 1, eps 1e-5
-  distill::LossBreakdown lib = distill::wkd_f_loss(
-      from_vector(zs_f, {B, K}), from_vector(fs_f, {B, Cs, 3, 3}), from_vector(ft_f, {B, Ct, 3, 3}),
-      from_vector(std::vector<int64_t>{y[0], y[1]}, {B}), projector, opt, epoch, total_epochs);
-  std::printf("6. library wkd_f_loss = %.6f (ce %.6f, mean %.6f, cov %.6f)\n", lib.total.item(),
+  Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
+  // wkd_f_loss is WKD-F's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(
+      distill::wkd_f_loss(tzs, from_vector(fs_f, {B, Cs, 3, 3}), from_vector(ft_f, {B, Ct, 3, 3}), ty, projector, opt,
+                          epoch, total_epochs),
+      tzs, ty, opt.ce_weight);
+  std::printf("6. library w_ce * CE + wkd_f_loss = %.6f (ce %.6f, mean %.6f, cov %.6f)\n", lib.total.item(),
               lib.parts[0].second.item(), lib.parts[1].second.item(), lib.parts[2].second.item());
   const double diff = std::fabs(lib.total.item() - loss) / std::fmax(1.0, std::fabs(loss));
   std::printf("   |library - by hand| / max(1, |loss|) = %.2e %s\n", diff, diff < 1e-5 ? "(agree)" : "(DISAGREE)");

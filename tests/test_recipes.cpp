@@ -105,7 +105,7 @@ TEST_CASE("recipes: every recipe parses and builds its method on its models") {
     info.labels = from_vector(y, {4});
     info.epoch = 1;
     info.total_epochs = c.epochs;
-    distill::LossBreakdown l = d->loss(s, t, info);
+    distill::LossBreakdown l = distill::distill_loss(*d, s, t, info);
     REQUIRE(l.total.defined());
     CHECK(std::isfinite(l.total.item()));
     l.total.backward();

@@ -45,24 +45,20 @@ LossBreakdown at_loss(const Tensor& zs, const Tensor& labels, const std::vector<
   KD_CHECK(fs.size() == ft.size() && fs.size() == opt.layers.size(),
            "at: {} student maps, {} teacher maps and {} layer names; give one of each per stage", fs.size(), ft.size(),
            opt.layers.size());
+  KD_CHECK(!fs.empty(), "at: no stages; give at least one tap, like layers=f3");
   KD_CHECK(opt.p > 0, "at: the power p must be > 0, got p={}", opt.p);
   LossBreakdown out;
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  out.parts.push_back({"ce", ce_part});
-  Tensor total = ce_part;
+  Tensor total;  // beta * sum_l L_at^l
   for (size_t l = 0; l < fs.size(); ++l) {
     KD_CHECK(fs[l].size(0) == zs.size(0), "at: the student map {} of stage {} does not have the batch size {} of the logits",
              shape_str(fs[l].shape()), opt.layers[l], zs.size(0));
     Tensor l_at = at_stage_loss(fs[l], ft[l], opt.p, explain, opt.layers[l] + ".");
     Tensor part = mul(l_at, opt.feat_weight);
     out.parts.push_back({"at_" + opt.layers[l], part});
-    total = add(total, part);
+    total = total.defined() ? add(total, part) : part;
   }
-  show_step(explain, "ce", ce);
   out.total = total;
-  show_step(explain, "loss", out.total);
-  return out;
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 LossBreakdown AtDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

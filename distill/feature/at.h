@@ -11,6 +11,7 @@
 //     a(F)   = normalize(mean_c F_c^p  reshaped to (B, H*W))      normalize: x / max(||x||_2, 1e-12)
 //     L_at^l = mean over (B, H*W) of (a(Fs^l) - a(Ft^l))^2         for each stage l
 //     L      = w_ce * CE(zs, y) + beta * sum_l L_at^l               (beta = 1000, p = 2, l = f1, f2, f3)
+//              (w_ce * CE added by distill_loss, distiller.h)
 // When the two maps of a stage differ in size, the larger one is adaptive-average-pooled to the
 // smaller one's height (square output, as mdistiller does) before taking a().
 //
@@ -29,7 +30,7 @@
 //
 // Parameters (--set): the option table AtOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method at`).
-// Loss parts: "ce" = w_ce * CE and one "at_<tap>" = beta * L_at^l per stage (named by the
+// Loss parts (after distill_loss's "ce"): one "at_<tap>" = beta * L_at^l per stage (named by the
 // student's tap), which add up to the total. No helper modules.
 #pragma once
 #include "distill/distiller.h"
@@ -62,7 +63,8 @@ Tensor at_stage_loss(const Tensor& fs, const Tensor& ft, double p, const Explain
                      const std::string& prefix = "");
 
 // zs (B, K), labels (B), fs[l] / ft[l] the maps of stage l. Part names come from opt.layers.
-// Intermediates shown per stage (<tap>.a_s, <tap>.a_t, <tap>.L_at), then ce, loss.
+// Intermediates shown per stage (<tap>.a_s, <tap>.a_t, <tap>.L_at). The method's terms only
+// (add_cross_entropy adds the CE for the whole L).
 LossBreakdown at_loss(const Tensor& zs, const Tensor& labels, const std::vector<Tensor>& fs,
                       const std::vector<Tensor>& ft, const AtOptions& opt, const ExplainFn& explain = {});
 
@@ -73,6 +75,7 @@ class AtDistiller : public Distiller {
   std::string type_name() const override { return "AT"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const AtOptions& options() const { return opt_; }
 

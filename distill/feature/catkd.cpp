@@ -75,15 +75,11 @@ LossBreakdown catkd_loss(const Tensor& zs, const Tensor& labels, const Tensor& c
   }
   Tensor l_cat = mse_loss(p_s, p_t);  // () mean over B * K * r * r
   show_step(explain, "L_cat", l_cat);
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
   LossBreakdown out;
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor cat_part = mul(l_cat, opt.beta);
-  out.total = add(ce_part, cat_part);
-  out.parts = {{"ce", ce_part}, {"cat", cat_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  Tensor cat_part = mul(l_cat, opt.beta);  // beta * L_cat
+  out.total = cat_part;
+  out.parts = {{"cat", cat_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 ClassifierParams find_classifier(nn::Classifier& model, int64_t K, int64_t C, const std::string& side) {

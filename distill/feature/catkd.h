@@ -16,6 +16,7 @@
 //     N(M)      = M / max(||M||_2 over the r x r cells of each map, 1e-12)   (optional)
 //     L_cat     = mean over (B, K, r, r) of (N(P_r(CAM_s)) - N(P_r(CAM_t)))^2
 //     L         = w_ce * CE(zs, y) + beta * L_cat          (no logit KL term)
+//                 (w_ce * CE added by distill_loss, distiller.h)
 // For resnet32x4 -> resnet8x4: beta = 15, r = 2, no normalisation; shufflenet students: beta =
 // 600, r = 4, normalised (configs/cifar100/CAT_KD/*.yaml; recipes/cifar100/catkd_*.json).
 //
@@ -47,7 +48,7 @@
 //
 // Parameters (--set): the option table CatKdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method catkd`).
-// Loss parts: "ce" = w_ce * CE and "cat" = beta * L_cat, which add up to the total.
+// Loss parts: "cat" = beta * L_cat (after distill_loss's "ce" = w_ce * CE).
 // No helper modules (the student's own classifier is the CAM generator).
 #pragma once
 #include "distill/distiller.h"
@@ -93,7 +94,7 @@ Tensor transferred_cams(const Tensor& cam, int64_t r, bool normalize);
 
 // zs (B, K) student logits, labels (B), cam_s (B, K, Hs, Ws) and cam_t (B, K, Ht, Wt) (detached
 // here). Intermediates shown: cam_s, cam_t, (cam_t_binary), P_cam_s, P_cam_t, (N_cam_s, N_cam_t),
-// L_cat, ce, loss.
+// L_cat. The method's terms only (add_cross_entropy adds the CE for the whole L).
 LossBreakdown catkd_loss(const Tensor& zs, const Tensor& labels, const Tensor& cam_s, const Tensor& cam_t,
                          const CatKdOptions& opt, const ExplainFn& explain = {});
 
@@ -115,6 +116,7 @@ class CatKdDistiller : public Distiller {
   std::string type_name() const override { return "CatKd"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const CatKdOptions& options() const { return opt_; }
 

@@ -35,9 +35,9 @@ LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, 
   LossBreakdown out;
   if (stage == 2) {  // the paper's second stage: KD on the whole student (features not read)
     KD_CHECK(zt.defined(), "fitnet: stage 2 of the two-stage schedule distils the teacher's logits; none given");
-    LossBreakdown kd = kd_loss(zs, zt, labels, opt.kd, explain);
+    LossBreakdown kd = kd_loss(zs, zt, labels, opt.kd, explain);  // kd_weight * L_kd; CE: kd_ce_weight
     out.total = kd.total;
-    out.parts = {{"ce", kd.parts[0].second}, {"hint", scalar_tensor(0.0)}, {"kd", kd.parts[1].second}};
+    out.parts = {{"hint", scalar_tensor(0.0)}, {"kd", kd.total}};
     return out;
   }
 
@@ -56,21 +56,21 @@ LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, 
            regressor.kind(), shape_str(fs.shape()), shape_str(regressed.shape()), shape_str(ft.shape()));
   Tensor l_hint = mse_loss(regressed, ft);  // () mean over B * Ct * Ht * Wt
   show_step(explain, "L_hint", l_hint);
-  Tensor hint_part = mul(l_hint, opt.feat_weight);
+  Tensor hint_part = mul(l_hint, opt.feat_weight);  // w_feat * L_hint
 
-  if (opt.stages == 2) {  // the paper's first stage: the hint alone
-    out.total = hint_part;
-    out.parts = {{"ce", scalar_tensor(0.0)}, {"hint", hint_part}, {"kd", scalar_tensor(0.0)}};
-    show_step(explain, "loss", out.total);
-    return out;
+  out.total = hint_part;
+  if (opt.stages == 2) {  // the paper's first stage: the hint alone (no CE: fitnet_ce_weight is none)
+    out.parts = {{"hint", hint_part}, {"kd", scalar_tensor(0.0)}};
+  } else {
+    out.parts = {{"hint", hint_part}};  // distill_loss adds w_ce * CE(zs, y)
   }
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  out.total = add(ce_part, hint_part);
-  out.parts = {{"ce", ce_part}, {"hint", hint_part}};
-  show_step(explain, "loss", out.total);
   return out;
+}
+
+std::optional<double> fitnet_ce_weight(const FitNetOptions& opt, int64_t epoch) {
+  if (opt.stages == 1) return opt.ce_weight;
+  if (fitnet_stage(opt, epoch) == 1) return std::nullopt;  // the hint stage: no CE at all
+  return opt.kd.ce_weight;
 }
 
 FitNetDistiller::FitNetDistiller(const FitNetOptions& opt, const Shape& s_shape, const Shape& t_shape, uint64_t seed)

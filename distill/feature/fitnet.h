@@ -29,8 +29,10 @@
 //
 // Parameters (--set): the option table FitNetOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method fitnet`).
-// Loss parts: single stage "ce" = w_ce * CE, "hint" = w_feat * L_hint; two stages "ce", "hint",
-// "kd", the inactive ones 0.
+// The w * CE(zs, y) terms are added by distill_loss (distiller.h), with the weight of the epoch's
+// stage, fitnet_ce_weight: w_ce, or none (the hint stage) then kd_ce_weight.
+// Loss parts (after distill_loss's "ce"): single stage "hint" = w_feat * L_hint; two stages
+// "hint", "kd", the inactive one 0.
 // Helper: the regressor "conv_reg" (ConvReg), trained and checkpointed with the student.
 #pragma once
 #include "distill/distiller.h"
@@ -63,12 +65,16 @@ struct FitNetOptions {
 
 // The stage of `epoch` (counted from 1): 1 = hint training, 2 = KD; always 1 for single stage.
 int64_t fitnet_stage(const FitNetOptions& opt, int64_t epoch);
+// The weight of CE(zs, y) at `epoch`: ce_weight (single stage); none in the hint stage (no CE
+// at all, so that the layers above the guided one get no gradient) and kd_ce_weight in the KD
+// stage (two stages).
+std::optional<double> fitnet_ce_weight(const FitNetOptions& opt, int64_t epoch);
 
 // zs (B, K) student logits, zt (B, K) teacher logits (read in stage 2 of the two-stage form
 // only; may be undefined otherwise), fs (B, Cs, Hs, Ws) the student's guided map, ft
 // (B, Ct, Ht, Wt) the teacher's hint map (detached here), labels (B) int64, regressor mapping fs
-// onto ft's shape. Intermediates shown: stage, regressed, hint_target, L_hint, ce, (stage 2:
-// the KD steps), loss.
+// onto ft's shape. Intermediates shown: stage, regressed, hint_target, L_hint (stage 2: the KD
+// steps). The method's terms only (add_cross_entropy adds the CE, weight fitnet_ce_weight).
 LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, const Tensor& ft, const Tensor& labels,
                           ConvReg& regressor, const FitNetOptions& opt, int64_t epoch, const ExplainFn& explain = {});
 
@@ -81,6 +87,7 @@ class FitNetDistiller : public Distiller {
   std::string type_name() const override { return "FitNet"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo& batch) const override { return fitnet_ce_weight(opt_, batch.epoch); }
   Params params() const override;
   const FitNetOptions& options() const { return opt_; }
   ConvReg& regressor() { return *conv_reg_; }

@@ -152,23 +152,17 @@ LossBreakdown hcd_loss(const Tensor& zs, const Tensor& zt_in, const Tensor& labe
   }
   const double stage_factor = opt.stage_reduce == "mean" ? 1.0 / (double)shared.size() : 1.0;
 
-  CrossEntropyOptions ce_opt;
-  ce_opt.label_smoothing = opt.label_smoothing;
-  Tensor ce = cross_entropy(zs, labels, ce_opt);  // ()
-  show_step(explain, "ce", ce);
   Tensor l_kd = mul(kl_rows(log_pt, log_ps), T * T);  // () T^2 KL(p_t || p_s)
   show_step(explain, "L_kd", l_kd);
 
   LossBreakdown out;
-  Tensor ce_part = mul(ce, opt.ce_weight);
   Tensor kd_part = mul(l_kd, opt.kd_weight);
   Tensor sce_part = mul(sum_sce, opt.sub_ce_weight * stage_factor);
   Tensor skd_part = mul(sum_skd, opt.sub_kd_weight * stage_factor);
   Tensor ol_part = mul(sum_ol, opt.ol_weight * stage_factor);
-  out.total = add(add(add(add(ce_part, kd_part), sce_part), skd_part), ol_part);
-  out.parts = {{"ce", ce_part}, {"kd", kd_part}, {"sub_ce", sce_part}, {"sub_kd", skd_part}, {"ol", ol_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(add(add(kd_part, sce_part), skd_part), ol_part);
+  out.parts = {{"kd", kd_part}, {"sub_ce", sce_part}, {"sub_kd", skd_part}, {"ol", ol_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y), with label_smoothing
 }
 
 // ------------------------------------------------------------------------------- helpers

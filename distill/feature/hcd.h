@@ -30,7 +30,7 @@
 //     L_ol^i     = mean over b and i != j of relu(S[b, i, j] - theta)^2          (0 when n = 1)
 // Total (stages summed, or averaged with stage_reduce=mean):
 //     L = w_ce CE(z_s, y) + w_kd T^2 KL(p_t || p_s) + w_sce sum_i L_sce^i + w_skd sum_i L_skd^i
-//         + w_ol sum_i L_ol^i
+//         + w_ol sum_i L_ol^i         (w_ce CE(z_s, y), with label_smoothing, added by distill_loss)
 //
 // The masking order of OL. "Remove the target class, then normalise" (ol_mask=exclude, the
 // default) is the same as zeroing the target entry before F.normalize: S is the true cosine of
@@ -48,7 +48,8 @@
 //
 // Parameters (--set): the option table HcdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method hcd`).
-// Loss parts: "ce", "kd", "sub_ce", "sub_kd", "ol" (each weighted; they add up to the total).
+// Loss parts (after distill_loss's "ce"): "kd", "sub_ce", "sub_kd", "ol" (each weighted; they add
+// up to the total).
 // Helpers: per stage the projector "proj_<tap>" and the mapper "cfm_<tap>", trained and
 // checkpointed with the student. Teacher inputs: logits and `pooled` (the teacher cache serves both).
 #pragma once
@@ -121,7 +122,8 @@ Tensor orthogonality_loss(const Tensor& S, double theta);
 // The loss given each stage's shared logits z^i (B, n K) (the CFM outputs), the student's logits
 // zs (B, K), the teacher's zt (B, K) (detached here) and labels (B). `stages` names the stages in
 // --explain ("f1", ...). Intermediates shown per stage: <s>.z_sub, <s>.z_hat, <s>.L_sub_ce,
-// <s>.L_sub_kd, <s>.S, <s>.L_ol; then ce, L_kd, loss.
+// <s>.L_sub_kd, <s>.S, <s>.L_ol; then L_kd. The method's terms only (add_cross_entropy adds the
+// CE of zs for the whole L).
 LossBreakdown hcd_loss(const Tensor& zs, const Tensor& zt, const Tensor& labels, const std::vector<Tensor>& shared,
                        const std::vector<std::string>& stages, const HcdOptions& opt, const ExplainFn& explain = {});
 
@@ -155,6 +157,8 @@ class HcdDistiller : public Distiller {
   std::string type_name() const override { return "HCD"; }
   TeacherNeeds needs() const override { return {.pooled = true}; }  // logits + pooled: cacheable
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
+  double ce_label_smoothing() const override { return opt_.label_smoothing; }
   Params params() const override;
   const HcdOptions& options() const { return opt_; }
   int64_t proj_dim() const { return D_; }

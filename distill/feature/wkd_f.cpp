@@ -254,17 +254,13 @@ LossBreakdown wkd_f_loss(const Tensor& zs, const Tensor& fs, const Tensor& ft_in
 
   const double w = wkd_f_weight(opt.weight, epoch, opt.decay_epoch, total_epochs);
   show_step(explain, "weight_e", scalar_tensor(w));
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
 
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor mean_part = mul(l_mean, w * opt.gamma);
-  Tensor cov_part = mul(l_cov, w);
+  Tensor mean_part = mul(l_mean, w * opt.gamma);  // w(e) * gamma * L_mean
+  Tensor cov_part = mul(l_cov, w);                // w(e) * L_cov
   LossBreakdown out;
-  out.total = add(add(ce_part, mean_part), cov_part);
-  out.parts = {{"ce", ce_part}, {"mean", mean_part}, {"cov", cov_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(mean_part, cov_part);
+  out.parts = {{"mean", mean_part}, {"cov", cov_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 WkdFDistiller::WkdFDistiller(const WkdFOptions& opt, const Shape& s_shape, const Shape& t_shape, uint64_t seed)

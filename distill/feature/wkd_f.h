@@ -13,7 +13,7 @@
 //     mu_c    = mean over (H, W) of F_c
 //     sigma_c = sqrt(unbiased variance over (H, W) of F_c + eps)                  eps = 1e-5
 //     L_mean  = sum_{b,c} (mu_s - mu_t)^2 / B,   L_cov = sum_{b,c} (sigma_s - sigma_t)^2 / B
-//     L       = w_ce * CE(zs, y) + w(e) * (gamma * L_mean + L_cov)
+//     L       = w_ce * CE(zs, y) + w(e) * (gamma * L_mean + L_cov)   (w_ce * CE added by distill_loss)
 //     w(e)    = w for e <= E_d, then 0.5 * w * (1 + cos(pi (e - E_d) / (E - E_d)))   (epoch e from 1)
 // With a spatial grid g > 1 the map is cut into g x g cells (PyTorch's adaptive-pooling cells:
 // rows floor(i H / g) .. ceil((i + 1) H / g), which may overlap), mu and sigma are taken per cell
@@ -41,7 +41,8 @@
 //
 // Parameters (--set): the option table WkdFOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method wkd_f`).
-// Loss parts: "ce" = w_ce * CE, "mean" = w(e) * gamma * L_mean, "cov" = w(e) * L_cov.
+// Loss parts (after distill_loss's "ce" = w_ce * CE): "mean" = w(e) * gamma * L_mean, "cov" =
+// w(e) * L_cov.
 // Helper: the projector "conv_reg" (ConvReg), trained and checkpointed with the student.
 #pragma once
 #include <array>
@@ -112,7 +113,7 @@ Tensor bures_term(const Tensor& cov_s, const Tensor& cov_t);
 
 // zs (B, K), fs (B, Cs, Hs, Ws) the student's map (projected here), ft (B, Ct, Ht, Wt) the
 // teacher's (detached here), labels (B). Intermediates shown: projected, mu_s, sigma_s, mu_t,
-// sigma_t, L_mean, L_cov, weight_e, ce, loss.
+// sigma_t, L_mean, L_cov, weight_e. The method's terms only (add_cross_entropy adds the CE).
 LossBreakdown wkd_f_loss(const Tensor& zs, const Tensor& fs, const Tensor& ft, const Tensor& labels, ConvReg& projector,
                          const WkdFOptions& opt, int64_t epoch, int64_t total_epochs, const ExplainFn& explain = {});
 
@@ -123,6 +124,7 @@ class WkdFDistiller : public Distiller {
   std::string type_name() const override { return "WKD-F"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const WkdFOptions& options() const { return opt_; }
   ConvReg& projector() { return *conv_reg_; }

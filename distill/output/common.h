@@ -4,14 +4,12 @@
 #include <functional>
 #include <string>
 
-#include "distill/options.h"
+#include "distill/distiller.h"
 #include "engine/tensor.h"
 
 namespace kd::distill {
 
-// Called with every intermediate tensor, named as in the paper, in the order the equation
-// computes it (Distiller::explain, `kdlab loss --explain`). Empty: nothing is shown.
-using ExplainFn = std::function<void(const std::string& name, const Tensor& value)>;
+// Shows one intermediate through an ExplainFn (distill/distiller.h), when there is one.
 inline void show_step(const ExplainFn& fn, const std::string& name, const Tensor& value) {
   if (fn) fn(name, value);
 }

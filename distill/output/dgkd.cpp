@@ -38,10 +38,7 @@ LossBreakdown dgkd_loss(const Tensor& zs, const std::vector<Tensor>& guide_logit
   show_step(explain, "log_ps", log_ps);
 
   LossBreakdown out;
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  out.parts.push_back({"ce", ce_part});
-  Tensor total = ce_part;
+  Tensor total;  // lambda * T^2 * sum over the kept guides of l_g
   Tensor kept_flags = empty({(int64_t)kept.size()});
   for (size_t g = 0; g < guide_logits.size(); ++g) {
     const std::string name = dgkd_guide_name(g);
@@ -54,17 +51,15 @@ LossBreakdown dgkd_loss(const Tensor& zs, const std::vector<Tensor>& guide_logit
     show_step(explain, "l_" + name, l_g);
     if (kept[g]) {
       Tensor part = mul(l_g, opt.lambda * T * T);  // lambda * T^2 * l_g
-      total = add(total, part);
+      total = total.defined() ? add(total, part) : part;
       out.parts.push_back({"kd_" + name, part});
     } else {
       out.parts.push_back({"kd_" + name, scalar_tensor(0.0)});
     }
   }
   show_step(explain, "kept", kept_flags);
-  show_step(explain, "ce", ce);
   out.total = total;
-  show_step(explain, "loss", out.total);
-  return out;
+  return out;  // distill_loss adds w_ce * CE(zs, y), w_ce = 1 - lambda by default
 }
 
 LossBreakdown DgkdDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

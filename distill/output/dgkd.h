@@ -10,6 +10,7 @@
 //     stochastic DGKD: per mini-batch drop `drop_num` guides uniformly at random (any of them,
 //                      the teacher included); S = the kept guides
 //     L = w_ce * CE(zs, y) + lambda * T^2 * sum_{g in S} l_g            (an unnormalised sum)
+//         (w_ce * CE added by distill_loss, distiller.h)
 // Assistants are trained in sequence, largest first, each distilled from all larger guides; the
 // student is distilled from all of them. Every guide is frozen (eval mode, no gradient).
 //
@@ -31,8 +32,8 @@
 //
 // Parameters (--set): the option table DgkdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method dgkd`).
-// Loss parts: "ce", then "kd_teacher", "kd_assistant1", ... = lambda * T^2 * l_g for a kept
-// guide and 0 for a dropped one (so every batch logs the same names).
+// Loss parts (after distill_loss's "ce"): "kd_teacher", "kd_assistant1", ... = lambda * T^2 * l_g
+// for a kept guide and 0 for a dropped one (so every batch logs the same names).
 #pragma once
 #include <vector>
 
@@ -58,7 +59,8 @@ struct DgkdOptions {
 
 // guide_logits: teacher first, then the assistants, each (B, K) like zs. kept[g]: whether guide
 // g is in this batch's sum (same length as guide_logits). Intermediates shown: log_ps, then per
-// guide p_<name>, kl_b_<name>, l_<name>, and kept, ce, loss.
+// guide p_<name>, kl_b_<name>, l_<name>, and kept. The method's terms only (add_cross_entropy
+// adds the CE for the whole L).
 LossBreakdown dgkd_loss(const Tensor& zs, const std::vector<Tensor>& guide_logits, const Tensor& labels,
                         const std::vector<bool>& kept, const DgkdOptions& opt, const ExplainFn& explain = {});
 
@@ -78,6 +80,7 @@ class DgkdDistiller : public Distiller {
   // seeded by (seed, epoch, batch index), so a resumed run drops the same guides as an
   // uninterrupted one; otherwise (the loss inspector) from the distiller's running generator.
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const DgkdOptions& options() const { return opt_; }
 

@@ -79,17 +79,13 @@ LossBreakdown dkd_loss(const Tensor& zs, const Tensor& zt_in, const Tensor& labe
   // ---- warm-up and total
   const double warm = dkd_warmup_factor(epoch, opt.warmup);
   show_step(explain, "warmup_factor", scalar_tensor(warm));
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
 
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor tckd_part = mul(tckd, warm * opt.alpha);
-  Tensor nckd_part = mul(nckd, warm * opt.beta);
+  Tensor tckd_part = mul(tckd, warm * opt.alpha);  // warm * alpha * TCKD
+  Tensor nckd_part = mul(nckd, warm * opt.beta);   // warm * beta * NCKD
   LossBreakdown out;
-  out.total = add(add(ce_part, tckd_part), nckd_part);
-  out.parts = {{"ce", ce_part}, {"tckd", tckd_part}, {"nckd", nckd_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(tckd_part, nckd_part);
+  out.parts = {{"tckd", tckd_part}, {"nckd", nckd_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y), not warmed up
 }
 
 LossBreakdown DkdDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

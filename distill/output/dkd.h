@@ -10,6 +10,7 @@
 //     non-target       p_hat = softmax(z / T - 1000 * onehot(y))  (the target class masked out)
 //     NCKD             = T^2 / B * sum_b KL(p_hat_t_b || p_hat_s_b)  non-target-class KD
 //     L = w_ce * CE(zs, y) + min(epoch / W, 1) * (alpha * TCKD + beta * NCKD)
+//         (w_ce * CE added by distill_loss, distiller.h)
 // Classical KD is the special case KL(pt || ps) = TCKD + (1 - pt_y) * NCKD (per sample, before
 // the T^2): DKD frees the weight of NCKD from the teacher's confidence (1 - pt_y).
 //
@@ -30,7 +31,7 @@
 //
 // Parameters (--set): the option table DkdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method dkd`).
-// Loss parts: "ce" = w_ce * CE, "tckd" = warm * alpha * TCKD, "nckd" = warm * beta * NCKD.
+// Loss parts: "tckd" = warm * alpha * TCKD, "nckd" = warm * beta * NCKD (after distill_loss's "ce").
 #pragma once
 #include "distill/distiller.h"
 #include "distill/output/common.h"
@@ -57,7 +58,8 @@ struct DkdOptions {
 double dkd_warmup_factor(int64_t epoch, int64_t warmup);
 
 // zs, zt (B, K) with K >= 3, labels (B) int64. Intermediates shown, in order: log_ps, log_pt,
-// gt_mask, log_bs, bt, tckd_b, TCKD, log_p_hat_s, p_hat_t, nckd_b, NCKD, warmup_factor, ce, loss.
+// gt_mask, log_bs, bt, tckd_b, TCKD, log_p_hat_s, p_hat_t, nckd_b, NCKD, warmup_factor. The
+// method's terms only (add_cross_entropy adds the CE for the whole L).
 LossBreakdown dkd_loss(const Tensor& zs, const Tensor& zt, const Tensor& labels, const DkdOptions& opt, int64_t epoch,
                        const ExplainFn& explain = {});
 
@@ -67,6 +69,7 @@ class DkdDistiller : public Distiller {
   std::string name() const override { return "dkd"; }
   std::string type_name() const override { return "DKD"; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const DkdOptions& options() const { return opt_; }
 

@@ -26,16 +26,11 @@ LossBreakdown kd_loss(const Tensor& zs, const Tensor& zt_in, const Tensor& label
   Tensor l_kd = mul(mean(kl_b), T * T);  // ()
   show_step(explain, "L_kd", l_kd);
 
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
-
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor kd_part = mul(l_kd, opt.kd_weight);
+  Tensor kd_part = mul(l_kd, opt.kd_weight);  // w_kd * L_kd
   LossBreakdown out;
-  out.total = add(ce_part, kd_part);
-  out.parts = {{"ce", ce_part}, {"kd", kd_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = kd_part;
+  out.parts = {{"kd", kd_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 LossBreakdown KdDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

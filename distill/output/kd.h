@@ -7,7 +7,7 @@
 //     ps = softmax(zs / T),  pt = softmax(zt / T)                    (B, K)
 //     L_kd = T^2 * (1/B) * sum_b KL(pt_b || ps_b)
 //          = T^2 * (1/B) * sum_b sum_k pt_bk (log pt_bk - log ps_bk)
-//     L = w_ce * CE(zs, y) + w_kd * L_kd
+//     L = w_ce * CE(zs, y) + w_kd * L_kd          (w_ce * CE added by distill_loss, distiller.h)
 // The T^2 keeps the gradient's size independent of T: dL_kd/dzs = T (ps - pt) / B.
 //
 // Official-code semantics reproduced (mdistiller, mdistiller/distillers/KD.py, kd_loss):
@@ -17,7 +17,7 @@
 //
 // Parameters (--set): the option table KdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method kd`).
-// Loss parts: "ce" = w_ce * CE, "kd" = w_kd * L_kd.
+// Loss parts: "kd" = w_kd * L_kd (after distill_loss's "ce" = w_ce * CE).
 #pragma once
 #include "distill/distiller.h"
 #include "distill/output/common.h"
@@ -36,7 +36,8 @@ struct KdOptions {
   }
 };
 
-// zs (B, K) student logits, zt (B, K) teacher logits (detached here), labels (B) int64.
+// zs (B, K) student logits, zt (B, K) teacher logits (detached here), labels (B) int64. The
+// method's terms only: w_kd * L_kd (add_cross_entropy adds the CE for the whole L).
 LossBreakdown kd_loss(const Tensor& zs, const Tensor& zt, const Tensor& labels, const KdOptions& opt,
                       const ExplainFn& explain = {});
 
@@ -46,6 +47,7 @@ class KdDistiller : public Distiller {
   std::string name() const override { return "kd"; }
   std::string type_name() const override { return "KD"; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const KdOptions& options() const { return opt_; }
 

@@ -186,16 +186,12 @@ LossBreakdown wkd_l_loss(const Tensor& zs, const Tensor& zt_in, const Tensor& la
 
   const double gamma_e = wkd_gamma(opt.gamma, epoch, opt.decay_epoch, total_epochs);
   show_step(explain, "gamma_e", scalar_tensor(gamma_e));
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
 
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor wd_part = mul(wd, gamma_e);
+  Tensor wd_part = mul(wd, gamma_e);  // gamma(epoch) * mean_b WD_b
   LossBreakdown out;
-  out.total = add(add(ce_part, l_target), wd_part);
-  out.parts = {{"ce", ce_part}, {"target", l_target}, {"wd", wd_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(l_target, wd_part);
+  out.parts = {{"target", l_target}, {"wd", wd_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 // ------------------------------------------------------------------------------- the distiller

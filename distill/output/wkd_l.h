@@ -19,6 +19,7 @@
 //                        transport_plan = diag(u) Kmat diag(v)
 //     WD_b               = sum_ij transport_plan_ij * M_ij
 //     L = w_ce * CE(zs, y) + L_target + gamma(epoch) * (1/B) sum_b WD_b
+//         (w_ce * CE added by distill_loss, distiller.h)
 //     gamma(e) = gamma for e <= E_d, then 0.5 * gamma * (1 + cos(pi (e - E_d) / (E - E_d)))
 //
 // Official-code semantics reproduced exactly: the order above (v first, then u), u initialised
@@ -38,7 +39,7 @@
 //
 // Parameters (--set): the option table WkdLOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method wkd_l`).
-// Loss parts: "ce" = w_ce * CE, "target" = L_target, "wd" = gamma(epoch) * mean_b WD_b.
+// Loss parts: "target" = L_target, "wd" = gamma(epoch) * mean_b WD_b (after distill_loss's "ce").
 #pragma once
 #include "distill/distiller.h"
 #include "distill/output/common.h"
@@ -97,7 +98,7 @@ struct WkdLOptions {
 
 // zs, zt (B, K), labels (B), D (K, K) the cost matrix BEFORE sharpening. Intermediates shown:
 // D_sharpened, log_ps, pt_y, L_target, qs, qt, M, Kmat, u, v, transport_plan, wd_b, WD,
-// gamma_e, ce, loss.
+// gamma_e. The method's terms only (add_cross_entropy adds the CE for the whole L).
 LossBreakdown wkd_l_loss(const Tensor& zs, const Tensor& zt, const Tensor& labels, const Tensor& D,
                          const WkdLOptions& opt, int64_t epoch, int64_t total_epochs, const ExplainFn& explain = {});
 
@@ -107,6 +108,7 @@ class WkdLDistiller : public Distiller {
   std::string name() const override { return "wkd_l"; }
   std::string type_name() const override { return "WKD-L"; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const WkdLOptions& options() const { return opt_; }
   // The K x K category cost matrix before sharpening (wkd_cost.h builds it).

@@ -70,15 +70,11 @@ LossBreakdown cc_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs_i
     l_cc = cc_code_term(es, et, explain);
     show_step(explain, "L_CC", l_cc);
   }
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor cc_part = mul(l_cc, opt.feat_weight);
+  Tensor cc_part = mul(l_cc, opt.feat_weight);  // w_cc * L_CC
   LossBreakdown out;
-  out.total = add(ce_part, cc_part);
-  out.parts = {{"ce", ce_part}, {"cc", cc_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = cc_part;
+  out.parts = {{"cc", cc_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 CcDistiller::CcDistiller(const CcOptions& opt, int64_t s_dim, int64_t t_dim, uint64_t seed) : opt_(opt) {

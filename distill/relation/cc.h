@@ -19,6 +19,7 @@
 // (B, 128), consecutive samples of the batch are paired:
 //     L_CC(code) = (1 / (B-1)) sum_{b=0..B-2} sum_d delta_{b,d} * delta_{b+1,d}
 //     L          = w_ce * CE(zs, y) + w_cc * L_CC                       (w_ce = 1, w_cc = 0.02)
+//                  (w_ce * CE added by distill_loss, distiller.h)
 // That is a product of the instance-level errors of neighbouring samples, not a kernel matrix,
 // so it is not of the form sum_ij d(psi_s, psi_t): form=code is implemented on its own here.
 //
@@ -35,7 +36,7 @@
 //
 // Parameters (--set): the option table CcOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method cc`).
-// Loss parts: "ce", "cc" = w_cc * L_CC. Helpers (form=code): "embed_s", "embed_t" (nn::Linear),
+// Loss parts (after distill_loss's "ce"): "cc" = w_cc * L_CC. Helpers (form=code): "embed_s", "embed_t" (nn::Linear),
 // trained and checkpointed with the student.
 #pragma once
 #include "distill/distiller.h"
@@ -74,7 +75,7 @@ Tensor cc_code_term(const Tensor& es, const Tensor& et, const ExplainFn& explain
 
 // zs (B, K), labels (B), fs / ft (B, ...) the taps (ft detached); embed_s / embed_t the
 // embeddings (form=code; ignored, may be null, for form=paper). Intermediates shown: form=code
-// e_s, e_t, delta, L_CC; form=paper cc.{cos_t, psi_t, cos_s, psi_s, L}; then ce, loss.
+// e_s, e_t, delta, L_CC; form=paper cc.{cos_t, psi_t, cos_s, psi_s, L}. The method's terms only (add_cross_entropy adds the CE).
 LossBreakdown cc_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs, const Tensor& ft, nn::Linear* embed_s,
                       nn::Linear* embed_t, const CcOptions& opt, const ExplainFn& explain = {});
 
@@ -90,6 +91,7 @@ class CcDistiller : public Distiller {
     return {.feats = opt_.teacher_tap != "pooled", .pooled = opt_.teacher_tap == "pooled"};
   }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const CcOptions& options() const { return opt_; }
 

@@ -192,16 +192,12 @@ LossBreakdown london_loss(const Tensor& zs, const Tensor& labels, const std::vec
   if (opt.base == "ofd") l_feature = div(l_feature, (double)B);  // loss_distill.sum() / batch_size
   show_step(explain, "L_feature", l_feature);
 
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor feature_part = mul(l_feature, opt.base_weight);
-  Tensor london_part = mul(l_london, opt.london_weight);
+  Tensor feature_part = mul(l_feature, opt.base_weight);  // base_weight * L_feature
+  Tensor london_part = mul(l_london, opt.london_weight);  // london_weight * L_london
   LossBreakdown out;
-  out.total = add(add(ce_part, feature_part), london_part);
-  out.parts = {{"ce", ce_part}, {"feature", feature_part}, {"london", london_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(feature_part, london_part);
+  out.parts = {{"feature", feature_part}, {"london", london_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 // ------------------------------------------------------------------------------- the distiller

@@ -23,6 +23,7 @@
 //     L_ofd    = (1/B) sum_i (1 / 2^(n-i-1)) sum_{b,c,h,w} (c_i(f_s) - max(f_t, m_c))^2
 //                                              * [c_i(f_s) > max(f_t, m_c)  or  f_t > 0]
 //     L        = w_ce * CE(zs, y) + w_base * L_ofd + w_london * L_london
+//                (w_ce * CE added by distill_loss, distiller.h)
 // where m_c is OFD's margin, E[x | x < 0] of the teacher's pre-ReLU response x ~ N(mu_c, s_c^2):
 //     m_c = mu_c - s_c phi(mu_c / s_c) / Phi(-mu_c / s_c)     (-3 s_c when Phi(-mu_c/s_c) <= 0.001)
 //
@@ -55,7 +56,7 @@
 //
 // Parameters (--set): the option table LondonOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method london`).
-// Loss parts: "ce", "feature" (the base term, 0 for base=none), "london".
+// Loss parts (after distill_loss's "ce"): "feature" (the base term, 0 for base=none), "london".
 // Helpers: "connectors.<i>" (conv + bn per tap, trained with the student), buffers margin1..n.
 #pragma once
 #include <memory>
@@ -123,8 +124,8 @@ struct PowerStarts {
 // zs (B, K), labels (B); fs[i] (B, Cs_i, H_i, W_i) the student's raw taps, connected[i]
 // (B, Ct_i, H_i, W_i) = connector_i(fs[i]), ft[i] (B, Ct_i, H_i, W_i) the teacher's (detached
 // here); margins[i] (Ct_i) (read by base=ofd). Intermediates shown: per pair i "pair<i>.G_s",
-// "pair<i>.G_t", "pair<i>.sigma_s", "pair<i>.sigma_t", "pair<i>.L"; then L_london, L_feature,
-// ce, loss.
+// "pair<i>.G_t", "pair<i>.sigma_s", "pair<i>.sigma_t", "pair<i>.L"; then L_london, L_feature.
+// The method's terms only (add_cross_entropy adds the CE).
 LossBreakdown london_loss(const Tensor& zs, const Tensor& labels, const std::vector<Tensor>& fs,
                           const std::vector<Tensor>& connected, const std::vector<Tensor>& ft,
                           const std::vector<Tensor>& margins, const PowerStarts& starts, const LondonOptions& opt,
@@ -152,6 +153,7 @@ class LondonDistiller : public Distiller {
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
   LossBreakdown loss_with_starts(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch,
                                  const PowerStarts& starts);
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const LondonOptions& options() const { return opt_; }
   LondonConnector& connector(size_t i) { return *connectors_.at(i); }

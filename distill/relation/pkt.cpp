@@ -23,15 +23,11 @@ LossBreakdown pkt_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs_
   Tensor fs = relation_features(fs_in, B, "pkt", "student");  // (B, Ds)
   Tensor ft = relation_features(ft_in, B, "pkt", "teacher");  // (B, Dt)
   Tensor l_pkt = relation_loss(fs, ft, pkt_relation(opt.eps), explain, "pkt.");  // ()
-  Tensor ce = cross_entropy(zs, labels);                                          // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor pkt_part = mul(l_pkt, opt.feat_weight);
+  Tensor pkt_part = mul(l_pkt, opt.feat_weight);  // w_pkt * L_PKT
   LossBreakdown out;
-  out.total = add(ce_part, pkt_part);
-  out.parts = {{"ce", ce_part}, {"pkt", pkt_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = pkt_part;
+  out.parts = {{"pkt", pkt_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 LossBreakdown PktDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

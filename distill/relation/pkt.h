@@ -14,6 +14,7 @@
 //     p_{j|i} = K_ij / sum_j K_ij                                       (paper eq. 7, per row)
 //     L_PKT   = mean over B^2 of p^t_{j|i} log((p^t_{j|i} + eps) / (p^s_{j|i} + eps))   (eq. 8)
 //     L       = w_ce * CE(zs, y) + w_pkt * L_PKT                        (w_ce = 1, w_pkt = 30000, pooled)
+//               (w_ce * CE added by distill_loss, distiller.h)
 // An instance of the relation mechanism (relation.h): psi=prob with d=kl, reduction mean.
 //
 // Official-code semantics reproduced (cosine_similarity_loss; CFG.PKT):
@@ -28,7 +29,7 @@
 //
 // Parameters (--set): the option table PktOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method pkt`).
-// Loss parts: "ce", "pkt" = w_pkt * L_PKT. No helper modules.
+// Loss parts (after distill_loss's "ce"): "pkt" = w_pkt * L_PKT. No helper modules.
 #pragma once
 #include "distill/distiller.h"
 #include "distill/relation/relation.h"
@@ -54,7 +55,7 @@ struct PktOptions {
 RelationOptions pkt_relation(double eps);  // psi=prob, d=kl, reduction mean
 
 // zs (B, K), labels (B), fs / ft (B, ...) (ft detached). Intermediates shown:
-// pkt.{cos_t, psi_t, cos_s, psi_s, L}, ce, loss.
+// pkt.{cos_t, psi_t, cos_s, psi_s, L}. The method's terms only (add_cross_entropy adds the CE).
 LossBreakdown pkt_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs, const Tensor& ft,
                        const PktOptions& opt, const ExplainFn& explain = {});
 
@@ -68,6 +69,7 @@ class PktDistiller : public Distiller {
     return {.feats = opt_.teacher_tap != "pooled", .pooled = opt_.teacher_tap == "pooled"};
   }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const PktOptions& options() const { return opt_; }
 

@@ -204,15 +204,11 @@ LossBreakdown relation_method_loss(const Tensor& zs, const Tensor& labels, const
   Tensor fs = relation_features(fs_in, B, "relation", "student");  // (B, Ds)
   Tensor ft = relation_features(ft_in, B, "relation", "teacher");  // (B, Dt)
   Tensor l_rel = relation_loss(fs, ft, opt.rel, explain, opt.rel.psi + ".");
-  Tensor rel_part = mul(l_rel, opt.weight);
-  Tensor ce = cross_entropy(zs, labels);  // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
+  Tensor rel_part = mul(l_rel, opt.weight);  // weight * L_rel
   LossBreakdown out;
-  out.total = add(ce_part, rel_part);
-  out.parts = {{"ce", ce_part}, {opt.rel.psi, rel_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = rel_part;
+  out.parts = {{opt.rel.psi, rel_part}};
+  return out;  // distill_loss adds ce_weight * CE(zs, y)
 }
 
 LossBreakdown RelationDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher,

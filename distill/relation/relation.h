@@ -33,10 +33,10 @@
 // frobenius / B^2 (sp.h), PKT = prob with kl (pkt.h); CC's official code is not of this form
 // (cc.h), its paper is: corr with mse.
 //
-// The `relation` method (--method relation): L = ce_weight * CE(zs, y) + weight * L_rel, with
-// parameters psi (distance), d (smooth_l1), reduction (by d), tap (pooled), teacher_tap (= tap),
-// weight (1), ce_weight (1), and per psi / d: beta (1; smooth_l1, huber), eps (1e-7; prob, kl),
-// squared (false; distance), gamma (0.4) and order (2) (corr). Parts "ce" and one named by psi.
+// The `relation` method (--method relation): L = ce_weight * CE(zs, y) + weight * L_rel (the CE
+// added by distill_loss, distiller.h), with the parameters of RelationMethodOptions' table below
+// (`kdlab distill --list --method relation`): psi, d, reduction, the taps, the weights, and the
+// constants of each psi / d. Parts (after distill_loss's "ce"): one named by psi.
 #pragma once
 #include <string>
 
@@ -112,7 +112,8 @@ struct RelationMethodOptions {
   }
 };
 
-// zs (B, K), labels (B), fs / ft the taps. Parts "ce" and <psi> (= weight * L_rel).
+// zs (B, K), labels (B), fs / ft the taps. Part <psi> (= weight * L_rel); the CE is added by
+// add_cross_entropy.
 LossBreakdown relation_method_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs, const Tensor& ft,
                                    const RelationMethodOptions& opt, const ExplainFn& explain = {});
 
@@ -123,6 +124,7 @@ class RelationDistiller : public Distiller {
   std::string type_name() const override { return "Relation"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const RelationMethodOptions& options() const { return opt_; }
 

@@ -33,16 +33,12 @@ LossBreakdown rkd_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs_
   Tensor ft = relation_features(ft_in, B, "rkd", "teacher");  // (B, Dt)
   Tensor l_d = relation_loss(fs, ft, rkd_distance_relation(opt), explain, "distance.");  // ()
   Tensor l_a = relation_loss(fs, ft, rkd_angle_relation(), explain, "angle.");           // ()
-  Tensor ce = cross_entropy(zs, labels);                                                 // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor d_part = mul(l_d, opt.distance_weight);
-  Tensor a_part = mul(l_a, opt.angle_weight);
+  Tensor d_part = mul(l_d, opt.distance_weight);  // w_D * L_D
+  Tensor a_part = mul(l_a, opt.angle_weight);     // w_A * L_A
   LossBreakdown out;
-  out.total = add(add(ce_part, d_part), a_part);
-  out.parts = {{"ce", ce_part}, {"distance", d_part}, {"angle", a_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(d_part, a_part);
+  out.parts = {{"distance", d_part}, {"angle", a_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 LossBreakdown RkdDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

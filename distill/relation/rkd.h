@@ -13,6 +13,7 @@
 //     L_D = mean over B^2 pairs   of smooth_l1(psi_D^s(i, j),    psi_D^t(i, j))
 //     L_A = mean over B^3 triples of smooth_l1(psi_A^s(i, j, k), psi_A^t(i, j, k))
 //     L   = w_ce * CE(zs, y) + w_D * L_D + w_A * L_A               (w_ce = 1, w_D = 25, w_A = 50)
+//           (w_ce * CE added by distill_loss, distiller.h)
 // Both are instances of the relation mechanism (relation.h): psi=distance and psi=angle with
 // d=smooth_l1 (beta = 1), reduction mean.
 //
@@ -31,7 +32,8 @@
 //
 // Parameters (--set): the option table RkdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method rkd`).
-// Loss parts: "ce", "distance" = w_D * L_D, "angle" = w_A * L_A. No helper modules.
+// Loss parts (after distill_loss's "ce"): "distance" = w_D * L_D, "angle" = w_A * L_A. No helper
+// modules.
 #pragma once
 #include "distill/distiller.h"
 #include "distill/relation/relation.h"
@@ -62,7 +64,7 @@ RelationOptions rkd_angle_relation();                          // psi=angle, d=s
 
 // zs (B, K), labels (B), fs (B, ...) the student's tap, ft (B, ...) the teacher's (detached).
 // Intermediates shown: distance.{dist_t, mu_t, psi_t, dist_s, mu_s, psi_s, L}, angle.{unit_t,
-// psi_t, unit_s, psi_s, L}, ce, loss.
+// psi_t, unit_s, psi_s, L}. The method's terms only (add_cross_entropy adds the CE).
 LossBreakdown rkd_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs, const Tensor& ft,
                        const RkdOptions& opt, const ExplainFn& explain = {});
 
@@ -76,6 +78,7 @@ class RkdDistiller : public Distiller {
     return {.feats = opt_.teacher_tap != "pooled", .pooled = opt_.teacher_tap == "pooled"};
   }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const RkdOptions& options() const { return opt_; }
 

@@ -21,15 +21,11 @@ LossBreakdown sp_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs_i
   Tensor fs = relation_features(fs_in, B, "sp", "student");  // (B, Cs*Hs*Ws) = Q_s
   Tensor ft = relation_features(ft_in, B, "sp", "teacher");  // (B, Ct*Ht*Wt) = Q_t
   Tensor l_sp = relation_loss(fs, ft, sp_relation(), explain, "sp.");  // ()
-  Tensor ce = cross_entropy(zs, labels);                                // ()
-  show_step(explain, "ce", ce);
-  Tensor ce_part = mul(ce, opt.ce_weight);
-  Tensor sp_part = mul(l_sp, opt.feat_weight);
+  Tensor sp_part = mul(l_sp, opt.feat_weight);  // w_sp * L_SP
   LossBreakdown out;
-  out.total = add(ce_part, sp_part);
-  out.parts = {{"ce", ce_part}, {"sp", sp_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = sp_part;
+  out.parts = {{"sp", sp_part}};
+  return out;  // distill_loss adds w_ce * CE(zs, y)
 }
 
 LossBreakdown SpDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {

@@ -10,6 +10,7 @@
 //     G = Q Q^T  (B, B),   G~ = G with each row L2-normalised          (paper eq. 1-2)
 //     L_SP = ||G~_s - G~_t||_F^2 / B^2                                    (paper eq. 3-4)
 //     L    = w_ce * CE(zs, y) + w_sp * L_SP                   (w_ce = 1, w_sp = 3000, the last stage)
+//            (w_ce * CE added by distill_loss, distiller.h)
 // An instance of the relation mechanism (relation.h): psi=gram with d=frobenius, reduction mean
 // (the B^2 entries). The Gram matrix compares samples of one network, so the student's and the
 // teacher's maps may differ in channels and size.
@@ -25,7 +26,7 @@
 //
 // Parameters (--set): the option table SpOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method sp`).
-// Loss parts: "ce", "sp" = w_sp * L_SP. No helper modules.
+// Loss parts (after distill_loss's "ce"): "sp" = w_sp * L_SP. No helper modules.
 #pragma once
 #include "distill/distiller.h"
 #include "distill/relation/relation.h"
@@ -49,7 +50,7 @@ struct SpOptions {
 RelationOptions sp_relation();  // psi=gram, d=frobenius, reduction mean
 
 // zs (B, K), labels (B), fs (B, Cs, Hs, Ws) / ft (B, Ct, Ht, Wt) (or any (B, ...)); ft detached.
-// Intermediates shown: sp.{gram_t, psi_t, gram_s, psi_s, L}, ce, loss.
+// Intermediates shown: sp.{gram_t, psi_t, gram_s, psi_s, L}. The method's terms only (add_cross_entropy adds the CE).
 LossBreakdown sp_loss(const Tensor& zs, const Tensor& labels, const Tensor& fs, const Tensor& ft, const SpOptions& opt,
                       const ExplainFn& explain = {});
 
@@ -60,6 +61,7 @@ class SpDistiller : public Distiller {
   std::string type_name() const override { return "SP"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const SpOptions& options() const { return opt_; }
 

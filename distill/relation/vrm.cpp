@@ -122,17 +122,14 @@ LossBreakdown vrm_loss(const Tensor& zs, const Tensor& zt, const Tensor& vs, con
   Tensor l_ic = edge_huber(Cs, Ct, Tensor(), opt.delta);  // ()
   show_step(explain, "L_ic", l_ic);
 
-  Tensor ce = cross_entropy(zs, labels);
   Tensor vce = cross_entropy(vs, labels);  // the virtual view keeps its image's label
-  show_step(explain, "ce", ce);
   show_step(explain, "virtual_ce", vce);
   LossBreakdown out;
-  Tensor ce_part = mul(ce, opt.ce_weight), vce_part = mul(vce, opt.virtual_ce_weight);
+  Tensor vce_part = mul(vce, opt.virtual_ce_weight);
   Tensor is_part = mul(l_is, opt.is_weight), ic_part = mul(l_ic, opt.ic_weight);
-  out.total = add(add(ce_part, vce_part), add(is_part, ic_part));
-  out.parts = {{"ce", ce_part}, {"virtual_ce", vce_part}, {"inter_sample", is_part}, {"inter_class", ic_part}};
-  show_step(explain, "loss", out.total);
-  return out;
+  out.total = add(vce_part, add(is_part, ic_part));
+  out.parts = {{"virtual_ce", vce_part}, {"inter_sample", is_part}, {"inter_class", ic_part}};
+  return out;  // distill_loss adds w_ce * CE(z, y) of the real view
 }
 
 VrmDistiller::VrmDistiller(const VrmOptions& opt) : opt_(opt) { check_options(opt_); }
@@ -178,7 +175,7 @@ void attach_virtual_views(train::Run& run, std::shared_ptr<nn::Classifier> teach
     info.total_epochs = total_epochs;
     info.student_virtual = student_virtual;
     info.teacher_virtual = tv;
-    LossBreakdown lb = dist->loss(student, t, info);
+    LossBreakdown lb = distill_loss(*dist, student, t, info);  // w_ce * CE + the method's terms
     return {lb.total, lb.parts};
   };
 }

@@ -22,6 +22,8 @@
 //              L_is = (1 / |E|) sum_{(i,j) in E} sum_c huber(E^s_ij,c - E^t_ij,c)
 //              L_ic = (1 / |C|) sum_{k<l} sum_n huber(C^s_kl,n - C^t_kl,n)
 //   total      L = w_ce CE(z, y) + w_vce CE(z', y) + w_is L_is + w_ic L_ic
+//              (w_ce CE(z, y) of the real view added by distill_loss, distiller.h; the virtual
+//              view's CE is VRM's own term)
 // Norms are floored at 1e-8 (two identical vertices give a zero edge, not NaN). Ties in the
 // joint-entropy ranking go to the earlier edge (edges ordered by i, then j).
 //
@@ -33,7 +35,7 @@
 //
 // Parameters (--set): the option table VrmOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method vrm`).
-// Loss parts: "ce", "virtual_ce", "inter_sample", "inter_class".
+// Loss parts (after distill_loss's "ce"): "virtual_ce", "inter_sample", "inter_class".
 #pragma once
 #include <memory>
 #include <string>
@@ -86,7 +88,8 @@ Tensor vrm_edges(const Tensor& Z, const std::vector<std::pair<int64_t, int64_t>>
 Tensor vrm_unreliable(const Tensor& Zs, const std::vector<std::pair<int64_t, int64_t>>& pairs, double ratio);
 
 // zs, zt (B, K) real-view logits; vs, vt (B, K) virtual-view logits; labels (B). Intermediates
-// shown: Z_s, Z_t, joint_entropy, unreliable, E_s, E_t, L_is, C_s, C_t, L_ic, ce, virtual_ce, loss.
+// shown: Z_s, Z_t, joint_entropy, unreliable, E_s, E_t, L_is, C_s, C_t, L_ic, virtual_ce. The
+// method's terms only (add_cross_entropy adds the CE of zs).
 LossBreakdown vrm_loss(const Tensor& zs, const Tensor& zt, const Tensor& vs, const Tensor& vt, const Tensor& labels,
                        const VrmOptions& opt, const ExplainFn& explain = {});
 
@@ -97,6 +100,7 @@ class VrmDistiller : public Distiller {
   std::string type_name() const override { return "VRM"; }
   TeacherNeeds needs() const override { return {.virtual_views = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
+  std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
   const VrmOptions& options() const { return opt_; }
   // The virtual views' transform for a data set: its train transform + strong_ops strong ops

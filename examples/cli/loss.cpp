@@ -236,7 +236,7 @@ void run_loss(const LossOpts& o) {
   batch.labels = y;
   batch.epoch = epoch;
   batch.total_epochs = o.total_epochs;
-  distill::LossBreakdown loss = d->loss(student, teacher, batch);
+  distill::LossBreakdown loss = distill::distill_loss(*d, student, teacher, batch);  // w_ce * CE + the method's terms
   if (!o.explain_dir.empty()) {
     std::string text = "[\n";  // one intermediate per line
     for (size_t i = 0; i < explain_index.size(); ++i)

@@ -108,10 +108,9 @@ int main() {
     Generator gen(6);
     Tensor s0 = mul(randn({8, 10}, gen), 2.0), t = mul(randn({8, 10}, gen), 2.0);
     Tensor labels = randint(0, 10, {8}, gen);
-    distill::DkdOptions opt;  // NCKD alone: alpha 0, beta 1, no CE, no warm-up
+    distill::DkdOptions opt;  // NCKD alone: alpha 0, beta 1, no warm-up (dkd_loss holds no CE)
     opt.alpha = 0;
     opt.beta = 1;
-    opt.ce_weight = 0;
     opt.warmup = 0;
     opt.T = 4;
     Tensor s_ref = s0.clone().detach().requires_grad_();
@@ -134,13 +133,11 @@ int main() {
       Tensor label = from_vector(std::vector<int64_t>{b}, {1});
       distill::KdOptions kd_opt;  // T² KL alone
       kd_opt.T = T2;
-      kd_opt.ce_weight = 0;
-      kd_opt.kd_weight = 1;
+      kd_opt.kd_weight = 1;  // (kd_loss holds no CE: distill_loss adds it)
       const double kl = distill::kd_loss(s, t, label, kd_opt).total.item();
       distill::DkdOptions dkd_opt;  // TCKD alone
       dkd_opt.alpha = 1;
       dkd_opt.beta = 0;
-      dkd_opt.ce_weight = 0;
       dkd_opt.warmup = 0;
       dkd_opt.T = T2;
       const double tckd = distill::dkd_loss(s, t, label, dkd_opt, 1).total.item();
