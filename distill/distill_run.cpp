@@ -5,10 +5,7 @@
 
 #include "distill/fusion.h"
 #include "distill/output/common.h"
-#include "distill/output/dgkd.h"
 #include "distill/relation/vrm.h"
-#include "distill/output/wkd_cost.h"
-#include "distill/output/wkd_l.h"
 #include "engine/autograd.h"
 #include "engine/npy.h"
 #include "engine/ops.h"
@@ -32,18 +29,10 @@ Params params_from_json(const nlohmann::json& j) {
   return p;
 }
 
-Tensor classifier_weight(nn::Classifier& model, int64_t K) {
-  const nn::ClassifierHead head = model.classifier_head();
-  KD_CHECK(head.weight.size(0) == K,
-           "the classifier '{}' of {} has {} outputs but the data set has {} classes; build the model for {} classes",
-           head.name, model.type_name(), head.weight.size(0), K, K);
-  return head.weight.detach();  // (K, C)
-}
 
-DistillationLoss::DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs,
-                                   DgkdDistiller* dgkd)
+DistillationLoss::DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs)
     : guides_(setup.guides), num_teachers_(setup.num_teachers), cache_(setup.cache), distiller_(setup.distiller),
-      combine_(std::move(combine)), total_epochs_(total_epochs), dgkd_(dgkd) {}
+      combine_(std::move(combine)), total_epochs_(total_epochs) {}
 
 train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data::Batch& batch, int64_t epoch) {
   const size_t M = num_teachers_;
@@ -62,13 +51,13 @@ train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data
   }
   // one teacher: its logits; several: combined per sample (mean, weighted, confidence)
   teacher.logits = combine_teacher_logits(teacher_logits, batch.labels, combine_);  // (B, K)
-  if (dgkd_) dgkd_->assistant_logits = assistants;
   BatchInfo info;
   info.labels = batch.labels;
   info.indices = batch.indices;
   info.epoch = epoch + 1;  // mdistiller counts epochs from 1
   info.batch_index = batch.batch_index;
   info.total_epochs = total_epochs_;
+  info.assistant_logits = assistants;  // DGKD's needs().assistants (empty without --assistant)
   LossBreakdown lb = distill_loss(*distiller_, student, teacher, info);  // w_ce * CE + the method's terms
   return {lb.total, lb.parts};
 }
@@ -123,27 +112,17 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   }
   setup.distiller = create_distiller(cfg.method, params_from_json(cfg.method_params), ctx);
   Distiller& distiller = *setup.distiller;
-  // the components with hooks (the method itself, or the methods of a fusion)
-  WkdLDistiller* wkd_l = nullptr;
-  DgkdDistiller* dgkd = nullptr;
-  VrmDistiller* vrm = nullptr;
-  for_each_component(distiller, [&](Distiller& d) {
-    if (auto* w = dynamic_cast<WkdLDistiller*>(&d)) wkd_l = w;
-    if (auto* g = dynamic_cast<DgkdDistiller*>(&d)) dgkd = g;
-    if (auto* v = dynamic_cast<VrmDistiller*>(&d)) vrm = v;
-  });
-  KD_CHECK(cfg.assistants.empty() || dgkd, "assistants are guides of dgkd only; remove --assistant or use --method dgkd");
-  KD_CHECK(setup.num_teachers == 1 || !dgkd,
-           "dgkd distils one teacher and its assistants; give one --teacher and the others as --assistant MODEL:WEIGHTS");
-  if (auto* w = wkd_l; w && !w->cost_matrix().defined()) {
-    // No cost matrix given: build the classifier-weight (cosine) one from the teacher, as WKD's
-    // "fc" variant, and keep it with the run. `kdlab wkd-cost` builds the feature (CKA) one.
-    Tensor D = cost_matrix_cosine(classifier_weight(*setup.guides[0].net, K));  // (K, K)
-    w->set_cost_matrix(D);
+  // what the method declared it needs beyond the two networks' outputs (a fusion: the union)
+  const TeacherNeeds needs = distiller.needs();
+  KD_CHECK(cfg.assistants.empty() || needs.assistants,
+           "assistants are guides of dgkd only; remove --assistant or use --method dgkd");
+  KD_CHECK(setup.num_teachers == 1 || !needs.assistants,
+           "{} distils one teacher and its assistants; give one --teacher and the others as --assistant MODEL:WEIGHTS",
+           cfg.method);
+  for (const Artifact& a : distiller.artifacts()) {  // what the method built for itself (WKD-L's cost matrix)
     fs::create_directories(out_dir);
-    save_npy(out_dir + "/cost_matrix.npy", D);
-    fmt::print("wkd_l: no cost_matrix given; using 1 - cos of the teacher's classifier rows, saved to {}/cost_matrix.npy "
-               "(kdlab wkd-cost --source features builds the CKA one)\n", out_dir);
+    save_npy(out_dir + "/" + a.name + ".npy", a.value);
+    fmt::print("{}, saved to {}/{}.npy\n", a.note, out_dir, a.name);
   }
 
   // 3. the teacher cache (logits-only methods)
@@ -168,13 +147,14 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   }
 
   // 4. the loss of one batch
-  run.loss = std::make_shared<DistillationLoss>(setup, combine, cfg.epochs, dgkd);
+  run.loss = std::make_shared<DistillationLoss>(setup, combine, cfg.epochs);
 
   // VRM: every batch also gets a virtual (strongly augmented) view, run through both networks
-  if (vrm) {
+  if (needs.virtual_views) {
     KD_CHECK(setup.guides.size() == 1, "{} reads the virtual views of one teacher; give a single --teacher",
              cfg.method);
-    attach_virtual_views(run, setup.guides[0].net, setup.distiller, vrm->virtual_transform(run.train_set), cfg.epochs);
+    attach_virtual_views(run, setup.guides[0].net, setup.distiller, distiller.virtual_transform(run.train_set),
+                         cfg.epochs);
   }
 
   // 5. the helpers train and are checkpointed with the student
@@ -235,7 +215,8 @@ train::RunSummary run_method(train::TrainConfig cfg, const std::string& out_dir,
   if (cfg.method.empty()) cfg.method = "baseline";
   // a fusion ("dkd+at") trains with the distillation epoch loop; a registry row names its regime
   const RegimeRunner regime = is_fusion_name(cfg.method) ? nullptr : registry_entry(cfg.method).regime;
-  return (regime ? regime : run_distillation)(cfg, out_dir, command_line, resume);
+  if (regime) return regime(cfg, out_dir, command_line, resume);  // its own regime (baseline, acd_u)
+  return run_distillation(cfg, out_dir, command_line, resume);     // the epoch loop with a Distiller
 }
 
 }  // namespace kd::distill

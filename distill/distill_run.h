@@ -36,15 +36,13 @@ struct DistillSetup {
   double teacher_test_accuracy = -1;       // measured before training (the first teacher)
 };
 
-class DgkdDistiller;
-
 // The loss of one distillation step, which the epoch loop calls every step (run.loss): the guides
 // run on the batch without gradient (or the teacher cache serves their logits for exactly this
 // view), several teachers' logits are combined (config.teacher_combine), and the method computes
 // its loss from the student's and the teacher's outputs.
 class DistillationLoss : public train::BatchLoss {
  public:
-  DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs, DgkdDistiller* dgkd);
+  DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs);
   train::Loss compute(const nn::ModelOutput& student, const data::Batch& batch, int64_t epoch) override;
 
  private:
@@ -54,7 +52,6 @@ class DistillationLoss : public train::BatchLoss {
   std::shared_ptr<Distiller> distiller_;
   TeacherCombine combine_;
   int64_t total_epochs_ = 0;
-  DgkdDistiller* dgkd_ = nullptr;
 };
 
 // prepare_run (data, student) plus the guides, the method (config.method with
@@ -79,8 +76,5 @@ train::RunSummary run_distillation(const train::TrainConfig& config, const std::
 // JSON object of hyper-parameters ({"T": 4, "converged": true}) -> Params ("T" -> "4").
 Params params_from_json(const nlohmann::json& j);
 
-// The weight (K, C) of the model's classifier, the layer it declares (nn::Classifier::
-// classifier_name()), detached (for WKD-L's cosine cost matrix). Errors when it has not K rows.
-Tensor classifier_weight(nn::Classifier& model, int64_t num_classes);
 
 }  // namespace kd::distill

@@ -108,6 +108,10 @@ const std::vector<DistillerEntry>& distiller_registry() {
   return table;
 }
 
+data::TransformConfig Distiller::virtual_transform(const data::Dataset&) const {
+  throw Error(fmt::format("{} reads no virtual views (its needs() does not ask for them)", name()));
+}
+
 const DistillerEntry& registry_entry(const std::string& name) {
   std::vector<std::string> names;
   for (const DistillerEntry& e : distiller_registry()) {

@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "datasets/dataset.h"
+#include "datasets/transforms.h"
 #include "distill/options.h"
 #include "engine/tensor.h"
 #include "nn/models/model.h"
@@ -45,6 +47,13 @@ struct TeacherNeeds {
   // A second, strongly augmented view of every training image, run through both networks and
   // given in BatchInfo::student_virtual / teacher_virtual (VRM). The teacher cache cannot serve it.
   bool virtual_views = false;
+  // The logits of the teacher's assistants, given in BatchInfo::assistant_logits (DGKD). The run
+  // supplies them from its --assistant guides (the teacher cache stores them beside the teacher's).
+  bool assistants = false;
+  // A (K, K) class-to-class cost matrix, given in DistillerContext::class_cost (WKD-L). Without
+  // one the method builds its own from the teacher's classifier and hands it back through
+  // Distiller::artifacts() for the run folder.
+  bool class_cost = false;
   bool logits_only() const { return !feats && !pooled && !virtual_views; }
   // What the teacher cache can serve: logits, and the pooled feature.
   bool cacheable() const { return !feats && !virtual_views; }
@@ -67,6 +76,16 @@ struct BatchInfo {
   // The outputs on the virtual views of the same images, in the same order, when the method's
   // needs() asks for virtual_views (undefined logits otherwise).
   nn::ModelOutput student_virtual, teacher_virtual;
+  // The assistants' logits (B, K), largest assistant first, when needs().assistants.
+  std::vector<Tensor> assistant_logits;
+};
+
+// An array a method built for itself that the run keeps as RUN_DIR/<name>.npy (WKD-L's cost
+// matrix from the teacher's classifier), with a line saying what it is.
+struct Artifact {
+  std::string name;
+  Tensor value;
+  std::string note;
 };
 
 // Called with every intermediate tensor, named as in the paper, in the order the equation
@@ -87,6 +106,10 @@ class Distiller : public nn::Module {
   virtual double ce_label_smoothing() const { return 0.0; }
   // The hyper-parameters in effect (after defaults), for run records and --explain.
   virtual Params params() const = 0;
+  // When needs().virtual_views: the strong augmentation of the virtual views for a data set.
+  virtual data::TransformConfig virtual_transform(const data::Dataset& d) const;
+  // Arrays the method built for itself, for the run folder (see Artifact).
+  virtual std::vector<Artifact> artifacts() const { return {}; }
   // Step-through support: when set, methods call it with every intermediate tensor, named as
   // in the paper, in the order the equation computes them (kdlab loss --explain).
   ExplainFn explain;
@@ -120,6 +143,9 @@ struct DistillerContext {
   std::shared_ptr<nn::Classifier> student_model, teacher_model;
   int64_t num_classes = 0;
   uint64_t seed = 0;
+  // A (K, K) class cost matrix given by the user (kdlab loss --cost-matrix), for the methods whose
+  // needs().class_cost; undefined: their cost_matrix option, or built from the teacher.
+  Tensor class_cost;
 };
 
 using DistillerFactory = std::function<std::shared_ptr<Distiller>(const Params&, const DistillerContext&)>;

@@ -76,8 +76,23 @@ TeacherNeeds FusionDistiller::needs() const {
     n.feats = n.feats || m.feats;
     n.pooled = n.pooled || m.pooled;
     n.virtual_views = n.virtual_views || m.virtual_views;
+    n.assistants = n.assistants || m.assistants;
+    n.class_cost = n.class_cost || m.class_cost;
   }
   return n;
+}
+
+data::TransformConfig FusionDistiller::virtual_transform(const data::Dataset& d) const {
+  for (const FusionComponent& c : components_)
+    if (c.distiller->needs().virtual_views) return c.distiller->virtual_transform(d);
+  return Distiller::virtual_transform(d);  // none reads virtual views: the error
+}
+
+std::vector<Artifact> FusionDistiller::artifacts() const {
+  std::vector<Artifact> all;
+  for (const FusionComponent& c : components_)
+    for (const Artifact& a : c.distiller->artifacts()) all.push_back(a);
+  return all;
 }
 
 LossBreakdown FusionDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher,
@@ -204,14 +219,6 @@ std::shared_ptr<Distiller> make_fusion_distiller(const std::string& name, const 
   if (auto it = first.find("ce_weight"); it != first.end()) ce_weight = std::strtod(it->second.c_str(), nullptr);
   if (!ce_text.empty()) read_option(name, "ce_weight", ce_text, ce_weight);
   return std::make_shared<FusionDistiller>(std::move(components), ce_weight);
-}
-
-void for_each_component(Distiller& d, const std::function<void(Distiller&)>& f) {
-  if (auto* fusion = dynamic_cast<FusionDistiller*>(&d)) {
-    for (const FusionComponent& c : fusion->components()) f(*c.distiller);
-    return;
-  }
-  f(d);
 }
 
 // ------------------------------------------------------------------ several teachers

@@ -83,6 +83,9 @@ class FusionDistiller : public Distiller {
   // ce_weight, then per component <method>.weight, <method>.schedule and <method>.<key> for
   // every key of the component's params().
   Params params() const override;
+  // The first component's that reads virtual views; the components' artifacts.
+  data::TransformConfig virtual_transform(const data::Dataset& d) const override;
+  std::vector<Artifact> artifacts() const override;
 
   const std::vector<FusionComponent>& components() const { return components_; }
 
@@ -103,7 +106,7 @@ std::shared_ptr<Distiller> make_fusion_distiller(const std::string& name, const 
 
 // Calls f on `d`, or on each component when d is a fusion (to find a method's hooks: DGKD's
 // assistant logits, WKD-L's cost matrix).
-void for_each_component(Distiller& d, const std::function<void(Distiller&)>& f);
+
 
 // ------------------------------------------------------------------ several teachers
 

@@ -20,6 +20,7 @@
 
 #include "distill/feature/at.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;  // samples
 constexpr int K = 3;  // classes
@@ -95,13 +96,7 @@ int main() {
   std::printf("3. L_at^f1 = %.8f, L_at^f2 = %.8f\n", L1, L2);
 
   // 4. CE and the total
-  double ce = 0;
-  for (int b = 0; b < B; ++b) {
-    double m = zs[b][0], s = 0;
-    for (int k = 1; k < K; ++k) m = std::fmax(m, zs[b][k]);
-    for (int k = 0; k < K; ++k) s += std::exp(zs[b][k] - m);
-    ce += (m + std::log(s) - zs[b][y[b]]) / B;
-  }
+  const double ce = step::mean_cross_entropy(zs, y);  // (1/B) sum_b [logsumexp(z_b) - z_b,y_b]
   const double loss = w_ce * ce + beta * (L1 + L2);
   std::printf("4. ce = %.6f; loss = %g ce + %g (L_at^f1 + L_at^f2) = %.6f\n", ce, w_ce, beta, loss);
 

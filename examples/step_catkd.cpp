@@ -22,6 +22,7 @@
 
 #include "distill/feature/catkd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;             // samples
 constexpr int K = 3;             // classes
@@ -149,13 +150,7 @@ int main() {
   std::printf("5. L_cat = %.8f\n", L_cat);
 
   // 6. CE on the student's logits, and the total
-  double ce = 0;
-  for (int b = 0; b < B; ++b) {
-    double m = zs[b][0], s = 0;
-    for (int k = 1; k < K; ++k) m = std::fmax(m, zs[b][k]);
-    for (int k = 0; k < K; ++k) s += std::exp(zs[b][k] - m);
-    ce += (m + std::log(s) - zs[b][y[b]]) / B;
-  }
+  const double ce = step::mean_cross_entropy(zs, y);  // (1/B) sum_b [logsumexp(z_b) - z_b,y_b]
   const double loss = w_ce * ce + beta * L_cat;
   std::printf("6. ce = %.6f; loss = %g ce + %g L_cat = %.6f\n", ce, w_ce, beta, loss);
 

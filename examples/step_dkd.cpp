@@ -22,23 +22,10 @@
 
 #include "distill/output/dkd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;  // samples
 constexpr int K = 5;  // classes
-
-static void print_row(const char* name, const double* v, int n) {
-  std::printf("  %-14s [", name);
-  for (int i = 0; i < n; ++i) std::printf("%s% .6f", i ? ", " : "", v[i]);
-  std::printf("]\n");
-}
-
-static void softmax_row(const double* z, double T, double* p) {
-  double m = z[0] / T;
-  for (int k = 1; k < K; ++k) m = std::fmax(m, z[k] / T);
-  double s = 0;
-  for (int k = 0; k < K; ++k) s += p[k] = std::exp(z[k] / T - m);
-  for (int k = 0; k < K; ++k) p[k] /= s;
-}
 
 // KL(p || q) over n entries, with 0 log 0 = 0.
 static double kl(const double* p, const double* q, int n) {
@@ -58,12 +45,12 @@ int main() {
   // 1. p at temperature T
   double ps[B][K], pt[B][K];
   for (int b = 0; b < B; ++b) {
-    softmax_row(zs[b], T, ps[b]);
-    softmax_row(zt[b], T, pt[b]);
+    step::softmax(zs[b], K, T, ps[b]);
+    step::softmax(zt[b], K, T, pt[b]);
   }
   std::printf("1. ps, pt = softmax(z / T), T = %g\n", T);
-  for (int b = 0; b < B; ++b) print_row(b ? "ps[1]" : "ps[0]", ps[b], K);
-  for (int b = 0; b < B; ++b) print_row(b ? "pt[1]" : "pt[0]", pt[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "ps[1]" : "ps[0]", ps[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "pt[1]" : "pt[0]", pt[b], K);
 
   // 2. the binary split b = [p_y, 1 - p_y]
   double bs[B][2], bt[B][2];
@@ -74,8 +61,8 @@ int main() {
     bt[b][1] = 1.0 - pt[b][y[b]];
   }
   std::printf("2. bs, bt = [p_y, 1 - p_y]\n");
-  for (int b = 0; b < B; ++b) print_row(b ? "bs[1]" : "bs[0]", bs[b], 2);
-  for (int b = 0; b < B; ++b) print_row(b ? "bt[1]" : "bt[0]", bt[b], 2);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "bs[1]" : "bs[0]", bs[b], 2);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "bt[1]" : "bt[0]", bt[b], 2);
 
   // 3. TCKD
   double tckd_b[B], TCKD = 0;
@@ -84,7 +71,7 @@ int main() {
     TCKD += T * T * tckd_b[b] / B;
   }
   std::printf("3. TCKD = T^2 / B * sum_b KL(bt || bs) = %.6f\n", TCKD);
-  print_row("tckd_b", tckd_b, B);
+  step::print_row("tckd_b", tckd_b, B);
 
   // 4. the non-target distributions p_hat (the target class removed, renormalised)
   double p_hat_s[B][K], p_hat_t[B][K];
@@ -94,8 +81,8 @@ int main() {
       p_hat_t[b][k] = k == y[b] ? 0.0 : pt[b][k] / (1.0 - pt[b][y[b]]);
     }
   std::printf("4. p_hat = p / (1 - p_y) off the target\n");
-  for (int b = 0; b < B; ++b) print_row(b ? "p_hat_s[1]" : "p_hat_s[0]", p_hat_s[b], K);
-  for (int b = 0; b < B; ++b) print_row(b ? "p_hat_t[1]" : "p_hat_t[0]", p_hat_t[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "p_hat_s[1]" : "p_hat_s[0]", p_hat_s[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "p_hat_t[1]" : "p_hat_t[0]", p_hat_t[b], K);
 
   // 5. NCKD
   double nckd_b[B], NCKD = 0;
@@ -104,7 +91,7 @@ int main() {
     NCKD += T * T * nckd_b[b] / B;
   }
   std::printf("5. NCKD = T^2 / B * sum_b KL(p_hat_t || p_hat_s) = %.6f\n", NCKD);
-  print_row("nckd_b", nckd_b, B);
+  step::print_row("nckd_b", nckd_b, B);
 
   // 6. the identity: classical KD = TCKD + (1 - pt_y) NCKD, per sample
   std::printf("6. KL(pt || ps) = tckd_b + (1 - pt_y) nckd_b\n");
@@ -116,7 +103,7 @@ int main() {
   const double warm = std::fmin((double)epoch / W, 1.0);
   double ce = 0, p1[K];
   for (int b = 0; b < B; ++b) {
-    softmax_row(zs[b], 1.0, p1);
+    step::softmax(zs[b], K, 1.0, p1);
     ce += -std::log(p1[y[b]]) / B;
   }
   const double loss = w_ce * ce + warm * (alpha * TCKD + beta * NCKD);

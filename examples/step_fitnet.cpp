@@ -23,6 +23,7 @@
 #include "distill/feature/fitnet.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;           // samples
 constexpr int K = 3;           // classes
@@ -86,28 +87,14 @@ int main() {
   std::printf("4. L_hint = %.8f\n", L_hint);
 
   // 5. CE and the total
-  double ce = 0;
-  for (int b = 0; b < B; ++b) {
-    double m = zs[b][0], s = 0;
-    for (int k = 1; k < K; ++k) m = std::fmax(m, zs[b][k]);
-    for (int k = 0; k < K; ++k) s += std::exp(zs[b][k] - m);
-    ce += (m + std::log(s) - zs[b][y[b]]) / B;
-  }
+  const double ce = step::mean_cross_entropy(zs, y);  // (1/B) sum_b [logsumexp(z_b) - z_b,y_b]
   const double loss = w_ce * ce + w_feat * L_hint;
   std::printf("5. ce = %.6f; loss = %g ce + %g L_hint = %.6f\n", ce, w_ce, w_feat, loss);
 
   // 6. the library on the same numbers: a ConvReg with these weights
   using namespace kd;
-  std::vector<float> fs_f, ft_f, zs_f, w_f, b_f(b_r, b_r + Ct), g_f(gamma, gamma + Ct), be_f(beta_bn, beta_bn + Ct);
-  for (int b = 0; b < B; ++b) {
-    for (int c = 0; c < Cs; ++c)
-      for (int i = 0; i < N; ++i) fs_f.push_back((float)fs[b][c][i]);
-    for (int c = 0; c < Ct; ++c)
-      for (int i = 0; i < N; ++i) ft_f.push_back((float)ft[b][c][i]);
-    for (int k = 0; k < K; ++k) zs_f.push_back((float)zs[b][k]);
-  }
-  for (int o = 0; o < Ct; ++o)
-    for (int c = 0; c < Cs; ++c) w_f.push_back((float)W_r[o][c]);
+  const std::vector<float> fs_f = step::flat(fs), ft_f = step::flat(ft), zs_f = step::flat(zs), w_f = step::flat(W_r);
+  const std::vector<float> b_f(b_r, b_r + Ct), g_f(gamma, gamma + Ct), be_f(beta_bn, beta_bn + Ct);
   Generator gen(0);
   distill::ConvReg regressor({B, Cs, 2, 2}, {B, Ct, 2, 2}, gen);  // kind() == "conv1x1"
   {

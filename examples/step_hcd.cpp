@@ -27,6 +27,7 @@
 
 #include "distill/feature/hcd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;        // samples
 constexpr int K = 3;        // classes
@@ -51,12 +52,6 @@ static double kl(const double* log_p, const double* log_q) {
   double s = 0;
   for (int k = 0; k < K; ++k) s += std::exp(log_p[k]) * (log_p[k] - log_q[k]);
   return s;
-}
-
-static void print_row(const char* name, const double* v, int n) {
-  std::printf("  %s = [", name);
-  for (int i = 0; i < n; ++i) std::printf("%s% .4f", i ? ", " : "", v[i]);
-  std::printf("]\n");
 }
 
 int main() {
@@ -102,7 +97,7 @@ int main() {
       f_s[b][d] = m;
     }
   std::printf("1. f_s = AvgPool(conv1x1(F_s))  (B, D = %d)\n", D);
-  for (int b = 0; b < B; ++b) print_row("f_s", f_s[b], D);
+  for (int b = 0; b < B; ++b) step::print_row("f_s", f_s[b], D);
 
   // 2.-3. f_cat = [f_s ; f_t], then the CFM: z = W2 relu(W1 f_cat + b1) + b2
   double f_cat[B][In], z[B][N * K];
@@ -122,7 +117,7 @@ int main() {
     }
   }
   std::printf("2. f_cat = [f_s ; f_t]  (B, %d)\n3. z = CFM(f_cat), the shared logits  (B, n K = %d)\n", In, N * K);
-  for (int b = 0; b < B; ++b) print_row("z", z[b], N * K);
+  for (int b = 0; b < B; ++b) step::print_row("z", z[b], N * K);
 
   // 4.-5. the sub-logits z_j (chunks of K columns) and the fused zhat_j = z_j + z_t
   double z_sub[B][N][K], z_hat[B][N][K];
@@ -133,8 +128,8 @@ int main() {
         z_hat[b][j][k] = z_sub[b][j][k] + zt[b][k];
       }
   std::printf("4. z_j (sub-logits) and 5. zhat_j = z_j + z_t\n");
-  for (int j = 0; j < N; ++j) print_row(j == 0 ? "z_0 (b=0)" : "z_1 (b=0)", z_sub[0][j], K);
-  for (int j = 0; j < N; ++j) print_row(j == 0 ? "zhat_0   " : "zhat_1   ", z_hat[0][j], K);
+  for (int j = 0; j < N; ++j) step::print_row(j == 0 ? "z_0 (b=0)" : "z_1 (b=0)", z_sub[0][j], K);
+  for (int j = 0; j < N; ++j) step::print_row(j == 0 ? "zhat_0   " : "zhat_1   ", z_hat[0][j], K);
 
   // 6. SDD: CE of every fused sub-logit, and the student's logits distilled from each of them
   double L_sce = 0, L_skd = 0;

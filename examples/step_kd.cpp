@@ -17,24 +17,10 @@
 
 #include "distill/output/kd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;  // samples
 constexpr int K = 4;  // classes
-
-static void print_row(const char* name, const double* v, int n) {
-  std::printf("  %-12s [", name);
-  for (int i = 0; i < n; ++i) std::printf("%s% .6f", i ? ", " : "", v[i]);
-  std::printf("]\n");
-}
-
-// p = softmax(z / T) over one row, with the max subtracted first (the same value, no overflow).
-static void softmax_row(const double* z, double T, double* p) {
-  double m = z[0] / T;
-  for (int k = 1; k < K; ++k) m = std::fmax(m, z[k] / T);
-  double s = 0;
-  for (int k = 0; k < K; ++k) s += p[k] = std::exp(z[k] / T - m);
-  for (int k = 0; k < K; ++k) p[k] /= s;
-}
 
 int main() {
   const double T = 4.0, w_ce = 0.1, w_kd = 0.9;  // mdistiller's CIFAR defaults
@@ -45,12 +31,12 @@ int main() {
   // 1. softened distributions
   double ps[B][K], pt[B][K];
   for (int b = 0; b < B; ++b) {
-    softmax_row(zs[b], T, ps[b]);
-    softmax_row(zt[b], T, pt[b]);
+    step::softmax(zs[b], K, T, ps[b]);
+    step::softmax(zt[b], K, T, pt[b]);
   }
   std::printf("1. ps = softmax(zs / T), pt = softmax(zt / T), T = %g\n", T);
-  for (int b = 0; b < B; ++b) print_row(b ? "ps[1]" : "ps[0]", ps[b], K);
-  for (int b = 0; b < B; ++b) print_row(b ? "pt[1]" : "pt[0]", pt[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "ps[1]" : "ps[0]", ps[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "pt[1]" : "pt[0]", pt[b], K);
 
   // 2. KL(pt_b || ps_b) = sum_k pt log(pt / ps), per sample
   double kl_b[B];
@@ -59,7 +45,7 @@ int main() {
     for (int k = 0; k < K; ++k) kl_b[b] += pt[b][k] * (std::log(pt[b][k]) - std::log(ps[b][k]));
   }
   std::printf("2. KL(pt || ps) per sample\n");
-  print_row("kl_b", kl_b, B);
+  step::print_row("kl_b", kl_b, B);
 
   // 3. L_kd = T^2 * mean_b KL_b (the true batch mean, as mdistiller)
   const double L_kd = T * T * (kl_b[0] + kl_b[1]) / B;
@@ -68,7 +54,7 @@ int main() {
   // 4. CE at temperature 1: -log softmax(zs)[y], averaged
   double p1[B][K], ce = 0;
   for (int b = 0; b < B; ++b) {
-    softmax_row(zs[b], 1.0, p1[b]);
+    step::softmax(zs[b], K, 1.0, p1[b]);
     ce += -std::log(p1[b][y[b]]) / B;
   }
   std::printf("4. ce = %.6f\n", ce);
@@ -84,7 +70,7 @@ int main() {
     for (int k = 0; k < K; ++k)
       grad[b][k] = w_kd * T * (ps[b][k] - pt[b][k]) / B + w_ce * (p1[b][k] - (k == y[b] ? 1.0 : 0.0)) / B;
   std::printf("6. dloss/dzs = w_kd T (ps - pt) / B + w_ce (softmax(zs) - onehot(y)) / B\n");
-  for (int b = 0; b < B; ++b) print_row(b ? "grad[1]" : "grad[0]", grad[b], K);
+  for (int b = 0; b < B; ++b) step::print_row(b ? "grad[1]" : "grad[0]", grad[b], K);
 
   // 7. the library on the same numbers
   using namespace kd;

@@ -20,6 +20,7 @@
 
 #include "distill/relation/rkd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 3;   // samples
 constexpr int DS = 2;  // student feature width
@@ -124,13 +125,7 @@ int main() {
   std::printf("5. L_A = %.6f\n", L_A);
 
   // 6. CE: -log softmax(zs)[y], averaged
-  double ce = 0;
-  for (int b = 0; b < B; ++b) {
-    double m = zs[b][0], s = 0;
-    for (int k = 1; k < K; ++k) m = std::fmax(m, zs[b][k]);
-    for (int k = 0; k < K; ++k) s += std::exp(zs[b][k] - m);
-    ce += (std::log(s) + m - zs[b][y[b]]) / B;
-  }
+  const double ce = step::mean_cross_entropy(zs, y);  // (1/B) sum_b [logsumexp(z_b) - z_b,y_b]
   std::printf("6. ce = %.6f\n", ce);
 
   // 7. the total

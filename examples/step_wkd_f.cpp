@@ -24,6 +24,7 @@
 #include "distill/feature/wkd_f.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;           // samples
 constexpr int K = 3;           // classes
@@ -106,28 +107,14 @@ int main() {
   std::printf("4. w(%d) = %.6f (w = %g, decay after epoch %d of %d)\n", epoch, w_e, weight, decay_epoch, total_epochs);
 
   // 5. CE and the total
-  double ce = 0;
-  for (int b = 0; b < B; ++b) {
-    double m = zs[b][0], s = 0;
-    for (int k = 1; k < K; ++k) m = std::fmax(m, zs[b][k]);
-    for (int k = 0; k < K; ++k) s += std::exp(zs[b][k] - m);
-    ce += (m + std::log(s) - zs[b][y[b]]) / B;
-  }
+  const double ce = step::mean_cross_entropy(zs, y);  // (1/B) sum_b [logsumexp(z_b) - z_b,y_b]
   const double loss = w_ce * ce + w_e * (gamma_w * L_mean + L_cov);
   std::printf("5. ce = %.6f; loss = ce + w(e) (%g L_mean + L_cov) = %.6f\n", ce, gamma_w, loss);
 
   // 6. the library on the same numbers: a ConvReg projector with these weights
   using namespace kd;
-  std::vector<float> fs_f, ft_f, zs_f, w_f, b_f(b_r, b_r + Ct), g_f(gamma_bn, gamma_bn + Ct), be_f(beta_bn, beta_bn + Ct);
-  for (int b = 0; b < B; ++b) {
-    for (int c = 0; c < Cs; ++c)
-      for (int i = 0; i < N; ++i) fs_f.push_back((float)fs[b][c][i]);
-    for (int c = 0; c < Ct; ++c)
-      for (int i = 0; i < N; ++i) ft_f.push_back((float)ft[b][c][i]);
-    for (int k = 0; k < K; ++k) zs_f.push_back((float)zs[b][k]);
-  }
-  for (int o = 0; o < Ct; ++o)
-    for (int c = 0; c < Cs; ++c) w_f.push_back((float)W_r[o][c]);
+  const std::vector<float> fs_f = step::flat(fs), ft_f = step::flat(ft), zs_f = step::flat(zs), w_f = step::flat(W_r);
+  const std::vector<float> b_f(b_r, b_r + Ct), g_f(gamma_bn, gamma_bn + Ct), be_f(beta_bn, beta_bn + Ct);
   Generator gen(0);
   distill::ConvReg projector({B, Cs, 3, 3}, {B, Ct, 3, 3}, gen);  // kind() == "conv1x1"
   {

@@ -21,24 +21,11 @@
 
 #include "distill/output/wkd_l.h"
 #include "engine/ops.h"
+#include "step_util.h"
 
 constexpr int B = 2;      // samples
 constexpr int K = 5;      // classes: cat, dog, car, truck, ship
 constexpr int N = K - 1;  // non-target classes per sample
-
-static void print_row(const char* name, const double* v, int n) {
-  std::printf("  %-12s [", name);
-  for (int i = 0; i < n; ++i) std::printf("%s% .6f", i ? ", " : "", v[i]);
-  std::printf("]\n");
-}
-
-static void softmax(const double* z, int n, double T, double* p) {
-  double m = z[0] / T;
-  for (int k = 1; k < n; ++k) m = std::fmax(m, z[k] / T);
-  double s = 0;
-  for (int k = 0; k < n; ++k) s += p[k] = std::exp(z[k] / T - m);
-  for (int k = 0; k < n; ++k) p[k] /= s;
-}
 
 int main() {
   const double tau = 4.0, gamma = 100.0, eps = 0.05, kappa = 1.0, w_ce = 1.0;
@@ -59,14 +46,14 @@ int main() {
   for (int i = 0; i < K; ++i)
     for (int j = 0; j < K; ++j) Ds[i][j] = 1.0 - std::exp(-kappa * D[i][j]);
   std::printf("1. D_sharpened = 1 - exp(-kappa D), kappa = %g\n", kappa);
-  for (int i = 0; i < K; ++i) print_row("", Ds[i], K);
+  for (int i = 0; i < K; ++i) step::print_row("", Ds[i], K);
 
   // 2. the target term at T = 1
   double L_target = 0, ce = 0;
   for (int b = 0; b < B; ++b) {
     double ps1[K], pt1[K];
-    softmax(zs[b], K, 1.0, ps1);
-    softmax(zt[b], K, 1.0, pt1);
+    step::softmax(zs[b], K, 1.0, ps1);
+    step::softmax(zt[b], K, 1.0, pt1);
     L_target += -pt1[y[b]] * std::log(ps1[y[b]]) / B;
     ce += -std::log(ps1[y[b]]) / B;
   }
@@ -85,11 +72,11 @@ int main() {
         zt_nt[j] = zt[b][k];
         ++j;
       }
-    softmax(zs_nt, N, tau, qs);
-    softmax(zt_nt, N, tau, qt);
+    step::softmax(zs_nt, N, tau, qs);
+    step::softmax(zt_nt, N, tau, qt);
     std::printf("3. qs, qt = softmax(z[not y] / tau), tau = %g\n", tau);
-    print_row("qs", qs, N);
-    print_row("qt", qt, N);
+    step::print_row("qs", qs, N);
+    step::print_row("qt", qt, N);
 
     // 4. the per-sample cost and the Gibbs kernel
     double M[N][N], Kmat[N][N];
@@ -99,7 +86,7 @@ int main() {
         Kmat[i][j] = std::exp(-M[i][j] / eps);
       }
     std::printf("4. M = relu(D[not y, not y]) + 1e-8, Kmat = exp(-M / eps), eps = %g\n", eps);
-    for (int i = 0; i < N; ++i) print_row("M", M[i], N);
+    for (int i = 0; i < N; ++i) step::print_row("M", M[i], N);
 
     // 5. Sinkhorn, the official order: v first, then u
     double u[N], v[N];
@@ -117,8 +104,8 @@ int main() {
       }
     }
     std::printf("5. after %d Sinkhorn iterations\n", iters);
-    print_row("u", u, N);
-    print_row("v", v, N);
+    step::print_row("u", u, N);
+    step::print_row("v", v, N);
 
     // 6. the transport plan and its cost
     double plan[N][N], wd_b = 0, col[N] = {0};
@@ -129,8 +116,8 @@ int main() {
         col[j] += plan[i][j];
       }
     std::printf("6. transport_plan = diag(u) Kmat diag(v); WD_b = sum plan * M = %.6f\n", wd_b);
-    for (int i = 0; i < N; ++i) print_row("plan", plan[i], N);
-    print_row("plan^T 1", col, N);
+    for (int i = 0; i < N; ++i) step::print_row("plan", plan[i], N);
+    step::print_row("plan^T 1", col, N);
     std::printf("  (the column sums are not yet qt: 10 iterations do not converge)\n");
     WD += wd_b / B;
   }

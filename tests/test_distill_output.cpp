@@ -32,12 +32,13 @@ using V = std::vector<Tensor>;
 namespace {
 
 LossBreakdown run(Distiller& d, const Tensor& zs, const Tensor& zt, const Tensor& y, int64_t epoch = 1,
-                  int64_t total_epochs = 240) {
+                  int64_t total_epochs = 240, const std::vector<Tensor>& assistants = {}) {
   nn::ModelOutput s, t;
   s.logits = zs;
   t.logits = zt;
   BatchInfo b;
   b.labels = y;
+  b.assistant_logits = assistants;  // DGKD's declared need
   b.epoch = epoch;
   b.total_epochs = total_epochs;
   return distill_loss(d, s, t, b);  // w_ce * CE + the method's terms: the official total
@@ -110,8 +111,9 @@ TEST_CASE("output losses: golden values and gradients from the official codes") 
        }},
       {"wkd_l",
        [](const V& x, const json& p) {
-         auto d = create_distiller("wkd_l", params_from(p, {"epoch", "total_epochs"}), {});
-         dynamic_cast<WkdLDistiller&>(*d).set_cost_matrix(x[3]);
+         DistillerContext ctx;
+         ctx.class_cost = x[3];  // WKD-L's declared need: a class cost matrix
+         auto d = create_distiller("wkd_l", params_from(p, {"epoch", "total_epochs"}), ctx);
          return outputs_of(run(*d, x[0], x[1], x[2], p["epoch"].get<int64_t>(), p["total_epochs"].get<int64_t>()));
        }},
       {"cost_cka", [](const V& x, const json&) { return V{cost_matrix_cka(x[0])}; }},
@@ -536,12 +538,12 @@ TEST_CASE("dgkd: drop_num guides dropped uniformly per batch, reproducibly from 
   auto d1 = create_distiller("dgkd", {}, ctx), d2 = create_distiller("dgkd", {}, ctx);
   auto& g1 = dynamic_cast<DgkdDistiller&>(*d1);
   auto& g2 = dynamic_cast<DgkdDistiller&>(*d2);
-  g1.assistant_logits = g2.assistant_logits = {randn({4, 5}, gen), randn({4, 5}, gen)};
+  const V assistants = {randn({4, 5}, gen), randn({4, 5}, gen)};
   std::vector<int> dropped(3, 0);
   const int N = 600;
   for (int i = 0; i < N; ++i) {
-    LossBreakdown l1 = run(*d1, zs, zt, y);
-    run(*d2, zs, zt, y);
+    LossBreakdown l1 = run(*d1, zs, zt, y, 1, 240, assistants);
+    run(*d2, zs, zt, y, 1, 240, assistants);
     CHECK(g1.last_kept() == g2.last_kept());
     int kept = 0;
     double sum_parts = 0;
@@ -559,8 +561,7 @@ TEST_CASE("dgkd: drop_num guides dropped uniformly per batch, reproducibly from 
   for (int c : dropped) CHECK(std::abs(c - N / 3) < 60);  // ~1/3 each (binomial sd ~ 11.5)
   // drop_num = 0 keeps all
   auto d0 = create_distiller("dgkd", {{"drop_num", "0"}}, ctx);
-  dynamic_cast<DgkdDistiller&>(*d0).assistant_logits = g1.assistant_logits;
-  run(*d0, zs, zt, y);
+  run(*d0, zs, zt, y, 1, 240, assistants);
   CHECK(dynamic_cast<DgkdDistiller&>(*d0).last_kept() == std::vector<bool>{true, true, true});
 }
 
@@ -785,7 +786,10 @@ TEST_CASE("kdlab loss: clear errors") {
   expect_error(shell("loss wkd_l --student-logits " + S + " --teacher-logits " + S + " --labels " + Y),
                "--cost-matrix");
   expect_error(shell("loss kd --student-logits " + S + " --teacher-logits " + S + " --labels " + Y + " --cost-matrix " + S),
-               "--cost-matrix is read only by wkd_l");
+               "--cost-matrix is read only by methods that take a class cost matrix (wkd_l), not by kd");
+  expect_error(shell("loss kd --student-logits " + S + " --teacher-logits " + S + " --labels " + Y +
+                     " --assistant-logits " + S),
+               "--assistant-logits is read only by methods that take assistants (dgkd), not by kd");
 }
 
 TEST_CASE("kdlab distill --list --method: a method's options from its table") {

@@ -13,6 +13,7 @@
 #include "distill/fusion.h"
 #include "distill/output/dkd.h"
 #include "distill/output/kd.h"
+#include "distill/output/wkd_cost.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/safetensors.h"
@@ -501,4 +502,35 @@ TEST_CASE("kdlab distill with two teachers (--teacher MODEL:WEIGHTS twice), thro
   // a bare model name pairs with --teacher-weights; only one may be bare
   CHECK(run_cli("distill --student resnet8 --teacher resnet14 --teacher resnet8 --teacher-weights " +
                 kdtest::tiny_teacher("resnet14") + " --method kd " + kTiny + " --out " + dir + "_bad") != 0);
+}
+
+TEST_CASE("declared needs: assistants, a class cost matrix and virtual views reach a method, also inside a fusion") {
+  // each method says what it reads beyond the two networks' outputs
+  CHECK(create_distiller("dgkd", {}, {})->needs().assistants);
+  CHECK_FALSE(create_distiller("kd", {}, {})->needs().assistants);
+  CHECK(create_distiller("wkd_l", {}, {})->needs().class_cost);
+  CHECK(create_distiller("vrm", {}, {})->needs().virtual_views);
+  // a fusion's needs are the union of its components'
+  const TeacherNeeds f = create_distiller("kd+dgkd", {}, {})->needs();
+  CHECK(f.assistants);
+  CHECK_FALSE(f.class_cost);
+  // virtual views: a method that reads none refuses to give a transform; a fusion forwards VRM's
+  data::Dataset d = data::make_synthetic({}, "train");
+  CHECK_THROWS_WITH_AS(create_distiller("kd", {}, {})->virtual_transform(d), doctest::Contains("reads no virtual views"),
+                       Error);
+  const data::TransformConfig v = create_distiller("vrm", {}, {})->virtual_transform(d);
+  const data::TransformConfig fv = create_distiller("kd+vrm", {}, {})->virtual_transform(d);
+  CHECK(fv.strong_ops == v.strong_ops);
+  CHECK(fv.strong_ops > 0);
+  // WKD-L without a cost matrix builds 1 - cos of the teacher's classifier rows and hands it back
+  // for the run folder; given one (ctx.class_cost), it uses it and builds nothing
+  DistillerContext ctx;
+  ctx.num_classes = 10;
+  ctx.teacher_model = nn::create_model("resnet8", {10, 3, 32, 1});
+  const std::vector<Artifact> built = create_distiller("kd+wkd_l", {}, ctx)->artifacts();
+  REQUIRE(built.size() == 1);
+  CHECK(built[0].name == "cost_matrix");
+  CHECK(max_abs_diff(built[0].value, cost_matrix_cosine(classifier_weight(*ctx.teacher_model, 10))) == 0.0);
+  ctx.class_cost = zeros({10, 10});
+  CHECK(create_distiller("wkd_l", {}, ctx)->artifacts().empty());
 }

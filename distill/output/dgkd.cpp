@@ -64,7 +64,7 @@ LossBreakdown dgkd_loss(const Tensor& zs, const std::vector<Tensor>& guide_logit
 
 LossBreakdown DgkdDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) {
   std::vector<Tensor> guides{teacher.logits};
-  for (const Tensor& a : assistant_logits) guides.push_back(a);
+  for (const Tensor& a : batch.assistant_logits) guides.push_back(a);
   if (batch.batch_index >= 0) {
     Generator step_gen(seed_ * 0x9E3779B97F4A7C15ull + (uint64_t)batch.epoch * 1000003ull + (uint64_t)batch.batch_index);
     last_kept_ = dgkd_draw_kept(guides.size(), opt_.drop_num, step_gen);

@@ -27,8 +27,8 @@
 // empty list or silently train with CE alone).
 //
 // How the guides reach the loss: the teacher's logits are teacher.logits; the assistants' logits
-// come through the public member DgkdDistiller::assistant_logits, which the training loop sets
-// before every call to loss() (one (B, K) tensor per assistant, largest assistant first).
+// are BatchInfo::assistant_logits (one (B, K) tensor per assistant, largest assistant first),
+// which the run fills because needs() declares `assistants`.
 //
 // Parameters (--set): the option table DgkdOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method dgkd`).
@@ -75,8 +75,9 @@ class DgkdDistiller : public Distiller {
   DgkdDistiller(const DgkdOptions& opt, uint64_t seed) : opt_(opt), seed_(seed), gen_(seed) {}
   std::string name() const override { return "dgkd"; }
   std::string type_name() const override { return "DGKD"; }
+  TeacherNeeds needs() const override { return {.assistants = true}; }
   // Draws the kept guides, then computes dgkd_loss with teacher.logits followed by
-  // assistant_logits. In a training run (batch.batch_index >= 0) the draw comes from a generator
+  // batch.assistant_logits. In a training run (batch.batch_index >= 0) the draw comes from a generator
   // seeded by (seed, epoch, batch index), so a resumed run drops the same guides as an
   // uninterrupted one; otherwise (the loss inspector) from the distiller's running generator.
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
@@ -84,8 +85,6 @@ class DgkdDistiller : public Distiller {
   Params params() const override;
   const DgkdOptions& options() const { return opt_; }
 
-  // Set per batch by the caller: the assistants' logits, largest assistant first.
-  std::vector<Tensor> assistant_logits;
   // The guides kept in the last call to loss() (teacher first).
   const std::vector<bool>& last_kept() const { return last_kept_; }
   Generator& generator() { return gen_; }  // for checkpointing its state

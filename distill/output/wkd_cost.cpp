@@ -139,4 +139,12 @@ std::pair<Tensor, Tensor> spatial_rows(const Tensor& fmap, const Tensor& labels)
   return {rows, from_vector(yr, {B * HW})};
 }
 
+Tensor classifier_weight(nn::Classifier& model, int64_t K) {
+  const nn::ClassifierHead head = model.classifier_head();
+  KD_CHECK(head.weight.size(0) == K,
+           "the classifier '{}' of {} has {} outputs but the data set has {} classes; build the model for {} classes",
+           head.name, model.type_name(), head.weight.size(0), K, K);
+  return head.weight.detach();  // (K, C)
+}
+
 }  // namespace kd::distill

@@ -27,6 +27,7 @@
 #include <utility>
 
 #include "engine/tensor.h"
+#include "nn/models/model.h"
 
 namespace kd::distill {
 
@@ -40,6 +41,10 @@ Tensor cost_matrix_cka(const Tensor& class_feats, int force_path = 0);
 
 // weight (K, C), the classifier's rows: D_ij = 1 - cos(w_i, w_j). (K, K).
 Tensor cost_matrix_cosine(const Tensor& weight);
+// The weight (K, C) of the model's classifier, the layer it declares (nn::Classifier::
+// classifier_name()), detached (for WKD-L's cosine cost matrix). Errors when it has not K rows.
+Tensor classifier_weight(nn::Classifier& model, int64_t num_classes);
+
 
 // Group rows of feats (N, d) by labels (N) int64 into (K, n, d), keeping the first n rows of
 // every class in order; n = per_class if > 0, else the smallest class count. Errors name an

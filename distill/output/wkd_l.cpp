@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "distill/output/wkd_cost.h"
 #include "engine/autograd.h"
 #include "engine/npy.h"
 #include "engine/ops.h"
@@ -218,7 +219,13 @@ std::shared_ptr<Distiller> make_wkd_l_distiller(const Params& params, const Dist
            "wkd_l: need tol > 0 and max_iters >= 1, got tol={} max_iters={}",
            o.sinkhorn.tol, o.sinkhorn.max_iters);
   auto d = std::make_shared<WkdLDistiller>(o);
-  if (!path.empty()) {
+  if (ctx.class_cost.defined()) {
+    const Tensor& D = ctx.class_cost;
+    KD_CHECK(D.dim() == 2 && D.size(0) == D.size(1) && (ctx.num_classes == 0 || D.size(0) == ctx.num_classes),
+             "wkd_l: the given cost matrix is {}; expected ({}, {})", shape_str(D.shape()), ctx.num_classes,
+             ctx.num_classes);
+    d->set_cost_matrix(D);
+  } else if (!path.empty()) {
     Tensor D = load_npy(path);
     KD_CHECK(D.dim() == 2 && D.size(0) == D.size(1), "wkd_l: the cost matrix {} has shape {}; expected a square (K, K)",
              path, shape_str(D.shape()));
@@ -227,8 +234,20 @@ std::shared_ptr<Distiller> make_wkd_l_distiller(const Params& params, const Dist
              "wkd-cost`",
              path, shape_str(D.shape()), ctx.num_classes);
     d->set_cost_matrix(D);
+  } else if (ctx.teacher_model) {
+    // No cost matrix given: the classifier-weight (cosine) one from the teacher, as WKD's "fc"
+    // variant; the run keeps it as RUN_DIR/cost_matrix.npy (artifacts()).
+    d->set_cost_matrix(cost_matrix_cosine(classifier_weight(*ctx.teacher_model, ctx.num_classes)));  // (K, K)
+    d->built_from_teacher_ = true;
   }
   return d;
+}
+
+std::vector<Artifact> WkdLDistiller::artifacts() const {
+  if (!built_from_teacher_) return {};
+  return {{"cost_matrix", cost_,
+           "wkd_l: no cost_matrix given; 1 - cos of the teacher's classifier rows (kdlab wkd-cost --source features "
+           "builds the CKA one)"}};
 }
 
 }  // namespace kd::distill

@@ -107,6 +107,7 @@ class WkdLDistiller : public Distiller {
   explicit WkdLDistiller(const WkdLOptions& opt) : opt_(opt) {}
   std::string name() const override { return "wkd_l"; }
   std::string type_name() const override { return "WKD-L"; }
+  TeacherNeeds needs() const override { return {.class_cost = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
   std::optional<double> ce_weight(const BatchInfo&) const override { return opt_.ce_weight; }
   Params params() const override;
@@ -114,13 +115,20 @@ class WkdLDistiller : public Distiller {
   // The K x K category cost matrix before sharpening (wkd_cost.h builds it).
   void set_cost_matrix(const Tensor& D);
   const Tensor& cost_matrix() const { return cost_; }
+  // The cost matrix when the method built it from the teacher's classifier (no cost_matrix given).
+  std::vector<Artifact> artifacts() const override;
 
  private:
   WkdLOptions opt_;
   Tensor cost_;  // (K, K), before sharpening
+  bool built_from_teacher_ = false;
+  friend std::shared_ptr<Distiller> make_wkd_l_distiller(const Params& params, const DistillerContext& ctx);
 };
 
-// Reads the parameters; `cost_matrix=PATH` loads the .npy (checked against ctx.num_classes).
+// Reads the parameters and takes the cost matrix, the first there is of: ctx.class_cost (kdlab
+// loss --cost-matrix), the `cost_matrix=PATH` .npy, or 1 - cos of the rows of ctx.teacher_model's
+// classifier (WKD's "fc" variant; `kdlab wkd-cost --source features` builds the CKA one). Each
+// is checked against ctx.num_classes.
 std::shared_ptr<Distiller> make_wkd_l_distiller(const Params& params, const DistillerContext& ctx);
 
 }  // namespace kd::distill

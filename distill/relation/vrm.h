@@ -105,7 +105,7 @@ class VrmDistiller : public Distiller {
   const VrmOptions& options() const { return opt_; }
   // The virtual views' transform for a data set: its train transform + strong_ops strong ops
   // (+ cutout of half the side when `cutout`).
-  data::TransformConfig virtual_transform(const data::Dataset& d) const;
+  data::TransformConfig virtual_transform(const data::Dataset& d) const override;
 
  private:
   VrmOptions opt_;

@@ -154,6 +154,17 @@ void run_loss(const LossOpts& o) {
   ctx.student_sample = student;
   ctx.teacher_sample = teacher;
   std::shared_ptr<distill::Distiller> d = distill::create_distiller(o.method, parse_sets(o.sets), ctx);
+  KD_CHECK(o.cost_matrix.empty() || d->needs().class_cost,
+           "kdlab loss: --cost-matrix is read only by methods that take a class cost matrix (wkd_l), not by {}",
+           o.method);
+  if (!o.cost_matrix.empty()) {  // the class cost matrix it declared it reads: given at construction
+    Tensor D = load_input(o.cost_matrix, "--cost-matrix");
+    KD_CHECK(D.dtype() == DType::f32 && D.dim() == 2 && D.size(0) == K && D.size(1) == K,
+             "kdlab loss: --cost-matrix {} is {} {}; expected float32 ({}, {}) for K = {} classes", o.cost_matrix,
+             dtype_name(D.dtype()), shape_str(D.shape()), K, K, K);
+    ctx.class_cost = D;
+    d = distill::create_distiller(o.method, parse_sets(o.sets), ctx);
+  }
   KD_CHECK(!(d->needs().feats || d->needs().pooled) || !o.student_feats.empty(),
            "kdlab loss: {} reads feature taps; give them with --student-feat NAME=FILE.npy and --teacher-feat "
            "NAME=FILE.npy (names f0..fN, pre1..preN, pooled; cam for catkd)",
@@ -163,27 +174,15 @@ void run_loss(const LossOpts& o) {
     d->load_state_dict(nn::load_safetensors(o.helper_weights).tensors, /*strict=*/true);
   }
 
-  // the method itself, or the component of a fusion ("dkd+wkd_l") that reads the input
-  distill::WkdLDistiller* wkd = nullptr;
-  distill::DgkdDistiller* dgkd = nullptr;
-  distill::for_each_component(*d, [&](distill::Distiller& c) {
-    if (auto* w = dynamic_cast<distill::WkdLDistiller*>(&c)) wkd = w;
-    if (auto* g = dynamic_cast<distill::DgkdDistiller*>(&c)) dgkd = g;
-  });
-  KD_CHECK(o.cost_matrix.empty() || wkd, "kdlab loss: --cost-matrix is read only by wkd_l, not by {}", o.method);
-  if (!o.cost_matrix.empty()) {
-    Tensor D = load_input(o.cost_matrix, "--cost-matrix");
-    KD_CHECK(D.dtype() == DType::f32 && D.dim() == 2 && D.size(0) == K && D.size(1) == K,
-             "kdlab loss: --cost-matrix {} is {} {}; expected float32 ({}, {}) for K = {} classes", o.cost_matrix,
-             dtype_name(D.dtype()), shape_str(D.shape()), K, K, K);
-    wkd->set_cost_matrix(D);
-  }
-  KD_CHECK(o.assistants.empty() || dgkd, "kdlab loss: --assistant-logits is read only by dgkd, not by {}", o.method);
+  // what the method declared it reads besides the outputs (a fusion: any of its components)
+  KD_CHECK(o.assistants.empty() || d->needs().assistants,
+           "kdlab loss: --assistant-logits is read only by methods that take assistants (dgkd), not by {}", o.method);
+  std::vector<Tensor> assistants;  // each (B, K), largest assistant first
   for (const std::string& path : o.assistants) {
     Tensor a = load_logits(path, "--assistant-logits");
     KD_CHECK(a.shape() == zs.shape(), "kdlab loss: --assistant-logits {} has shape {} but the student logits have {}", path,
              shape_str(a.shape()), shape_str(zs.shape()));
-    dgkd->assistant_logits.push_back(a);
+    assistants.push_back(a);
   }
 
   // ---- epoch: given, or the first epoch past any warm-up
@@ -236,6 +235,7 @@ void run_loss(const LossOpts& o) {
   batch.labels = y;
   batch.epoch = epoch;
   batch.total_epochs = o.total_epochs;
+  batch.assistant_logits = assistants;
   distill::LossBreakdown loss = distill::distill_loss(*d, student, teacher, batch);  // w_ce * CE + the method's terms
   if (!o.explain_dir.empty()) {
     std::string text = "[\n";  // one intermediate per line

@@ -1,0 +1,58 @@
+// step_util.h: the few by-hand helpers the step programs share. Plain C++ on double arrays (no
+// library), so that each step program still shows every equation of its method by hand: print a
+// row, a softmax with temperature, the mean cross-entropy the distillation loop adds, and the
+// flattening of a sample-major array into the layout the library reads.
+#pragma once
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+namespace step {
+
+// "  name           [ 0.123456,  0.654321]"
+inline void print_row(const char* name, const double* v, int n) {
+  std::printf("  %-14s [", name);
+  for (int i = 0; i < n; ++i) std::printf("%s% .6f", i ? ", " : "", v[i]);
+  std::printf("]\n");
+}
+
+// p = softmax(z / T) over n values, the max subtracted first (the same value, no overflow).
+inline void softmax(const double* z, int n, double T, double* p) {
+  double m = z[0] / T;
+  for (int k = 1; k < n; ++k) m = std::fmax(m, z[k] / T);
+  double s = 0;
+  for (int k = 0; k < n; ++k) s += p[k] = std::exp(z[k] / T - m);
+  for (int k = 0; k < n; ++k) p[k] /= s;
+}
+
+// CE = (1/B) sum_b [log sum_k exp(z_bk) - z_b,y_b], with the row's max m taken out of the log-sum.
+template <int B, int K>
+double mean_cross_entropy(const double (&z)[B][K], const int (&y)[B]) {
+  double ce = 0;
+  for (int b = 0; b < B; ++b) {
+    double m = z[b][0], s = 0;
+    for (int k = 1; k < K; ++k) m = std::fmax(m, z[b][k]);
+    for (int k = 0; k < K; ++k) s += std::exp(z[b][k] - m);
+    ce += (m + std::log(s) - z[b][y[b]]) / B;
+  }
+  return ce;
+}
+
+// An array as floats in row-major order: (A, C) or (A, C, N), as the library's tensors hold them.
+template <int A, int C>
+std::vector<float> flat(const double (&a)[A][C]) {
+  std::vector<float> out;
+  for (int i = 0; i < A; ++i)
+    for (int j = 0; j < C; ++j) out.push_back((float)a[i][j]);
+  return out;
+}
+template <int A, int C, int N>
+std::vector<float> flat(const double (&a)[A][C][N]) {
+  std::vector<float> out;
+  for (int i = 0; i < A; ++i)
+    for (int j = 0; j < C; ++j)
+      for (int k = 0; k < N; ++k) out.push_back((float)a[i][j][k]);
+  return out;
+}
+
+}  // namespace step
