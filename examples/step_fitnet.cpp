@@ -97,14 +97,7 @@ int main() {
   const std::vector<float> b_f(b_r, b_r + Ct), g_f(gamma, gamma + Ct), be_f(beta_bn, beta_bn + Ct);
   Generator gen(0);
   distill::ConvReg regressor({B, Cs, 2, 2}, {B, Ct, 2, 2}, gen);  // kind() == "conv1x1"
-  {
-    NoGradGuard ng;
-    auto& c = dynamic_cast<nn::Conv2d&>(*regressor.conv);
-    c.weight.copy_(from_vector(w_f, {Ct, Cs, 1, 1}));
-    c.bias.copy_(from_vector(b_f, {Ct}));
-    regressor.bn->weight.copy_(from_vector(g_f, {Ct}));
-    regressor.bn->bias.copy_(from_vector(be_f, {Ct}));
-  }
+  step::load_conv_reg(regressor, w_f, b_f, g_f, be_f, Ct, Cs);
   distill::FitNetOptions opt;  // hint f2, w_ce 1, w_feat 100, one stage
   Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
   // fitnet_loss is FitNets' own term; add_cross_entropy puts w_ce * CE in front, as distill_loss does

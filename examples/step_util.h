@@ -1,11 +1,16 @@
-// step_util.h: the few by-hand helpers the step programs share. Plain C++ on double arrays (no
-// library), so that each step program still shows every equation of its method by hand: print a
-// row, a softmax with temperature, the mean cross-entropy the distillation loop adds, and the
-// flattening of a sample-major array into the layout the library reads.
+// step_util.h: the few helpers the step programs share. The by-hand ones are plain C++ on double
+// arrays (no library), so that each step program still shows every equation of its method by
+// hand: print a row, a softmax with temperature, the mean cross-entropy the distillation loop
+// adds, and the flattening of a sample-major array into the layout the library reads. The last
+// one loads hand-chosen weights into the library's ConvReg (FitNets' regressor, WKD-F's
+// projector) for the comparison with the library.
 #pragma once
 #include <cmath>
 #include <cstdio>
 #include <vector>
+
+#include "distill/feature/common.h"
+#include "engine/autograd.h"
 
 namespace step {
 
@@ -53,6 +58,17 @@ std::vector<float> flat(const double (&a)[A][C][N]) {
     for (int j = 0; j < C; ++j)
       for (int k = 0; k < N; ++k) out.push_back((float)a[i][j][k]);
   return out;
+}
+
+// A 1x1-conv ConvReg (Ct <- Cs) set to weights w (Ct, Cs), bias b (Ct) and BatchNorm gamma, beta (Ct).
+inline void load_conv_reg(kd::distill::ConvReg& reg, const std::vector<float>& w, const std::vector<float>& b,
+                          const std::vector<float>& gamma, const std::vector<float>& beta, int64_t Ct, int64_t Cs) {
+  kd::NoGradGuard ng;
+  auto& c = dynamic_cast<kd::nn::Conv2d&>(*reg.conv);
+  c.weight.copy_(kd::from_vector(w, {Ct, Cs, 1, 1}));
+  c.bias.copy_(kd::from_vector(b, {Ct}));
+  reg.bn->weight.copy_(kd::from_vector(gamma, {Ct}));
+  reg.bn->bias.copy_(kd::from_vector(beta, {Ct}));
 }
 
 }  // namespace step

@@ -117,14 +117,7 @@ int main() {
   const std::vector<float> b_f(b_r, b_r + Ct), g_f(gamma_bn, gamma_bn + Ct), be_f(beta_bn, beta_bn + Ct);
   Generator gen(0);
   distill::ConvReg projector({B, Cs, 3, 3}, {B, Ct, 3, 3}, gen);  // kind() == "conv1x1"
-  {
-    NoGradGuard ng;
-    auto& c = dynamic_cast<nn::Conv2d&>(*projector.conv);
-    c.weight.copy_(from_vector(w_f, {Ct, Cs, 1, 1}));
-    c.bias.copy_(from_vector(b_f, {Ct}));
-    projector.bn->weight.copy_(from_vector(g_f, {Ct}));
-    projector.bn->bias.copy_(from_vector(be_f, {Ct}));
-  }
+  step::load_conv_reg(projector, w_f, b_f, g_f, be_f, Ct, Cs);
   distill::WkdFOptions opt;  // w 0.08, gamma 4, decay after 150, grid 1, eps 1e-5
   Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
   // wkd_f_loss is WKD-F's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does
