@@ -58,8 +58,7 @@ train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data
   info.batch_index = batch.batch_index;
   info.total_epochs = total_epochs_;
   info.assistant_logits = assistants;  // DGKD's needs().assistants (empty without --assistant)
-  LossBreakdown lb = distill_loss(*distiller_, student, teacher, info);  // w_ce * CE + the method's terms
-  return {lb.total, lb.parts};
+  return distill_loss(*distiller_, student, teacher, info);  // w_ce * CE + the method's terms
 }
 
 train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string& out_dir,

@@ -33,6 +33,7 @@
 #include "engine/tensor.h"
 #include "nn/models/model.h"
 #include "nn/module.h"
+#include "train/loss.h"
 #include "train/recipe.h"
 #include "train/regime.h"
 
@@ -59,12 +60,10 @@ struct TeacherNeeds {
   bool cacheable() const { return !feats && !virtual_views; }
 };
 
-// The loss of one batch: total (0-d, differentiable) and named parts (0-d, for logging). Parts
-// are the weighted terms that add up to total, named as in the paper ("ce", "tckd", "nckd").
-struct LossBreakdown {
-  Tensor total;
-  std::vector<std::pair<std::string, Tensor>> parts;
-};
+// The loss of one batch: total (0-d, differentiable) and named parts (0-d, for logging), the
+// weighted terms that add up to total, named as in the paper ("ce", "tckd", "nckd"). The same
+// struct the training loop takes (train/loss.h).
+using LossBreakdown = train::Loss;
 
 // What a distiller sees of a batch besides the network outputs.
 struct BatchInfo {

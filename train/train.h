@@ -20,6 +20,7 @@
 
 #include "datasets/dataset.h"
 #include "datasets/loader.h"
+#include "train/loss.h"
 #include "train/recipe.h"
 #include "train/regime.h"
 #include "train/run_recorder.h"
@@ -30,11 +31,6 @@
 
 namespace kd::train {
 
-// A loss and its named parts (each a 0-d tensor; parts are for logging).
-struct Loss {
-  Tensor total;
-  std::vector<std::pair<std::string, Tensor>> parts;
-};
 // The loss of one batch, computed from the model's output: what the epoch loop calls every step.
 // An interface (not a std::function) so that "go to implementation" on the loop's call finds
 // every loss: CrossEntropyLoss here, distill::DistillationLoss (distill/distill_run.h).

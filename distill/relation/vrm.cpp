@@ -175,8 +175,7 @@ void attach_virtual_views(train::Run& run, std::shared_ptr<nn::Classifier> teach
     info.total_epochs = total_epochs;
     info.student_virtual = student_virtual;
     info.teacher_virtual = tv;
-    LossBreakdown lb = distill_loss(*dist, student, t, info);  // w_ce * CE + the method's terms
-    return {lb.total, lb.parts};
+    return distill_loss(*dist, student, t, info);  // w_ce * CE + the method's terms
   };
 }
 

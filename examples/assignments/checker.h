@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "distill/distiller.h"
 #include "engine/engine.h"
 
 namespace assignment {
@@ -82,6 +83,13 @@ inline std::string gradcheck_problem(const std::function<kd::Tensor(const std::v
   if (r.ok) return "";
   return fmt::format("analytic and finite-difference gradients differ (max |error| {:.3g}):\n{}", r.max_abs_error,
                      r.report);
+}
+
+// The value of a part of a loss breakdown by name ("nckd", "angle").
+inline kd::Tensor part_of(const kd::distill::LossBreakdown& l, const std::string& name) {
+  for (const auto& [n, t] : l.parts)
+    if (n == name) return t;
+  throw kd::Error("no part named " + name);
 }
 
 }  // namespace assignment

@@ -17,13 +17,6 @@ using namespace kd;
 
 namespace {
 
-// The value of a part of a LossBreakdown by name.
-Tensor part_of(const distill::LossBreakdown& l, const std::string& name) {
-  for (const auto& [n, t] : l.parts)
-    if (n == name) return t;
-  throw Error("no part named " + name);
-}
-
 }  // namespace
 
 int main() {
@@ -114,7 +107,7 @@ int main() {
     opt.warmup = 0;
     opt.T = 4;
     Tensor s_ref = s0.clone().detach().requires_grad_();
-    Tensor ref = part_of(distill::dkd_loss(s_ref, t, labels, opt, 1), "nckd");
+    Tensor ref = assignment::part_of(distill::dkd_loss(s_ref, t, labels, opt, 1), "nckd");
     ref.backward();
     Tensor s = s0.clone().detach().requires_grad_();
     Tensor yours = assignment::nckd_loss(s, t, labels, 4.0);

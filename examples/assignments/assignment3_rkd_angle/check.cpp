@@ -16,13 +16,6 @@ using namespace kd;
 
 namespace {
 
-// The value of a part of a LossBreakdown by name.
-Tensor part_of(const distill::LossBreakdown& l, const std::string& name) {
-  for (const auto& [n, t] : l.parts)
-    if (n == name) return t;
-  throw Error("no part named " + name);
-}
-
 // "" when psi has shape (B, B, B) and is 0 wherever j = i or k = i, 1 at [i][j][j] (j != i) and
 // symmetric in j and k; else the first entry that breaks one of these.
 std::string angle_structure(const Tensor& psi, int64_t B) {
@@ -159,7 +152,7 @@ int main() {
     teacher.pooled = t;
     distill::BatchInfo batch;
     batch.labels = labels;
-    Tensor ref = part_of(rkd->loss(student, teacher, batch), "angle");
+    Tensor ref = assignment::part_of(rkd->loss(student, teacher, batch), "angle");
     ref.backward();
     Tensor s = s0.clone().detach().requires_grad_();
     Tensor yours = mul(assignment::rkd_angle_loss(s, t), 50.0);
