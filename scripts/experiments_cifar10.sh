@@ -11,10 +11,7 @@
 # data (../shared/data, ../shared/teachers) or the same files under DATA / TEACHER.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KDLAB=${KDLAB:-build/kdlab}
-DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
-TEACHER=${TEACHER:-../shared/teachers/cifar10_resnet56.safetensors}
-THREADS=${THREADS:-2}
+source scripts/cifar10_env.sh  # KDLAB, DATA, TEACHER, THREADS
 CACHE=runs/cache
 COMMON=(--recipe recipes/cifar10_laptop.json --dataset imagefolder --data-dir "$DATA" --threads "$THREADS")
 DIST=(--teacher resnet56 --teacher-weights "$TEACHER")

@@ -38,10 +38,7 @@
 # / TEACHER; the ViT stages take their teacher from VIT, runs/c10_vit_teacher or teachers/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KDLAB=${KDLAB:-build/kdlab}
-DATA=${DATA:-../shared/data/cifar10-jpg.tar.gz}
-TEACHER=${TEACHER:-../shared/teachers/cifar10_resnet56.safetensors}
-THREADS=${THREADS:-2}
+source scripts/cifar10_env.sh  # KDLAB, DATA, TEACHER, THREADS
 RUNS=${RUNS:-runs}   # a smoke test: RUNS=/tmp/x EXTRA="--epochs 1 --train-limit 128 --test-limit 64"
 read -r -a EXTRA <<< "${EXTRA:-}"
 COMMON=(--recipe recipes/cifar10_laptop.json --dataset imagefolder --data-dir "$DATA" --threads "$THREADS" "${EXTRA[@]}")
