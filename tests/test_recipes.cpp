@@ -146,12 +146,24 @@ TEST_CASE("recipes: with CIFAR-100 present, every CIFAR-100 recipe trains its st
   const char* steps_env = std::getenv("KDLAB_RECIPE_COST_STEPS");
   const int64_t steps = steps_env ? std::max<int64_t>(2, std::atoll(steps_env)) : 2;
   const char* only = std::getenv("KDLAB_RECIPE_FILTER");  // a substring of the recipe file names to run
-  std::map<std::string, std::string> random_weights;  // model -> a file of its randomly initialised weights
+  // Stand-in teachers: random weights whose BatchNorm running statistics are calibrated on real
+  // images (30 training-mode passes without gradient), so that in evaluation mode their features
+  // have a trained network's scale. (With the initial statistics, mean 0 and variance 1, a deep
+  // random network's features grow with depth and a relation loss on them overflows: the recipe
+  // would fail for a reason no real teacher has.)
+  const data::Dataset calib = train::first_n(data::load_dataset("cifar100", data, "train"), 640);
+  const data::TransformConfig tc = data::eval_transform(calib);
+  const Tensor calib_images = data::normalize_images(calib.images, tc.mean, tc.std);  // (640, 3, 32, 32)
+  std::map<std::string, std::string> random_weights;  // model -> a file of its stand-in weights
   auto weights_of = [&](const std::string& model) {
     std::string& path = random_weights[model];
     if (path.empty()) {
       path = kdtest::temp_path("random_" + model + ".safetensors");
-      train::save_weights(path, *nn::create_model(model, {100, 3, 32, 7}), model, 100);
+      auto net = nn::create_model(model, {100, 3, 32, 7});
+      net->train();
+      NoGradGuard ng;
+      for (int64_t i = 0; i < 30; ++i) net->forward(calib_images.slice(0, (i % 10) * 64, (i % 10 + 1) * 64));
+      train::save_weights(path, *net, model, 100);
     }
     return path;
   };
@@ -176,11 +188,14 @@ TEST_CASE("recipes: with CIFAR-100 present, every CIFAR-100 recipe trains its st
     const std::string dir = kdtest::temp_path("recipe_run");
     c.teacher_cache_dir = dir + "/teacher_cache";
     train::RunSummary s;
-    REQUIRE_NOTHROW(s = distill::run_method(c, dir, "test", false));
+    CHECK_NOTHROW(s = distill::run_method(c, dir, "test", false));  // every failing recipe is listed
     CHECK_FALSE(s.interrupted);
     std::ifstream f(dir + "/metrics.jsonl");
     std::string line;
-    REQUIRE(std::getline(f, line));
+    if (!std::getline(f, line)) {
+      FAIL_CHECK("no metrics line");
+      continue;
+    }
     const nlohmann::json m = nlohmann::json::parse(line);
     CHECK(std::isfinite(m["train_loss"].get<double>()));
     CHECK(fs::exists(dir + "/model_last.safetensors"));
