@@ -44,13 +44,7 @@ int main() {
 
   // 1. p at temperature T
   double ps[B][K], pt[B][K];
-  for (int b = 0; b < B; ++b) {
-    step::softmax(zs[b], K, T, ps[b]);
-    step::softmax(zt[b], K, T, pt[b]);
-  }
-  std::printf("1. ps, pt = softmax(z / T), T = %g\n", T);
-  for (int b = 0; b < B; ++b) step::print_row(b ? "ps[1]" : "ps[0]", ps[b], K);
-  for (int b = 0; b < B; ++b) step::print_row(b ? "pt[1]" : "pt[0]", pt[b], K);
+  step::softened(zs, zt, T, ps, pt);  // 1. ps = softmax(zs / T), pt = softmax(zt / T)
 
   // 2. the binary split b = [p_y, 1 - p_y]
   double bs[B][2], bt[B][2];

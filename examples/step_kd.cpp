@@ -30,13 +30,7 @@ int main() {
 
   // 1. softened distributions
   double ps[B][K], pt[B][K];
-  for (int b = 0; b < B; ++b) {
-    step::softmax(zs[b], K, T, ps[b]);
-    step::softmax(zt[b], K, T, pt[b]);
-  }
-  std::printf("1. ps = softmax(zs / T), pt = softmax(zt / T), T = %g\n", T);
-  for (int b = 0; b < B; ++b) step::print_row(b ? "ps[1]" : "ps[0]", ps[b], K);
-  for (int b = 0; b < B; ++b) step::print_row(b ? "pt[1]" : "pt[0]", pt[b], K);
+  step::softened(zs, zt, T, ps, pt);  // 1. ps = softmax(zs / T), pt = softmax(zt / T)
 
   // 2. KL(pt_b || ps_b) = sum_k pt log(pt / ps), per sample
   double kl_b[B];

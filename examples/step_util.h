@@ -30,6 +30,26 @@ inline void softmax(const double* z, int n, double T, double* p) {
   for (int k = 0; k < n; ++k) p[k] /= s;
 }
 
+// ps = softmax(zs / T), pt = softmax(zt / T) row by row, printed as step 1 of an output method.
+template <int B, int K>
+void softened(const double (&zs)[B][K], const double (&zt)[B][K], double T, double (&ps)[B][K], double (&pt)[B][K]) {
+  for (int b = 0; b < B; ++b) {
+    softmax(zs[b], K, T, ps[b]);
+    softmax(zt[b], K, T, pt[b]);
+  }
+  std::printf("1. ps = softmax(zs / T), pt = softmax(zt / T), T = %g\n", T);
+  for (int b = 0; b < B; ++b) {
+    char name[16];
+    std::snprintf(name, sizeof name, "ps[%d]", b);
+    print_row(name, ps[b], K);
+  }
+  for (int b = 0; b < B; ++b) {
+    char name[16];
+    std::snprintf(name, sizeof name, "pt[%d]", b);
+    print_row(name, pt[b], K);
+  }
+}
+
 // CE = (1/B) sum_b [log sum_k exp(z_bk) - z_b,y_b], with the row's max m taken out of the log-sum.
 template <int B, int K>
 double mean_cross_entropy(const double (&z)[B][K], const int (&y)[B]) {
