@@ -106,12 +106,7 @@ int main() {
 
   // 8. the library on the same numbers
   using namespace kd;
-  std::vector<float> zs_f, zt_f;
-  for (int b = 0; b < B; ++b)
-    for (int k = 0; k < K; ++k) {
-      zs_f.push_back((float)zs[b][k]);
-      zt_f.push_back((float)zt[b][k]);
-    }
+  const std::vector<float> zs_f = step::flat(zs), zt_f = step::flat(zt);
   distill::DkdOptions opt{alpha, beta, T, W, w_ce};
   Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
   // dkd_loss is DKD's own terms; add_cross_entropy puts w_ce * CE in front, as distill_loss does

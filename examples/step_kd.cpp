@@ -68,12 +68,7 @@ int main() {
 
   // 7. the library on the same numbers
   using namespace kd;
-  std::vector<float> zs_f, zt_f;
-  for (int b = 0; b < B; ++b)
-    for (int k = 0; k < K; ++k) {
-      zs_f.push_back((float)zs[b][k]);
-      zt_f.push_back((float)zt[b][k]);
-    }
+  const std::vector<float> zs_f = step::flat(zs), zt_f = step::flat(zt);
   Tensor tzs = from_vector(zs_f, {B, K}).requires_grad_();
   Tensor tzt = from_vector(zt_f, {B, K});
   Tensor ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});

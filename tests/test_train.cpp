@@ -269,7 +269,7 @@ struct CountingModule : nn::Module {
 struct CountingRegime : train::Regime {
   CountingModule m;
   std::vector<double> accuracies{0.2, 0.5, 0.4, 0.6};
-  int64_t interrupt_after = -1, finished = 0, bests_saved = 0;
+  int64_t interrupt_after = -1, finished = 0, bests_saved = 0, nan_at = -1;
   double extra_state = 0;  // regime state beside the modules: must survive a resume
   nlohmann::json record() override { return {{"regime", "counting"}}; }
   nn::LabeledModules modules() override { return {{"counter", &m}}; }
@@ -285,7 +285,8 @@ struct CountingRegime : train::Regime {
     if (epoch == interrupt_after) std::raise(SIGINT);
     train::EpochReport r;
     r.test_accuracy = accuracies[(size_t)epoch];
-    r.line = {{"w", m.w.item()}, {"extra", extra_state}};
+    r.line = {{"w", m.w.item()}, {"extra", extra_state},
+              {"loss_x", epoch == nan_at ? std::numeric_limits<double>::quiet_NaN() : 1.0}};
     r.summary = fmt::format("w {}", m.w.item());
     return r;
   }
@@ -341,4 +342,21 @@ TEST_CASE("run_regime: resuming a checkpoint of another regime is an error namin
   }
   CountingRegime r;
   CHECK_THROWS_WITH_AS(train::run_regime(r, c, dir, "test", true), doctest::Contains("counter"), Error);
+}
+
+TEST_CASE("run_regime: a regime's non-finite epoch loss stops the run, naming it and the last good checkpoint") {
+  train::TrainConfig c = tiny_config();
+  c.epochs = 4;
+  const std::string dir = kdtest::temp_path("regime_nan");
+  CountingRegime r;
+  r.nan_at = 1;  // epoch 2
+  const std::string want = "non-finite in epoch 2 (loss_x); the last good checkpoint is " + dir +
+                           "/checkpoint.safetensors";
+  CHECK_THROWS_WITH_AS(train::run_regime(r, c, dir, "test", false), doctest::Contains(want.c_str()), Error);
+  CHECK(count_lines(dir + "/metrics.jsonl") == 1);  // epoch 2 was not recorded
+  CountingRegime again;  // and the run resumes from epoch 1's checkpoint
+  again.nan_at = -1;
+  train::run_regime(again, c, dir, "test", true);
+  CHECK(again.m.w.item() == 4.0);
+  CHECK(count_lines(dir + "/metrics.jsonl") == 4);
 }

@@ -2,6 +2,7 @@
 #include "train/regime.h"
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 
@@ -92,6 +93,16 @@ RunSummary run_regime(Regime& regime, const TrainConfig& cfg, const std::string&
       summary.interrupted = true;
       break;
     }
+    // The non-finite-loss policy, for every regime: an epoch whose logged losses are not finite
+    // stops the run before it is recorded or checkpointed (the epoch loop stops earlier, at the
+    // step, and can skip such steps: skip_nonfinite).
+    std::string bad;
+    for (auto& [key, value] : r.line.items())
+      if ((key == "train_loss" || key.rfind("loss_", 0) == 0) && value.is_number() &&
+          !std::isfinite(value.get<double>()))
+        bad += (bad.empty() ? "" : ", ") + key;
+    KD_CHECK(bad.empty(), "the loss became non-finite in epoch {} ({}); the last good checkpoint is {} (lower the "
+             "learning rate, then --resume)", epoch + 1, bad, ckpt);
     last_acc = r.test_accuracy;
     if (r.test_accuracy > best_acc) {
       best_acc = r.test_accuracy;

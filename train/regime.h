@@ -13,6 +13,8 @@
 //   epochs          for each epoch left: regime.run_epoch(epoch) -> a metrics line and a test
 //                   accuracy; the driver keeps the best (model_best.safetensors via
 //                   regime.save_best), appends the line, prints it, and saves the checkpoint
+//   non-finite      an epoch whose logged losses (train_loss, loss_*) are not finite stops the run
+//                   with an error naming them and the last good checkpoint, before it is recorded
 //   Ctrl-C          sets train::interrupted(); a regime may stop inside its epoch (the epoch loop
 //                   does, saving its position) or finish it; the driver saves and stops
 //   finish          regime.finish(recorder) writes the final weights
