@@ -12,6 +12,7 @@
 #include "distill/feature/at.h"
 #include "distill/feature/catkd.h"
 #include "distill/feature/fitnet.h"
+#include "distill/feature/fitnet_run.h"
 #include "distill/feature/hcd.h"
 #include "distill/feature/wkd_f.h"
 #include "distill/distill_run.h"
@@ -75,7 +76,7 @@ const std::vector<DistillerEntry>& distiller_registry() {
       {"wkd_l", "output", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between non-target distributions (Sinkhorn)",
        make_wkd_l_distiller, option_infos<WkdLOptions>},
       {"fitnet", "feature", "Romero et al. ICLR 2015: a regressor maps the student's guided layer onto the teacher's hint (MSE)",
-       make_fitnet_distiller, option_infos<FitNetOptions>},
+       make_fitnet_distiller, option_infos<FitNetOptions>, run_fitnet_method},
       {"at", "feature", "Zagoruyko & Komodakis ICLR 2017: match normalised spatial attention maps at several stages",
        make_at_distiller, option_infos<AtOptions>},
       {"wkd_f", "feature", "Lv, Yang, Li NeurIPS 2024: Wasserstein distance between per-channel Gaussians of features",

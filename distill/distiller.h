@@ -109,6 +109,10 @@ class Distiller : public nn::Module {
   virtual data::TransformConfig virtual_transform(const data::Dataset& d) const;
   // Arrays the method built for itself, for the run folder (see Artifact).
   virtual std::vector<Artifact> artifacts() const { return {}; }
+  // Non-empty (a description) when this configuration of the method is one part of a training
+  // regime of its own, which its registry row's runner drives (FitNets' stages=2: the distiller
+  // is the hint stage, KD follows): it then cannot go into a fusion.
+  virtual std::string regime_of_its_own() const { return {}; }
   // Step-through support: when set, methods call it with every intermediate tensor, named as
   // in the paper, in the order the equation computes them (kdlab loss --explain).
   ExplainFn explain;
@@ -162,7 +166,8 @@ struct DistillerEntry {
   // option_infos<ItsOptions> (`kdlab distill --list --method NAME`).
   std::vector<OptionInfo> (*options)();
   // How the method trains: null = the distillation epoch loop with `create`'s Distiller; else the
-  // regime's runner (ACD-U's two networks; the baseline's plain cross-entropy).
+  // regime's runner (ACD-U's two networks; the baseline's plain cross-entropy; FitNets, whose
+  // runner trains stages=1 with the epoch loop and stages=2 with its two-stage regime).
   RegimeRunner regime = nullptr;
 };
 // The one explicit table of methods.

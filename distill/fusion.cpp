@@ -206,6 +206,10 @@ std::shared_ptr<Distiller> make_fusion_distiller(const std::string& name, const 
     FusionComponent c;
     c.method = methods[i];
     c.distiller = create_distiller(methods[i], inner[i], ctx);
+    KD_CHECK(c.distiller->regime_of_its_own().empty(),
+             "fusion {}: {} is a training regime of its own and cannot be one part of a fusion; run it alone "
+             "(kdlab distill --method {}), or fuse the method's single-stage form",
+             name, c.distiller->regime_of_its_own(), methods[i]);
     const ComponentOptions o = parse_options<ComponentOptions>(methods[i] + " (in " + name + ")", own[i]);
     c.weight = o.weight;
     c.schedule = parse_fusion_schedule(o.schedule, methods[i] + ".schedule");

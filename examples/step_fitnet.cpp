@@ -13,7 +13,7 @@
 //
 // Build: ninja step_fitnet      Step through (docs/methods/fitnet.md):
 //     gdb ./step_fitnet
-//     (gdb) break step_fitnet.cpp:78     (the regressed map computed)
+//     (gdb) break step_fitnet.cpp:73     (the regressed map computed)
 //     (gdb) run
 //     (gdb) print reg
 #include <cmath>
@@ -33,12 +33,7 @@ constexpr int N = 4;           // positions: 2x2 maps
 int main() {
   const double w_ce = 1.0, w_feat = 100.0, eps = 1e-5;  // mdistiller's FITNET defaults
   double fs[B][Cs][N], ft[B][Ct][N];
-  for (int b = 0; b < B; ++b) {
-    for (int c = 0; c < Cs; ++c)
-      for (int i = 0; i < N; ++i) fs[b][c][i] = 0.1 * ((3 * b + 5 * c + 7 * i) % 11);
-    for (int c = 0; c < Ct; ++c)
-      for (int i = 0; i < N; ++i) ft[b][c][i] = 0.1 * ((2 * b + 3 * c + 5 * i) % 13);
-  }
+  step::example_maps(fs, ft);  // small fixed numbers (step_util.h)
   const double W_r[Ct][Cs] = {{0.5, -0.3}, {0.2, 0.7}, {-0.4, 0.6}};  // the regressor's 1x1 conv
   const double b_r[Ct] = {0.1, -0.05, 0.2};
   const double gamma[Ct] = {1.0, 1.2, 0.8}, beta_bn[Ct] = {0.3, 0.1, 0.2};  // BN's affine parameters
@@ -102,8 +97,7 @@ int main() {
   Tensor tzs = from_vector(zs_f, {B, K}), ty = from_vector(std::vector<int64_t>{y[0], y[1]}, {B});
   // fitnet_loss is FitNets' own term; add_cross_entropy puts w_ce * CE in front, as distill_loss does
   distill::LossBreakdown lib = distill::add_cross_entropy(
-      distill::fitnet_loss(tzs, Tensor(), from_vector(fs_f, {B, Cs, 2, 2}), from_vector(ft_f, {B, Ct, 2, 2}), ty,
-                           regressor, opt, /*epoch=*/1),
+      distill::fitnet_loss(from_vector(fs_f, {B, Cs, 2, 2}), from_vector(ft_f, {B, Ct, 2, 2}), regressor, opt),
       tzs, ty, opt.ce_weight);
   std::printf("6. library w_ce * CE + fitnet_loss (%s regressor) = %.6f (ce %.6f, hint %.6f)\n", regressor.kind().c_str(),
               lib.total.item(), lib.parts[0].second.item(), lib.parts[1].second.item());

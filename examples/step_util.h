@@ -80,6 +80,18 @@ std::vector<float> flat(const double (&a)[A][C][N]) {
   return out;
 }
 
+// The example feature maps of the feature-method step programs: a student map fs (B, Cs, N) and a
+// teacher map ft (B, Ct, N) of N positions, filled with small fixed numbers in [0, 1.2].
+template <int B, int Cs, int Ct, int N>
+void example_maps(double (&fs)[B][Cs][N], double (&ft)[B][Ct][N]) {
+  for (int b = 0; b < B; ++b) {
+    for (int c = 0; c < Cs; ++c)
+      for (int i = 0; i < N; ++i) fs[b][c][i] = 0.1 * ((3 * b + 5 * c + 7 * i) % 11);
+    for (int c = 0; c < Ct; ++c)
+      for (int i = 0; i < N; ++i) ft[b][c][i] = 0.1 * ((2 * b + 3 * c + 5 * i) % 13);
+  }
+}
+
 // A 1x1-conv ConvReg (Ct <- Cs) set to weights w (Ct, Cs), bias b (Ct) and BatchNorm gamma, beta (Ct).
 inline void load_conv_reg(kd::distill::ConvReg& reg, const std::vector<float>& w, const std::vector<float>& b,
                           const std::vector<float>& gamma, const std::vector<float>& beta, int64_t Ct, int64_t Cs) {

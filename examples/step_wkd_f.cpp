@@ -14,7 +14,7 @@
 //
 // Build: ninja step_wkd_f      Step through (docs/methods/wkd_f.md):
 //     gdb ./step_wkd_f
-//     (gdb) break step_wkd_f.cpp:87      (the Gaussians of both maps computed)
+//     (gdb) break step_wkd_f.cpp:82      (the Gaussians of both maps computed)
 //     (gdb) run
 //     (gdb) print sigma_s
 #include <cmath>
@@ -35,12 +35,7 @@ int main() {
   const double weight = 0.08, gamma_w = 4.0, w_ce = 1.0, eps = 1e-5, bn_eps = 1e-5;
   const int epoch = 200, decay_epoch = 150, total_epochs = 240;
   double fs[B][Cs][N], ft[B][Ct][N];
-  for (int b = 0; b < B; ++b) {
-    for (int c = 0; c < Cs; ++c)
-      for (int i = 0; i < N; ++i) fs[b][c][i] = 0.1 * ((3 * b + 5 * c + 7 * i) % 11);
-    for (int c = 0; c < Ct; ++c)
-      for (int i = 0; i < N; ++i) ft[b][c][i] = 0.1 * ((2 * b + 3 * c + 5 * i) % 13);
-  }
+  step::example_maps(fs, ft);  // small fixed numbers (step_util.h)
   const double W_r[Ct][Cs] = {{0.5, -0.3}, {0.2, 0.7}, {-0.4, 0.6}};  // the projector's 1x1 conv
   const double b_r[Ct] = {0.1, -0.05, 0.2};
   const double gamma_bn[Ct] = {1.0, 1.2, 0.8}, beta_bn[Ct] = {0.3, 0.1, 0.2};

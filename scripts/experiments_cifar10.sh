@@ -12,21 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cifar10_env.sh  # KDLAB, DATA, TEACHER, THREADS
+source scripts/run_lib.sh      # run NAME ARGS...: one resumable run into $RUNS/c10_NAME
 CACHE=runs/cache
 COMMON=(--recipe recipes/cifar10_laptop.json --dataset imagefolder --data-dir "$DATA" --threads "$THREADS")
 DIST=(--teacher resnet56 --teacher-weights "$TEACHER")
 mkdir -p runs/cache
-
-run() {  # run NAME kdlab-subcommand args...
-  local name=$1; shift
-  local out=runs/c10_$name
-  if [[ -f $out/model_last.safetensors ]]; then echo "== $name: done already"; return; fi
-  local resume=()
-  [[ -f $out/checkpoint.safetensors ]] && resume=(--resume)
-  echo "== $name: $KDLAB $* --out $out ${resume[*]}"
-  mkdir -p "$out"
-  "$KDLAB" "$@" --out "$out" "${resume[@]}" 2>&1 | tee -a "$out.log" | grep -E "^(epoch [0-9]+/[0-9]+:|done|teacher)" || true
-}
 
 stage() {
   case $1 in

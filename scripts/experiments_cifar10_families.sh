@@ -39,21 +39,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cifar10_env.sh  # KDLAB, DATA, TEACHER, THREADS
+source scripts/run_lib.sh      # run NAME ARGS...: one resumable run into $RUNS/c10_NAME
 RUNS=${RUNS:-runs}   # a smoke test: RUNS=/tmp/x EXTRA="--epochs 1 --train-limit 128 --test-limit 64"
 read -r -a EXTRA <<< "${EXTRA:-}"
 COMMON=(--recipe recipes/cifar10_laptop.json --dataset imagefolder --data-dir "$DATA" --threads "$THREADS" "${EXTRA[@]}")
 DIST=(--teacher "resnet56:$TEACHER")
-
-run() {  # run NAME kdlab-subcommand args...
-  local name=$1; shift
-  local out=$RUNS/c10_$name
-  if [[ -f $out/model_last.safetensors ]]; then echo "== $name: done already"; return; fi
-  local resume=()
-  [[ -f $out/checkpoint.safetensors ]] && resume=(--resume)
-  echo "== $name: $KDLAB $* --out $out ${resume[*]}"
-  mkdir -p "$out"
-  "$KDLAB" "$@" --out "$out" "${resume[@]}" 2>&1 | tee -a "$out.log" | grep -E "^(epoch [0-9]+/[0-9]+:|done|teacher)" || true
-}
 
 distill() {  # distill NAME SEED args...
   local name=$1 seed=$2; shift 2

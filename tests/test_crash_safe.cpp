@@ -2,7 +2,8 @@
 // moments, then resumed each time, ends with exactly the weights of an uninterrupted run
 // (single-threaded, fixed seed); every checkpoint left behind is complete and loadable; an
 // unwritable run directory is a clear error. ACD-U's two-network regime resumes the same way,
-// also from inside an unlearning phase (its snapshots in the checkpoint).
+// also from inside an unlearning phase (its snapshots in the checkpoint), and so do FitNets' two
+// stages (across the stage boundary) and a DGKD chain (link by link).
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -82,10 +83,11 @@ TEST_CASE("SIGKILL at random moments, then --resume: the weights of an uninterru
   pid = start(full + "_timing", false);
   REQUIRE(wait_for(pid, 600000, status));
   const int run_ms = (int)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  double scale = 1.0;  // shrinks when a run beat its kill (a busy machine made the timing run slow)
   for (int attempt = 0; attempt < 40 && !finished; ++attempt) {
     const bool resume = fs::exists(killed + "/checkpoint.safetensors");
     pid = start(killed, resume);
-    const int delay = std::uniform_int_distribution<int>(run_ms / 10, run_ms / 2)(rng);
+    const int delay = std::max(1, (int)(scale * std::uniform_int_distribution<int>(run_ms / 10, run_ms / 2)(rng)));
     if (kills < 6 && !wait_for(pid, delay, status)) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
@@ -97,6 +99,12 @@ TEST_CASE("SIGKILL at random moments, then --resume: the weights of an uninterru
     if (kills >= 6) REQUIRE(wait_for(pid, 600000, status));
     REQUIRE(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
+    if (kills < 3) {  // it ran to the end before enough kills: start over with shorter delays
+      fs::remove_all(killed);
+      kills = 0;
+      scale /= 2;
+      continue;
+    }
     finished = 1;
   }
   REQUIRE(finished);
@@ -146,11 +154,14 @@ static int64_t checkpoint_epoch(const std::string& dir) {
   return std::stoll(nn::load_safetensors(path).metadata.at("epoch"));
 }
 
-// Starts a run and kills it with SIGKILL as soon as its checkpoint holds `epochs` epochs.
-static void run_until_checkpoint(const std::string& dir, bool resume, int64_t epochs) {
-  pid_t pid = start(dir, resume, kAcdUArgs);
+// Starts a run (args + --out dir) and kills it with SIGKILL as soon as the checkpoint in
+// ckpt_dir (default: dir) holds `epochs` epochs.
+static void run_until_checkpoint(const std::string& dir, bool resume, int64_t epochs,
+                                 const std::vector<std::string>& args = kAcdUArgs, std::string ckpt_dir = "") {
+  if (ckpt_dir.empty()) ckpt_dir = dir;
+  pid_t pid = start(dir, resume, args);
   int status = 0;
-  for (int waited = 0; waited < 600000 && checkpoint_epoch(dir) < epochs; waited += 5) {
+  for (int waited = 0; waited < 600000 && checkpoint_epoch(ckpt_dir) < epochs; waited += 5) {
     REQUIRE_MESSAGE(waitpid(pid, &status, WNOHANG) == 0, "the run ended before its checkpoint reached epoch ", epochs);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -164,6 +175,29 @@ static std::vector<nlohmann::json> metric_lines(const std::string& dir) {
   for (std::string l; std::getline(f, l);)
     if (!l.empty()) out.push_back(nlohmann::json::parse(l));
   return out;
+}
+
+// Every epoch's record of two runs equal, times aside; `epochs` lines in each.
+static void check_same_metrics(const std::string& a_dir, const std::string& b_dir, size_t epochs) {
+  const auto a = metric_lines(a_dir), b = metric_lines(b_dir);
+  REQUIRE(a.size() == epochs);
+  REQUIRE(b.size() == epochs);
+  for (size_t e = 0; e < a.size(); ++e)
+    for (auto& [key, value] : a[e].items()) {
+      if (key == "time_s" || key == "images_per_s") continue;
+      INFO("epoch ", e + 1, " ", key);
+      CHECK(b[e].contains(key));
+      if (b[e].contains(key)) CHECK(b[e][key] == value);
+    }
+}
+
+// Runs kdlab with args + --out dir to the end; it must succeed.
+static void run_to_end(const std::string& dir, bool resume, const std::vector<std::string>& args) {
+  int status = 0;
+  pid_t pid = start(dir, resume, args);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearning phase): the run of one go") {
@@ -187,16 +221,53 @@ TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearni
 
   CHECK(weights_of(killed + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
   CHECK(weights_of(killed + "/second_last.safetensors") == weights_of(full + "/second_last.safetensors"));
-  // every epoch's record equal, times aside
-  const auto a = metric_lines(full), b = metric_lines(killed);
-  REQUIRE(a.size() == 7);
-  REQUIRE(b.size() == 7);
-  CHECK(a[4].value("selected1", -1) >= 0);  // the selection really happened at epoch 5
-  for (size_t e = 0; e < a.size(); ++e)
-    for (auto& [key, value] : a[e].items()) {
-      if (key == "time_s" || key == "images_per_s") continue;
-      INFO("epoch ", e + 1, " ", key);
-      CHECK(b[e].contains(key));
-      if (b[e].contains(key)) CHECK(b[e][key] == value);
-    }
+  CHECK(metric_lines(full).at(4).value("selected1", -1) >= 0);  // the selection really happened at epoch 5
+  check_same_metrics(full, killed, 7);
+}
+
+// A teacher for the regimes below (resnet8, 2 epochs on the synthetic set's 10 classes).
+static std::string crash_teacher() {
+  static const std::string dir = kdtest::temp_path("crash_teacher");
+  if (!fs::exists(dir + "/model_last.safetensors"))
+    run_to_end(dir, false, {"train", "--model", "resnet8", "--dataset", "synthetic", "--train-limit", "128",
+                            "--test-limit", "32", "--epochs", "2", "--threads", "1", "--seed", "1"});
+  return dir + "/model_last.safetensors";
+}
+
+TEST_CASE("FitNets' two stages killed with SIGKILL at the end of the hint stage and resumed: the run of one go") {
+  const std::vector<std::string> args{
+      "distill", "--method", "fitnet", "--set", "stages=2", "--set", "hint_epochs=2", "--student", "resnet8",
+      "--teacher", "resnet8", "--teacher-weights", crash_teacher(), "--dataset", "synthetic", "--train-limit", "192",
+      "--test-limit", "64", "--epochs", "4", "--batch-size", "32", "--threads", "1", "--seed", "4", "--set",
+      "log_every=1000"};
+  const std::string full = kdtest::temp_path("fitnet2_full"), killed = kdtest::temp_path("fitnet2_killed");
+  run_to_end(full, false, args);
+  run_until_checkpoint(killed, false, 1, args);  // inside the hint stage
+  run_until_checkpoint(killed, true, 2, args);   // at its end: the next epoch is KD's
+  REQUIRE(checkpoint_epoch(killed) == 2);
+  run_to_end(killed, true, args);
+  CHECK(weights_of(killed + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
+  check_same_metrics(full, killed, 4);
+  const auto m = metric_lines(killed);
+  CHECK(m[1]["stage"] == 1);
+  CHECK(m[2]["stage"] == 2);
+}
+
+TEST_CASE("a DGKD chain killed with SIGKILL inside its second link, run again: the chain of one go") {
+  const std::vector<std::string> args{
+      "dgkd-chain", "--teacher", "resnet8", "--teacher-weights", crash_teacher(), "--assistants", "resnet8",
+      "--student", "resnet8", "--dataset", "synthetic", "--train-limit", "128", "--test-limit", "32", "--epochs",
+      "3", "--threads", "1", "--seed", "2", "--set", "log_every=1000"};
+  const std::string full = kdtest::temp_path("chain_full"), killed = kdtest::temp_path("chain_killed");
+  run_to_end(full, false, args);
+  run_until_checkpoint(killed, false, 1, args, killed + "/student_resnet8");  // the assistant done, the student at 1 of 3
+  REQUIRE(fs::exists(killed + "/1_resnet8/model_last.safetensors"));
+  REQUIRE_FALSE(fs::exists(killed + "/student_resnet8/model_last.safetensors"));
+  run_to_end(killed, false, args);  // the same command again: skips the assistant, resumes the student
+  for (const std::string link : {"1_resnet8", "student_resnet8"}) {
+    CAPTURE(link);
+    CHECK(weights_of(killed + "/" + link + "/model_last.safetensors") ==
+          weights_of(full + "/" + link + "/model_last.safetensors"));
+    check_same_metrics(full + "/" + link, killed + "/" + link, 3);
+  }
 }

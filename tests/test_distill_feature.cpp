@@ -12,6 +12,7 @@
 #include "distill/feature/at.h"
 #include "distill/feature/common.h"
 #include "distill/feature/fitnet.h"
+#include "distill/feature/fitnet_run.h"
 #include "distill/feature/wkd_f.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -72,11 +73,14 @@ BatchInfo batch_of(const Tensor& y, int64_t epoch = 1, int64_t total_epochs = 24
 // `made` receives the distiller, for the helper-gradient check.
 V run_fitnet(const V& x, const json& p, std::shared_ptr<Distiller>* made = nullptr) {
   // inputs: zs, zt, fs, ft, labels, conv_w, conv_b, bn_w, bn_b
+  const int64_t epoch = p["epoch"].get<int64_t>();
   auto d = create_distiller("fitnet", params_from(p, {"epoch"}), ctx_for(x[2], x[3], 2));
   load_conv_reg(*d, {x[5], x[6], x[7], x[8]});
   if (made) *made = d;
-  return outputs_of(
-      distill_loss(*d, with_tap(x[2], 2, x[0]), with_tap(x[3], 2, x[1]), batch_of(x[4], p["epoch"].get<int64_t>())));
+  const FitNetOptions& o = dynamic_cast<FitNetDistiller&>(*d).options();
+  if (fitnet_stage(o, epoch) == 2)  // the two-stage regime's stage 2 (fitnet_run.cpp): KD with the kd_* options
+    d = make_kd_distiller(fitnet_stage2_kd_params(o), ctx_for(x[2], x[3], 2));
+  return outputs_of(distill_loss(*d, with_tap(x[2], 2, x[0]), with_tap(x[3], 2, x[1]), batch_of(x[4], epoch)));
 }
 
 V run_wkd_f(const V& x, const json& p, std::shared_ptr<Distiller>* made = nullptr) {
@@ -182,7 +186,7 @@ TEST_CASE("feature losses: gradcheck w.r.t. the student features and logits") {
       ConvReg reg(fs.shape(), ft.shape(), g2, /*use_relu=*/false);  // no ReLU kink for finite differences
       FitNetOptions o;
       o.feat_weight = 2.0;
-      CHECK_GRADCHECK([&](const V& x) { return fitnet_loss(x[0], Tensor(), x[1], ft, y, reg, o, 1).total; }, V{zs, fs});
+      CHECK_GRADCHECK([&](const V& x) { return fitnet_loss(x[0], ft, reg, o).total; }, V{fs});
     }
   }
   SUBCASE("at, with pooling on either side") {
@@ -258,7 +262,7 @@ TEST_CASE("FitNet and WKD-F: zero feature loss when the student equals the teach
   CHECK(max(abs(sub(reg->forward(f), f))).item() < 1e-5);  // it is the identity
 
   FitNetOptions fo;
-  LossBreakdown fl = fitnet_loss(zs, Tensor(), f, f, y, *reg, fo, 1);
+  LossBreakdown fl = fitnet_loss(f, f, *reg, fo);
   CHECK(part(fl, "hint") < 1e-8);
   CHECK(fl.parts.size() == 1);  // FitNets' own term: distill_loss adds the CE
   WkdFOptions wo;
@@ -408,7 +412,7 @@ TEST_CASE("ConvReg: mdistiller's regressor rules by the size ratio") {
 
 // ============================================================================ FitNet's two stages
 
-TEST_CASE("FitNet two-stage: hint only (no gradient to the logits) for hint_epochs, then KD") {
+TEST_CASE("FitNet two-stage: the distiller is the hint stage (no CE, no gradient to the logits)") {
   Generator gen(61);
   const int64_t B = 4, K = 5;
   Tensor y = randint(0, K, {B}, gen);
@@ -419,33 +423,25 @@ TEST_CASE("FitNet two-stage: hint only (no gradient to the logits) for hint_epoc
   CHECK(fitnet_stage(fd.options(), 1) == 1);
   CHECK(fitnet_stage(fd.options(), 2) == 1);
   CHECK(fitnet_stage(fd.options(), 3) == 2);
-  for (int64_t epoch : {1, 2, 3}) {
-    CAPTURE(epoch);
-    Tensor zs = leaf(randn({B, K}, gen));
-    Tensor fsl = leaf(fs.clone().detach());
-    LossBreakdown l = distill_loss(*d, with_tap(fsl, 2, zs), with_tap(ft, 2, zt), batch_of(y, epoch));
-    REQUIRE(l.parts.size() == 3);
-    l.total.backward();
-    if (epoch <= 2) {
-      CHECK(part(l, "ce") == 0);
-      CHECK(part(l, "kd") == 0);
-      CHECK(part(l, "hint") > 0);
-      CHECK_FALSE(zs.grad().defined());  // only the layers below the guided layer learn
-      CHECK(fsl.grad().defined());
-    } else {
-      CHECK(part(l, "hint") == 0);
-      CHECK(part(l, "kd") > 0);
-      CHECK(zs.grad().defined());
-      CHECK_FALSE(fsl.grad().defined());  // the hint is done
-      // stage 2 is KD with the kd_* weights
-      KdOptions ko{4.0, 0.1, 0.9};
-      CHECK(l.total.item() ==
-            doctest::Approx(add_cross_entropy(kd_loss(zs, zt, y, ko), zs, y, ko.ce_weight).total.item()).epsilon(1e-6));
-    }
-  }
-  // the KD stage needs no features at all
-  LossBreakdown l = d->loss(with_tap(Tensor(), 0, randn({B, K}, gen)), with_tap(Tensor(), 0, zt), batch_of(y, 5));
-  CHECK(l.total.item() > 0);
+  CHECK_FALSE(d->regime_of_its_own().empty());  // stage 2 is the regime's (fitnet_run.cpp)
+  CHECK(create_distiller("fitnet", {}, ctx_for(fs, ft, 2))->regime_of_its_own().empty());
+  Tensor zs = leaf(randn({B, K}, gen));
+  Tensor fsl = leaf(fs.clone().detach());
+  LossBreakdown l = distill_loss(*d, with_tap(fsl, 2, zs), with_tap(ft, 2, zt), batch_of(y, 1));
+  REQUIRE(l.parts.size() == 2);
+  CHECK(part(l, "ce") == 0);
+  CHECK(part(l, "hint") > 0);
+  CHECK(l.total.item() == part(l, "hint"));
+  l.total.backward();
+  CHECK_FALSE(zs.grad().defined());  // only the layers below the guided layer learn
+  CHECK(fsl.grad().defined());
+  // stage 2's KD takes T, kd_ce_weight and kd_weight
+  Params kd = fitnet_stage2_kd_params(fd.options());
+  CHECK(kd == Params{{"T", "4"}, {"ce_weight", "0.1"}, {"kd_weight", "0.9"}});
+  // a fusion cannot hold the hint stage alone
+  CHECK_THROWS_WITH_SUBSTR(create_distiller("fitnet+at", {{"fitnet.stages", "2"}, {"fitnet.hint_epochs", "1"}},
+                                            ctx_for(fs, ft, 2)),
+                           "regime of its own");
 }
 
 // ============================================================================ registry, parameters, errors
@@ -547,7 +543,7 @@ TEST_CASE("feature losses: --explain shows the intermediates in order") {
   auto f = create_distiller("fitnet", {{"hint_layer", "f3"}}, ctx_for(fs, ft, 3));
   f->explain = [&](const std::string& n, const Tensor&) { order.push_back(n); };
   distill_loss(*f, with_tap(fs, 3, randn({2, 3}, gen)), with_tap(ft, 3), batch_of(zeros({2}, DType::i64)));
-  CHECK(order == std::vector<std::string>{"stage", "regressed", "hint_target", "L_hint", "ce", "loss"});
+  CHECK(order == std::vector<std::string>{"regressed", "hint_target", "L_hint", "ce", "loss"});
 }
 
 // ============================================================================ end to end
@@ -609,7 +605,7 @@ TEST_CASE("every feature-family method trains a student end to end, trains its h
   }
 }
 
-TEST_CASE("FitNet's two-stage schedule end to end: hint epochs, then KD") {
+TEST_CASE("FitNet's two-stage schedule end to end: a regime of hint epochs, then KD") {
   train::TrainConfig c = tiny_config();
   c.method = "fitnet";
   c.teacher = "resnet14";
@@ -627,24 +623,51 @@ TEST_CASE("FitNet's two-stage schedule end to end: hint epochs, then KD") {
     return w;
   };
   const Tensor fc0 = classifier();
+  // the regime, watched between epochs by a regime that forwards everything to it
+  struct Watch : train::Regime {
+    train::Regime& inner;
+    std::function<void(int64_t)> before_epoch;
+    Watch(train::Regime& r, std::function<void(int64_t)> f) : inner(r), before_epoch(std::move(f)) {}
+    nlohmann::json record() override { return inner.record(); }
+    nn::LabeledModules modules() override { return inner.modules(); }
+    nn::LabeledOptimizers optimizers() override { return inner.optimizers(); }
+    void save_state(nn::TrainingCheckpoint& i) override { inner.save_state(i); }
+    void restore_state(const nn::TrainingCheckpoint& ck) override { inner.restore_state(ck); }
+    train::EpochReport run_epoch(int64_t e) override {
+      before_epoch(e);
+      return inner.run_epoch(e);
+    }
+    void save_best(const train::RunRecorder& r) override { inner.save_best(r); }
+    void finish(const train::RunRecorder& r) override { inner.finish(r); }
+  };
+  std::unique_ptr<train::Regime> regime = make_fitnet_two_stage(run, setup);
   Tensor fc_after_hint;
-  auto inner = run.loss;
-  run.loss = train::function_loss([&](const nn::ModelOutput& out, const data::Batch& batch, int64_t epoch) {
-    if (epoch == 1 && !fc_after_hint.defined()) fc_after_hint = classifier();  // first step of stage 2
-    return inner->compute(out, batch, epoch);
+  Watch watch(*regime, [&](int64_t e) {
+    if (e == 1) fc_after_hint = classifier();  // before the first epoch of stage 2
   });
-  train::run_training(run, false);
+  train::run_regime(watch, run.config, dir, "test", false);
   REQUIRE(fc_after_hint.defined());
   CHECK(max(abs(sub(fc_after_hint, fc0))).item() == 0.0);
   CHECK(max(abs(sub(classifier(), fc_after_hint))).item() > 0.0);
   std::vector<json> m = read_metrics(dir);
   REQUIRE(m.size() == 3);
+  CHECK(m[0]["stage"] == 1);
   CHECK(m[0]["loss_ce"].get<double>() == 0.0);
   CHECK(m[0]["loss_kd"].get<double>() == 0.0);
   CHECK(m[0]["loss_hint"].get<double>() > 0.0);
   for (int e : {1, 2}) {
+    CHECK(m[e]["stage"] == 2);
     CHECK(m[e]["loss_hint"].get<double>() == 0.0);
     CHECK(m[e]["loss_kd"].get<double>() > 0.0);
+    CHECK(m[e]["loss_ce"].get<double>() > 0.0);
   }
   CHECK(m[2]["train_loss"].get<double>() < m[1]["train_loss"].get<double>());
+  const json config = json::parse(std::ifstream(dir + "/config.json"));
+  CHECK(config["fitnet_stages"].size() == 2);
+  // hint_epochs must leave stage 2 an epoch
+  train::TrainConfig c2 = c;
+  c2.epochs = 1;
+  DistillSetup setup2;
+  train::Run run2 = prepare_distill_run(c2, dir + "_short", "test", setup2);
+  CHECK_THROWS_WITH_SUBSTR(make_fitnet_two_stage(run2, setup2), "hint_epochs < epochs");
 }

@@ -430,7 +430,7 @@ EpochReport EpochLoop::run_epoch(int64_t epoch) {
 
 }  // namespace
 
-RunSummary run_training(Run& run, bool resume) {
+std::unique_ptr<Regime> make_epoch_loop(Run& run) {
   KD_CHECK(run.config.epochs > 0 && run.config.batch_size > 0, "epochs ({}) and batch_size ({}) must be positive",
            run.config.epochs, run.config.batch_size);
   set_threads(run.config.threads);
@@ -438,8 +438,12 @@ RunSummary run_training(Run& run, bool resume) {
     warned = true;
     if (const std::string w = blas_core_warning(); !w.empty()) fmt::print(stderr, "warning: {}\n", w);
   }
-  EpochLoop loop(run);
-  return run_regime(loop, run.config, run.out_dir, run.command_line, resume);
+  return std::make_unique<EpochLoop>(run);
+}
+
+RunSummary run_training(Run& run, bool resume) {
+  std::unique_ptr<Regime> loop = make_epoch_loop(run);
+  return run_regime(*loop, run.config, run.out_dir, run.command_line, resume);
 }
 
 }  // namespace kd::train

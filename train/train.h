@@ -107,6 +107,10 @@ struct Run {
 // The epoch loop (a Regime, train/regime.h, run by run_regime): trains for config.epochs,
 // resuming from out_dir/checkpoint.safetensors when `resume` (also mid-epoch, after Ctrl-C).
 RunSummary run_training(Run& run, bool resume);
+// The epoch loop as a Regime object (after checking the config and setting the threads), for a
+// regime built on it: FitNets' two stages (distill/feature/fitnet_run.cpp) swap run.loss between
+// epochs and let it do the rest. run_training = run_regime(*make_epoch_loop(run), ...).
+std::unique_ptr<Regime> make_epoch_loop(Run& run);
 
 // Loads train and test splits as config says (limits applied), injects config.label_noise into
 // the training labels (seeded by config.seed; the noisy labels are saved as

@@ -1,5 +1,5 @@
-// fitnet.cpp: FitNets (Romero et al. 2015), mdistiller semantics plus the paper's two-stage
-// schedule. The equations are in fitnet.h.
+// fitnet.cpp: FitNets (Romero et al. 2015), mdistiller semantics; the hint stage of the paper's
+// two-stage schedule (the regime is in fitnet_run.cpp). The equations are in fitnet.h.
 #include "distill/feature/fitnet.h"
 
 #include "engine/ops.h"
@@ -24,28 +24,13 @@ static void check_options(const FitNetOptions& o) {
   KD_CHECK(o.kd.T > 0, "fitnet: the stage-2 temperature T must be > 0, got T={}", o.kd.T);
 }
 
-LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, const Tensor& ft_in, const Tensor& labels,
-                          ConvReg& regressor, const FitNetOptions& opt, int64_t epoch, const ExplainFn& explain) {
+LossBreakdown fitnet_loss(const Tensor& fs, const Tensor& ft_in, ConvReg& regressor, const FitNetOptions& opt,
+                          const ExplainFn& explain) {
   check_options(opt);
-  check_logits_labels("fitnet", zs, zt, labels);
-  KD_CHECK(epoch >= 1, "fitnet: epoch {} given; epochs are counted from 1", epoch);
-  const int64_t stage = fitnet_stage(opt, epoch);
-  show_step(explain, "stage", scalar_tensor((double)stage));
-
-  LossBreakdown out;
-  if (stage == 2) {  // the paper's second stage: KD on the whole student (features not read)
-    KD_CHECK(zt.defined(), "fitnet: stage 2 of the two-stage schedule distils the teacher's logits; none given");
-    LossBreakdown kd = kd_loss(zs, zt, labels, opt.kd, explain);  // kd_weight * L_kd; CE: kd_ce_weight
-    out.total = kd.total;
-    out.parts = {{"hint", scalar_tensor(0.0)}, {"kd", kd.total}};
-    return out;
-  }
-
   KD_CHECK(fs.defined() && ft_in.defined() && fs.dim() == 4 && ft_in.dim() == 4,
            "fitnet: the guided (student) and hint (teacher) features must be (B, C, H, W) maps");
-  KD_CHECK(fs.size(0) == zs.size(0) && ft_in.size(0) == zs.size(0),
-           "fitnet: the student feature {} and teacher feature {} must have the batch size of the logits ({})",
-           shape_str(fs.shape()), shape_str(ft_in.shape()), zs.size(0));
+  KD_CHECK(fs.size(0) == ft_in.size(0), "fitnet: the student feature {} and teacher feature {} differ in batch size",
+           shape_str(fs.shape()), shape_str(ft_in.shape()));
   const Tensor ft = ft_in.detach();  // the hint is a constant of the loss
   Tensor regressed = regressor.forward(fs);  // (B, Ct, Ht, Wt) = r(v_g)
   show_step(explain, "regressed", regressed);
@@ -58,19 +43,21 @@ LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, 
   show_step(explain, "L_hint", l_hint);
   Tensor hint_part = mul(l_hint, opt.feat_weight);  // w_feat * L_hint
 
+  LossBreakdown out;
   out.total = hint_part;
-  if (opt.stages == 2) {  // the paper's first stage: the hint alone (no CE: fitnet_ce_weight is none)
-    out.parts = {{"hint", hint_part}, {"kd", scalar_tensor(0.0)}};
-  } else {
-    out.parts = {{"hint", hint_part}};  // distill_loss adds w_ce * CE(zs, y)
-  }
+  out.parts = {{"hint", hint_part}};  // distill_loss adds w_ce * CE(zs, y), or nothing in the hint stage
   return out;
 }
 
-std::optional<double> fitnet_ce_weight(const FitNetOptions& opt, int64_t epoch) {
+std::optional<double> fitnet_ce_weight(const FitNetOptions& opt) {
   if (opt.stages == 1) return opt.ce_weight;
-  if (fitnet_stage(opt, epoch) == 1) return std::nullopt;  // the hint stage: no CE at all
-  return opt.kd.ce_weight;
+  return std::nullopt;  // the hint stage of the two-stage form: no CE at all
+}
+
+Params fitnet_stage2_kd_params(const FitNetOptions& opt) {
+  return {{"T", format_number(opt.kd.T)},
+          {"ce_weight", format_number(opt.kd.ce_weight)},
+          {"kd_weight", format_number(opt.kd.kd_weight)}};
 }
 
 FitNetDistiller::FitNetDistiller(const FitNetOptions& opt, const Shape& s_shape, const Shape& t_shape, uint64_t seed)
@@ -82,12 +69,10 @@ FitNetDistiller::FitNetDistiller(const FitNetOptions& opt, const Shape& s_shape,
 
 LossBreakdown FitNetDistiller::loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher,
                                     const BatchInfo& batch) {
-  Tensor fs, ft;
-  if (fitnet_stage(opt_, batch.epoch) == 1) {  // the KD stage reads logits only
-    fs = feature_tap(student, opt_.hint_layer, "fitnet", "student");
-    ft = feature_tap(teacher, opt_.teacher_layer, "fitnet", "teacher");
-  }
-  return fitnet_loss(student.logits, teacher.logits, fs, ft, batch.labels, *conv_reg_, opt_, batch.epoch, explain);
+  check_logits_labels("fitnet", student.logits, teacher.logits, batch.labels);
+  const Tensor fs = feature_tap(student, opt_.hint_layer, "fitnet", "student");
+  const Tensor ft = feature_tap(teacher, opt_.teacher_layer, "fitnet", "teacher");
+  return fitnet_loss(fs, ft, *conv_reg_, opt_, explain);
 }
 
 Params FitNetDistiller::params() const { return option_params(opt_); }

@@ -12,10 +12,13 @@
 //     L = w_ce * CE(zs, y) + w_feat * L_hint                 (w_ce = 1, w_feat = 100, layer f2)
 // Two-stage form (the paper): stage 1, epochs 1..N, trains the student's layers up to the guided
 // layer and the regressor on the hint alone; stage 2 trains the whole student with KD:
-//     epoch <= N:  L = w_feat * L_hint
+//     epoch <= N:  L = w_feat * L_hint                          (this distiller, without CE)
 //     epoch >  N:  L = kd_ce_weight * CE(zs, y) + kd_weight * T^2 * (1/B) sum_b KL(pt_b || ps_b)
 // In stage 1 only the layers below the guided layer receive gradients (the rest of the student
 // is untouched: the optimizer skips parameters without a gradient, weight decay included).
+// The two stages are a training regime of their own, FitNetTwoStage in fitnet_run.cpp: the epoch
+// loop with this distiller's hint loss for N epochs, then with the KD distiller (output/kd.h).
+// The distiller itself is the hint stage's loss, so with stages=2 it cannot go into a fusion.
 //
 // Official-code semantics reproduced (FitNet.py, ConvReg):
 //   - hint layer 2 for both networks (cfg FITNET.HINT_LAYER = 2): feats[2] = f2, after the
@@ -29,10 +32,9 @@
 //
 // Parameters (--set): the option table FitNetOptions::for_each_option below, with the defaults and
 // what each means (`kdlab distill --list --method fitnet`).
-// The w * CE(zs, y) terms are added by distill_loss (distiller.h), with the weight of the epoch's
-// stage, fitnet_ce_weight: w_ce, or none (the hint stage) then kd_ce_weight.
-// Loss parts (after distill_loss's "ce"): single stage "hint" = w_feat * L_hint; two stages
-// "hint", "kd", the inactive one 0.
+// The w * CE(zs, y) term is added by distill_loss (distiller.h) with fitnet_ce_weight: w_ce, or
+// none (the hint stage of the two-stage form). Loss part (after distill_loss's "ce"): "hint" =
+// w_feat * L_hint; the two-stage regime adds "kd" (and logs the inactive one as 0).
 // Helper: the regressor "conv_reg" (ConvReg), trained and checkpointed with the student.
 #pragma once
 #include "distill/distiller.h"
@@ -65,18 +67,18 @@ struct FitNetOptions {
 
 // The stage of `epoch` (counted from 1): 1 = hint training, 2 = KD; always 1 for single stage.
 int64_t fitnet_stage(const FitNetOptions& opt, int64_t epoch);
-// The weight of CE(zs, y) at `epoch`: ce_weight (single stage); none in the hint stage (no CE
-// at all, so that the layers above the guided one get no gradient) and kd_ce_weight in the KD
-// stage (two stages).
-std::optional<double> fitnet_ce_weight(const FitNetOptions& opt, int64_t epoch);
+// The weight of CE(zs, y): ce_weight (single stage); none for the two-stage form, whose distiller
+// is the hint stage (no CE at all, so that the layers above the guided one get no gradient).
+std::optional<double> fitnet_ce_weight(const FitNetOptions& opt);
+// The options of stage 2 (KD) of the two-stage form: T, kd_ce_weight, kd_weight.
+Params fitnet_stage2_kd_params(const FitNetOptions& opt);
 
-// zs (B, K) student logits, zt (B, K) teacher logits (read in stage 2 of the two-stage form
-// only; may be undefined otherwise), fs (B, Cs, Hs, Ws) the student's guided map, ft
-// (B, Ct, Ht, Wt) the teacher's hint map (detached here), labels (B) int64, regressor mapping fs
-// onto ft's shape. Intermediates shown: stage, regressed, hint_target, L_hint (stage 2: the KD
-// steps). The method's terms only (add_cross_entropy adds the CE, weight fitnet_ce_weight).
-LossBreakdown fitnet_loss(const Tensor& zs, const Tensor& zt, const Tensor& fs, const Tensor& ft, const Tensor& labels,
-                          ConvReg& regressor, const FitNetOptions& opt, int64_t epoch, const ExplainFn& explain = {});
+// fs (B, Cs, Hs, Ws) the student's guided map, ft (B, Ct, Ht, Wt) the teacher's hint map
+// (detached here), regressor mapping fs onto ft's shape. Intermediates shown: regressed,
+// hint_target, L_hint. The method's term only (add_cross_entropy adds the CE, weight
+// fitnet_ce_weight).
+LossBreakdown fitnet_loss(const Tensor& fs, const Tensor& ft, ConvReg& regressor, const FitNetOptions& opt,
+                          const ExplainFn& explain = {});
 
 class FitNetDistiller : public Distiller {
  public:
@@ -87,7 +89,10 @@ class FitNetDistiller : public Distiller {
   std::string type_name() const override { return "FitNet"; }
   TeacherNeeds needs() const override { return {.feats = true}; }
   LossBreakdown loss(const nn::ModelOutput& student, const nn::ModelOutput& teacher, const BatchInfo& batch) override;
-  std::optional<double> ce_weight(const BatchInfo& batch) const override { return fitnet_ce_weight(opt_, batch.epoch); }
+  std::optional<double> ce_weight(const BatchInfo&) const override { return fitnet_ce_weight(opt_); }
+  std::string regime_of_its_own() const override {
+    return opt_.stages == 2 ? "fitnet stages=2 (hint training, then KD)" : "";
+  }
   Params params() const override;
   const FitNetOptions& options() const { return opt_; }
   ConvReg& regressor() { return *conv_reg_; }

@@ -1,23 +1,12 @@
 // kdlab dgkd-chain --teacher M --teacher-weights W --assistants A1,A2,... [--student S]
 //                  [--recipe R] [--set key=value ...] --dataset D --data-dir DIR --out DIR
 //
-// DGKD's assistant chain (Son et al. 2021): the assistants are trained in order, largest first,
-// each by DGKD from every guide above it (the teacher and the assistants already trained), and
-// then the student from all of them:
-//   OUT/1_<A1>  guided by the teacher
-//   OUT/2_<A2>  guided by the teacher and A1
-//   ...
-//   OUT/student_<S>  guided by the teacher and every assistant
-// drop_num (--set drop_num=N) is capped at guides - 1 for the first links, where there are fewer
-// guides to drop. A link whose model_last.safetensors exists is skipped, an interrupted one
-// resumes, so the command can be run again after a stop.
-#include <filesystem>
-#include <fmt/format.h>
-
-#include "distill/distill_run.h"
+// DGKD's assistant chain (Son et al. 2021): the assistants trained in order, largest first, each
+// from every guide above it, then the student from all of them; one run folder per link
+// (distill/output/dgkd_chain.h). Run it again after a stop: finished links are skipped, an
+// interrupted one resumes.
+#include "distill/output/dgkd_chain.h"
 #include "examples/cli/cli.h"
-
-namespace fs = std::filesystem;
 
 namespace kd::cli {
 
@@ -57,36 +46,7 @@ void register_dgkd_chain(CLI::App& app) {
     base.teacher_weights = o->teacher_weights;
     for (const auto& s : o->sets) train::apply_distill_override(s, base);
     train::set_threads(base.threads);
-
-    std::vector<std::pair<std::string, std::string>> links;  // (model, run directory)
-    for (size_t i = 0; i < o->assistants.size(); ++i)
-      links.push_back({o->assistants[i], fmt::format("{}/{}_{}", o->out, i + 1, o->assistants[i])});
-    if (!o->student.empty()) links.push_back({o->student, fmt::format("{}/student_{}", o->out, o->student)});
-
-    std::vector<std::string> guides_done;  // "model:weights" of the assistants trained so far
-    for (size_t link = 0; link < links.size(); ++link) {
-      const auto& [model, dir] = links[link];
-      const std::string weights = dir + "/model_last.safetensors";
-      train::TrainConfig cfg = base;
-      cfg.model = model;
-      cfg.assistants = guides_done;
-      // drop_num can be at most guides - 1 (teacher + assistants so far)
-      const int64_t guides = 1 + (int64_t)guides_done.size();
-      int64_t drop = cfg.method_params.value("drop_num", (int64_t)1);
-      cfg.method_params["drop_num"] = std::min<int64_t>(drop, guides - 1);
-      if (fs::exists(weights)) {
-        fmt::print("== {}: already trained ({})\n", model, weights);
-      } else {
-        fmt::print("== {} guided by {}{}\n", model, o->teacher,
-                   guides_done.empty() ? "" : " + " + fmt::format("{}", fmt::join(guides_done, " + ")));
-        distill::DistillSetup setup;
-        train::Run run = distill::prepare_distill_run(cfg, dir, command_line(), setup);
-        train::RunSummary s = train::run_training(run, fs::exists(dir + "/checkpoint.safetensors"));
-        if (s.interrupted) return;
-        fmt::print("{}: last test accuracy {:.4f}, best {:.4f}\n", model, s.last_accuracy, s.best_accuracy);
-      }
-      if (link < o->assistants.size()) guides_done.push_back(model + ":" + weights);  // the student guides no one
-    }
+    distill::run_dgkd_chain({base, o->assistants, o->student, o->out}, command_line());
   });
 }
 

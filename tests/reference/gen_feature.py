@@ -121,15 +121,15 @@ def kd_loss_official(logits_student, logits_teacher, temperature):
 def fitnet_forward(zs, zt, fs, ft, y, w, b, bw, bb, ce_weight, feat_weight, stages, hint_epochs, epoch, T, kd_ce_weight,
                    kd_weight):
     _last_reg.clear()
-    if stages == 2 and epoch > hint_epochs:  # the paper's stage 2: KD on the whole student
+    if stages == 2 and epoch > hint_epochs:  # the paper's stage 2: KD on the whole student (parts ce, kd)
         loss_ce = kd_ce_weight * F.cross_entropy(zs, y)
         loss_kd = kd_weight * kd_loss_official(zs, zt.detach(), T)
-        return loss_ce + loss_kd, loss_ce, torch.zeros(()), loss_kd
+        return loss_ce + loss_kd, loss_ce, loss_kd
     reg = make_reg(fs, ft, w, b, bw, bb)
     f_s = reg(fs)
     loss_feat = feat_weight * F.mse_loss(f_s, ft.detach())  # FitNet.forward_train
-    if stages == 2:  # stage 1: the hint alone
-        return loss_feat, torch.zeros(()), loss_feat, torch.zeros(())
+    if stages == 2:  # stage 1: the hint alone (parts ce = 0, hint)
+        return loss_feat, torch.zeros(()), loss_feat
     loss_ce = ce_weight * F.cross_entropy(zs, y)
     return loss_ce + loss_feat, loss_ce, loss_feat
 
