@@ -4,20 +4,23 @@
 # For every model, in this order and each in a fresh process: `kdlab bench --backend cpu`,
 # `kdlab bench --backend onednn` (when built in) and bench/pytorch_bench.py, all with the same
 # threads, batch, warm-up and timed iterations (the protocol is in examples/cli/bench.cpp).
-# With --rounds R the three are interleaved R times and the median of each is reported, so a
-# burst of load on a shared machine hits all sides alike. The environment (OPENBLAS_CORETYPE,
+# The three are interleaved --rounds times (default 5) and the median of each is reported with
+# its min-max, so a burst of load on a shared machine hits all sides alike and shows. The environment (OPENBLAS_CORETYPE,
 # OMP_*, ...) is the same for both sides: this script changes nothing in it.
 #
-#   bench/compare_pytorch.sh [--models "resnet20 resnet56 resnet8x4 resnet32x4"] [--threads 2]
-#       [--batch 64] [--iters 10] [--warmup 3] [--rounds 1] [--kdlab build/kdlab] [--out FILE.jsonl]
+#   bench/compare_pytorch.sh [--models "resnet20 resnet56 ..."] [--threads 2] [--batch 64]
+#       [--iters 10] [--warmup 3] [--rounds 5] [--kdlab build/kdlab] [--out FILE.jsonl]
+#
+# The default models are the performance targets' seven: resnet20 resnet56 resnet8x4 resnet32x4
+# wrn_40_2 mobilenetv2 shufflenetv2.
 #
 # Prints the machine, the load average before and after, the sgemm peak, and a table of
 # images/s, peak RSS and their ratios (ours / PyTorch). The raw JSON lines go to --out.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-models="resnet20 resnet56 resnet8x4 resnet32x4"
-threads=2 batch=64 iters=10 warmup=3 rounds=1
+models="resnet20 resnet56 resnet8x4 resnet32x4 wrn_40_2 mobilenetv2 shufflenetv2"
+threads=2 batch=64 iters=10 warmup=3 rounds=5
 kdlab="$here/../build/kdlab"
 out=""
 python=/usr/bin/python3
@@ -31,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds="$2"; shift 2 ;;
     --kdlab) kdlab="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "compare_pytorch.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -14,8 +14,11 @@ def main():
     models = list(dict.fromkeys(r["model"] for r in runs))
     sides = list(dict.fromkeys(r["backend"] for r in runs))  # cpu, onednn, pytorch
 
+    def values(model, side, key):
+        return [r[key] for r in runs if r["model"] == model and r["backend"] == side and r.get(key) is not None]
+
     def med(model, side, key):
-        v = [r[key] for r in runs if r["model"] == model and r["backend"] == side and r.get(key) is not None]
+        v = values(model, side, key)
         return statistics.median(v) if v else None
 
     ours = [s for s in sides if s != "pytorch"]
@@ -27,13 +30,20 @@ def main():
                            ("infer_fraction_of_peak", "infer % sgemm peak")]:
             vals = {s: med(m, s, key) for s in sides}
             pct = "%" in label
-            fmt = (lambda v: "-" if v is None else (f"{100 * v:.0f}%" if pct else f"{v:.1f}"))
+            one = (lambda v: f"{100 * v:.0f}%" if pct else f"{v:.1f}")
+
+            def cell(s):  # the median, and [min-max] when there are several rounds
+                v = values(m, s, key)
+                if not v:
+                    return "-"
+                spread = f" [{one(min(v))}-{one(max(v))}]" if len(v) > 1 and not pct else ""
+                return one(statistics.median(v)) + spread
             ratio = [("-" if pct or vals[s] is None or not vals.get("pytorch") else f"{vals[s] / vals['pytorch']:.2f}x")
                      for s in ours]
-            rows.append([m, label] + [fmt(vals[s]) for s in ours] + [fmt(vals.get("pytorch"))] + ratio)
+            rows.append([m, label] + [cell(s) for s in ours] + [cell("pytorch")] + ratio)
     n = sum(1 for r in runs if r["backend"] == "pytorch")
-    print(f"\n{len(runs)} runs ({n} PyTorch); medians over rounds; ratios = ours / PyTorch "
-          "(for RSS, lower is better)\n")
+    print(f"\n{len(runs)} runs ({n} PyTorch); medians over rounds [min-max]; ratios = ours / PyTorch (of the medians; "
+          "for RSS, lower is better)\n")
     if "--markdown" in sys.argv:
         print("| " + " | ".join(header) + " |")
         print("|" + "|".join("---" for _ in header) + "|")
