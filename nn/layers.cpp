@@ -27,7 +27,11 @@ Conv2d::Conv2d(int64_t cin, int64_t cout, Int2 k, Generator& gen, Int2 stride, I
   }
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, stride, padding, dilation, groups); }
+Tensor Conv2d::forward(const Tensor& x) {
+  Tensor y = conv2d(x, weight, bias, stride, padding, dilation, groups);
+  if (branch && !branch->merged()) y = add(y, branch->delta(x, is_training()));  // PEFT: + the branch
+  return y;
+}
 
 // ---------------------------------------------------------------- ConvTranspose2d
 
@@ -85,7 +89,8 @@ Tensor conv_bn(Conv2d& conv, BatchNorm& bn, const Tensor& x, bool relu) {
   auto needs_grad = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
   const bool gradient = grad_enabled() && (needs_grad(x) || needs_grad(conv.weight) || needs_grad(conv.bias) ||
                                            needs_grad(bn.weight) || needs_grad(bn.bias));
-  if (!g_conv_bn_fusion || bn.is_training() || gradient) {  // the plain chain
+  const bool branch = conv.branch && !conv.branch->merged();  // PEFT beside the convolution: not folded
+  if (!g_conv_bn_fusion || bn.is_training() || gradient || branch) {  // the plain chain
     Tensor y = bn.forward(conv.forward(x));
     return relu ? kd::relu(y) : y;
   }
@@ -117,7 +122,11 @@ Linear::Linear(int64_t in, int64_t out, Generator& gen, bool has_bias) {
   }
 }
 
-Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) {
+  Tensor y = linear(x, weight, bias);
+  if (branch && !branch->merged()) y = add(y, branch->delta(x, is_training()));  // PEFT: + the branch
+  return y;
+}
 
 // ---------------------------------------------------------------- LayerNorm
 

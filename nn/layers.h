@@ -21,6 +21,16 @@ class Layer : public Module {
   Tensor operator()(const Tensor& x) { return forward(x); }
 };
 
+// A trainable branch beside a Linear or Conv2d (PEFT, nn/peft.h: LoRA, the residual adapter):
+// the layer computes y = base(x) + branch.delta(x), unless the branch is merged into its weight.
+// The branch's parameters are registered on the layer itself (lora_A, lora_B, adapter).
+class Branch {
+ public:
+  virtual ~Branch() = default;
+  virtual Tensor delta(const Tensor& x, bool training) = 0;
+  virtual bool merged() const = 0;
+};
+
 class Conv2d : public Layer {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, Int2 kernel, Generator& gen, Int2 stride = 1, Int2 padding = 0,
@@ -30,6 +40,7 @@ class Conv2d : public Layer {
   Tensor weight, bias;  // (Cout, Cin/groups, kh, kw), (Cout) or undefined
   Int2 stride, padding, dilation;
   int64_t groups;
+  std::shared_ptr<Branch> branch;  // PEFT (nn/peft.h); null: none
 };
 
 class ConvTranspose2d : public Layer {
@@ -69,6 +80,7 @@ class Linear : public Layer {
   Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
   std::string type_name() const override { return "Linear"; }
   Tensor weight, bias;  // (out, in), (out)
+  std::shared_ptr<Branch> branch;  // PEFT (nn/peft.h); null: none
 };
 
 class LayerNorm : public Layer {

@@ -78,6 +78,22 @@ std::vector<std::pair<std::string, const Module*>> Module::named_modules() const
   return out;
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out{{"", this}};
+  for (const auto& [n, c] : children_)
+    for (auto& [cn, cm] : c->named_modules()) out.emplace_back(cn.empty() ? n : n + "." + cn, cm);
+  return out;
+}
+
+void Module::remove_parameter(const std::string& name) {
+  for (auto it = params_.begin(); it != params_.end(); ++it)
+    if (it->first == name) {
+      params_.erase(it);
+      return;
+    }
+  throw Error(fmt::format("{} has no parameter '{}' of its own to remove", type_name(), name));
+}
+
 Tensor Module::parameter(const std::string& dotted) const {
   for (auto& [n, t] : named_parameters())
     if (n == dotted) return t;

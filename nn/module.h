@@ -40,6 +40,7 @@ class Module {
   // ---- registration (called from constructors)
   Tensor register_parameter(const std::string& name, Tensor t);  // sets requires_grad
   Tensor register_buffer(const std::string& name, Tensor t);
+  void remove_parameter(const std::string& name);  // one of this module's own (PEFT's merge and remove)
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     add_child(name, m);
@@ -52,6 +53,7 @@ class Module {
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
   std::vector<std::pair<std::string, const Module*>> named_modules() const;  // "" is this module
+  std::vector<std::pair<std::string, Module*>> named_modules();              // the same, to modify them
   Tensor parameter(const std::string& dotted_name) const;  // throws if absent
   int64_t num_parameters(bool trainable_only = false) const;
 

@@ -1,0 +1,311 @@
+// PEFT (nn/peft.h): LoRA on Linear and Conv2d (grouped and depthwise included), the residual conv
+// adapter, targets by name, merge / unmerge, what trains, the saved state and its round trip.
+#include <algorithm>
+#include <map>
+
+#include "engine/autograd.h"
+#include "engine/gradcheck.h"
+#include "engine/ops.h"
+#include "engine/parallel.h"
+#include "nn/models/model.h"
+#include "nn/peft.h"
+#include "nn/safetensors.h"
+#include "test_util.h"
+
+using namespace kd;
+using namespace kd::nn;
+using V = std::vector<Tensor>;
+
+namespace {
+
+double rel_diff(const Tensor& a, const Tensor& b) {
+  return max(abs(sub(a, b))).item() / std::max(1e-12, max(abs(b)).item());
+}
+
+// Gives every branch non-zero values (B and the adapters start at 0), drawn from `seed`.
+void randomise_branches(Module& m, uint64_t seed) {
+  Generator gen(seed);
+  NoGradGuard ng;
+  for (auto& [n, t] : m.named_parameters()) {
+    const std::string leaf = n.substr(n.rfind('.') + 1);
+    if (leaf == "lora_B" || leaf == "adapter") t.copy_(mul(randn(t.shape(), gen), 0.05));
+  }
+}
+
+PeftSpec spec_of(const std::string& text) { return parse_peft_spec(text); }
+
+}  // namespace
+
+TEST_CASE("PEFT spec: parsing, defaults and errors") {
+  PeftSpec s = spec_of("lora:r=4,targets=attn.qkv+mlp.*");
+  CHECK(s.kind == "lora");
+  CHECK(s.r == 4);
+  CHECK(s.alpha == 4.0);  // alpha defaults to r (scale 1)
+  CHECK(s.targets == std::vector<std::string>{"attn.qkv", "mlp.*"});
+  CHECK(spec_of("lora:r=8,alpha=16,dropout=0.1,targets=*,parts=q+v").parts == "q+v");
+  CHECK(spec_of("adapter:targets=*").kind == "adapter");
+  CHECK_THROWS_WITH_SUBSTR(spec_of("prefix:targets=*"), "unknown kind");
+  CHECK_THROWS_WITH_SUBSTR(spec_of("lora:r=8"), "no targets");
+  CHECK_THROWS_WITH_SUBSTR(spec_of("lora:rank=8,targets=*"), "unknown field 'rank'");
+  CHECK_THROWS_WITH_SUBSTR(spec_of("lora:r=x,targets=*"), "not a number");
+  CHECK_THROWS_WITH_SUBSTR(spec_of("adapter:r=4,targets=*"), "unknown field 'r'");
+}
+
+TEST_CASE("PEFT targets: a whole name or a suffix after a dot, '*' across dots") {
+  CHECK(peft_name_matches("attn.qkv", "blocks.0.attn.qkv"));
+  CHECK(peft_name_matches("mlp.*", "blocks.3.mlp.fc1"));
+  CHECK(peft_name_matches("layer3.*.conv2", "layer3.0.conv2"));
+  CHECK(peft_name_matches("*", "conv1"));
+  CHECK_FALSE(peft_name_matches("layer3.*.conv2", "layer2.0.conv2"));
+  CHECK_FALSE(peft_name_matches("qkv", "blocks.0.attn.qkv_extra"));
+  CHECK_FALSE(peft_name_matches("tn.qkv", "blocks.0.attn.qkv"));  // a suffix starts after a dot
+}
+
+TEST_CASE("LoRA on Linear: starts equal to the base; h = W0 x + (alpha/r) B A x; merge and unmerge") {
+  Generator gen(1);
+  Linear lin(6, 5, gen);
+  Tensor x = randn({3, 6}, gen);
+  const Tensor base = lin.forward(x).detach();
+  add_lora(lin, spec_of("lora:r=2,alpha=4,targets=*"), gen);
+  CHECK(max(abs(sub(lin.forward(x), base))).item() == 0.0);  // B = 0
+  auto& l = dynamic_cast<LoraBranch&>(*lin.branch);
+  randomise_branches(lin, 2);
+  // the equation, written out
+  const Tensor expect = add(linear(x, lin.weight, lin.bias), mul(matmul(matmul(x, l.A.t()), l.B.t()), 2.0));
+  CHECK(rel_diff(lin.forward(x), expect) < 1e-6);
+  const Tensor unmerged = lin.forward(x).detach(), w0 = lin.weight.clone();
+  l.merge(lin.weight);
+  CHECK(l.merged());
+  CHECK(rel_diff(lin.forward(x), unmerged) < 1e-5);
+  CHECK(rel_diff(linear(x, lin.weight, lin.bias), unmerged) < 1e-5);  // the merged weight alone
+  CHECK_THROWS_WITH_SUBSTR(l.merge(lin.weight), "merged already");
+  l.unmerge(lin.weight);
+  CHECK(rel_diff(lin.weight, w0) < 1e-6);
+  lin.eval();  // eval() never merges (loralib's does)
+  CHECK_FALSE(l.merged());
+}
+
+TEST_CASE("LoRA on Conv2d: one factor pair per group, the update keeps the kernel's shape") {
+  for (int64_t groups : {1, 2, 4}) {
+    CAPTURE(groups);
+    Generator gen(3);
+    Conv2d conv(4, 8, 3, gen, 1, 1, 1, groups);
+    add_lora(conv, spec_of("lora:r=2,alpha=2,targets=*"), gen);
+    randomise_branches(conv, 4);
+    auto& l = dynamic_cast<LoraBranch&>(*conv.branch);
+    CHECK(l.A.shape() == Shape({groups * 2, 4 / groups, 3, 3}));
+    CHECK(l.B.shape() == Shape({8, 2, 1, 1}));
+    // dW[o, i] = sum_rho B[o, rho] A[j r + rho, i] for o in group j, by loops
+    const Tensor dW = l.delta_weight();
+    REQUIRE(dW.shape() == conv.weight.shape());
+    const int64_t cout_g = 8 / groups;
+    double worst = 0;
+    for (int64_t o = 0; o < 8; ++o)
+      for (int64_t i = 0; i < 4 / groups; ++i)
+        for (int64_t a = 0; a < 3; ++a)
+          for (int64_t b = 0; b < 3; ++b) {
+            double s = 0;
+            const int64_t j = o / cout_g;
+            for (int64_t rho = 0; rho < 2; ++rho) s += l.B.at({o, rho, 0, 0}) * l.A.at({j * 2 + rho, i, a, b});
+            worst = std::max(worst, std::abs(s - dW.at({o, i, a, b})));
+          }
+    CHECK(worst < 1e-6);
+    // merged and unmerged outputs agree
+    Tensor x = randn({2, 4, 6, 6}, gen);
+    const Tensor unmerged = conv.forward(x).detach();
+    l.merge(conv.weight);
+    CHECK(rel_diff(conv.forward(x), unmerged) < 1e-5);
+  }
+}
+
+TEST_CASE("LoRA on a fused qkv: the update on the q and v slices only") {
+  Generator gen(5);
+  Linear qkv(4, 12, gen);
+  add_lora(qkv, spec_of("lora:r=2,targets=*,parts=q+v"), gen);
+  auto& l = dynamic_cast<LoraBranch&>(*qkv.branch);
+  CHECK(l.B.shape() == Shape({8, 2}));  // rows for q and v
+  randomise_branches(qkv, 6);
+  const Tensor dW = l.delta_weight();
+  CHECK(max(abs(dW.slice(0, 4, 8))).item() == 0.0);  // k untouched
+  CHECK(max(abs(dW.slice(0, 0, 4))).item() > 0.0);
+  CHECK(max(abs(dW.slice(0, 8, 12))).item() > 0.0);
+  Tensor x = randn({3, 4}, gen);
+  const Tensor unmerged = qkv.forward(x).detach();
+  l.merge(qkv.weight);
+  CHECK(rel_diff(qkv.forward(x), unmerged) < 1e-5);
+  Linear odd(4, 10, gen);
+  CHECK_THROWS_WITH_SUBSTR(add_lora(odd, spec_of("lora:r=2,targets=*,parts=q"), gen), "three equal slices");
+}
+
+TEST_CASE("residual adapter: a 1x1 beside a kxk convolution, merged into the centre tap") {
+  for (int64_t stride : {1, 2}) {
+    Generator gen(7);
+    Conv2d conv(4, 6, 3, gen, stride, 1, 1, 2);
+    add_conv_adapter(conv);
+    randomise_branches(conv, 8);
+    Tensor x = randn({2, 4, 7, 7}, gen);
+    auto& a = dynamic_cast<ConvAdapterBranch&>(*conv.branch);
+    const Tensor expect = add(conv2d(x, conv.weight, conv.bias, stride, 1, 1, 2), conv2d(x, a.W, Tensor(), stride, 0, 1, 2));
+    CHECK(rel_diff(conv.forward(x), expect) < 1e-6);
+    a.merge(conv.weight);
+    CHECK(rel_diff(conv.forward(x), expect) < 1e-5);
+  }
+  Generator gen(9);
+  Conv2d pointwise(4, 6, 1, gen);
+  CHECK_THROWS_WITH_SUBSTR(add_conv_adapter(pointwise), "odd k > 1");
+  Conv2d unpadded(4, 6, 3, gen);
+  CHECK_THROWS_WITH_SUBSTR(add_conv_adapter(unpadded), "padding");
+}
+
+TEST_CASE("LoRA and the adapter: gradients by finite differences (input, A, B, adapter)") {
+  Generator gen(11);
+  {
+    Linear lin(4, 3, gen);
+    add_lora(lin, spec_of("lora:r=2,alpha=3,targets=*"), gen);
+    randomise_branches(lin, 12);
+    auto& l = dynamic_cast<LoraBranch&>(*lin.branch);
+    Tensor x = randn({2, 4}, gen).requires_grad_(true);
+    CHECK_GRADCHECK([&](const V& v) { return l.delta(v[0], false); }, V{x});
+    CHECK_GRADCHECK([&](const V& v) { return lin.forward(v[0]); }, V{x});
+    Tensor A = l.A, B = l.B;
+    CHECK_GRADCHECK(
+        [&](const V& v) {
+          l.A = v[0];
+          l.B = v[1];
+          return l.delta(x.detach(), false);
+        },
+        V{A, B});
+    l.A = A, l.B = B;
+  }
+  {
+    Conv2d conv(4, 4, 3, gen, 1, 1, 1, 2);
+    add_lora(conv, spec_of("lora:r=1,alpha=2,targets=*"), gen);
+    randomise_branches(conv, 13);
+    auto& l = dynamic_cast<LoraBranch&>(*conv.branch);
+    Tensor x = randn({1, 4, 4, 4}, gen).requires_grad_(true);
+    Tensor A = l.A, B = l.B;
+    CHECK_GRADCHECK(
+        [&](const V& v) {
+          l.A = v[1];
+          l.B = v[2];
+          return l.delta(v[0], false);
+        },
+        V{x, A, B});
+    l.A = A, l.B = B;
+  }
+  {
+    Conv2d conv(2, 3, 3, gen, 2, 1);
+    add_conv_adapter(conv);
+    auto& a = dynamic_cast<ConvAdapterBranch&>(*conv.branch);
+    Tensor W = a.W;
+    Tensor x = randn({1, 2, 5, 5}, gen).requires_grad_(true);
+    CHECK_GRADCHECK(
+        [&](const V& v) {
+          a.W = v[1];
+          return conv.forward(v[0]);
+        },
+        V{x, W});
+    a.W = W;
+  }
+}
+
+TEST_CASE("every zoo model: wrapped equals base at init, merged equals unmerged, only PEFT learns") {
+  // the engine's own kernels on one thread: the ops are tiny, and oneDNN would build primitives
+  // for each of the many small shapes
+  kdtest::BackendScope cpu(backend::Backend::cpu);
+  const int threads = num_threads();
+  set_num_threads(1);
+  for (const std::string& name : model_names()) {
+    for (const std::string& text : {std::string("lora:r=2,alpha=4,targets=*"), std::string("adapter:targets=*")}) {
+      CAPTURE(name);
+      CAPTURE(text);
+      const bool vit = name.find("vit") != std::string::npos;
+      if (vit && text.rfind("adapter", 0) == 0) continue;  // the residual adapter is for convolutions
+      // 8 x 8 inputs keep the whole zoo quick (every model takes any size; the ViT's patches are 4 x 4)
+      auto model = create_model(name, {.num_classes = 10, .image_size = 8});
+      Generator gen(21);
+      Tensor x = randn({2, 3, 8, 8}, gen);
+      model->eval();
+      const Tensor base = model->forward(x).logits.detach();
+      const PeftReport rep = apply_peft(*model, spec_of(text), 3, model->classifier_name());
+      REQUIRE(!rep.layers.empty());
+      CHECK(std::find(rep.layers.begin(), rep.layers.end(), model->classifier_name()) == rep.layers.end());
+      CHECK(rep.trainable < rep.total);
+      CHECK(max(abs(sub(model->forward(x).logits, base))).item() < 1e-5 * std::max(1.0, max(abs(base)).item()));
+      randomise_branches(*model, 22);
+      const Tensor unmerged = model->forward(x).logits.detach();
+      CHECK(rel_diff(unmerged, base) > 1e-6);  // the branches do something
+      merge_peft(*model);
+      CHECK(rel_diff(model->forward(x).logits, unmerged) < 1e-5);
+      unmerge_peft(*model);
+      CHECK(rel_diff(model->forward(x).logits, unmerged) < 1e-5);
+      // a training step's gradients reach the PEFT parameters (and task BatchNorms) only
+      model->train();
+      model->zero_grad();
+      sum(model->forward(x).logits).backward();
+      const NamedTensors kept = peft_state(*model);
+      std::map<std::string, bool> is_peft;
+      for (auto& [n, t] : kept) is_peft[n] = true;
+      int with_grad = 0;
+      for (auto& [n, p] : model->named_parameters()) {
+        CAPTURE(n);
+        if (p.grad().defined()) {
+          ++with_grad;
+          CHECK(is_peft.count(n));
+        }
+      }
+      CHECK(with_grad > 0);
+    }
+  }
+  set_num_threads(threads);
+}
+
+TEST_CASE("PEFT state: saved alone, loaded into a fresh wrapped model, merged; merge-and-remove gives a plain model") {
+  auto model = create_model("resnet8", {.num_classes = 10});
+  const NamedTensors base_state = model->state_dict();
+  const std::string base_hash = state_hash(base_state);
+  apply_peft(*model, spec_of("lora:r=2,targets=layer3.*"), 5, model->classifier_name());
+  randomise_branches(*model, 6);
+  Generator gen(7);
+  Tensor x = randn({2, 3, 32, 32}, gen);
+  model->eval();
+  const Tensor want = model->forward(x).logits.detach();
+  const NamedTensors saved = peft_state(*model);
+  for (auto& [n, t] : saved) CHECK(n.find("layer3.") == 0);  // the branches of layer3 only
+  CHECK(state_hash(base_state) == base_hash);                // a stable hash
+  const std::string path = kdtest::temp_path("peft") + ".safetensors";
+  save_safetensors(path, saved, {{"base_hash", base_hash}});
+
+  auto fresh = create_model("resnet8", {.num_classes = 10});
+  fresh->load_state_dict(base_state);
+  CHECK(state_hash(fresh->state_dict()) == base_hash);
+  apply_peft(*fresh, spec_of("lora:r=2,targets=layer3.*"), 99, fresh->classifier_name());  // other random A
+  const SafetensorsFile f = load_safetensors(path);
+  CHECK(f.metadata.at("base_hash") == base_hash);
+  const LoadReport rep = fresh->load_state_dict(f.tensors, /*strict=*/false);
+  CHECK(rep.unexpected.empty());
+  CHECK(rep.shape_mismatch.empty());
+  fresh->eval();
+  CHECK(rel_diff(fresh->forward(x).logits, want) < 1e-6);
+  merge_and_remove_peft(*fresh);
+  CHECK(rel_diff(fresh->forward(x).logits, want) < 1e-5);
+  // a plain resnet8 state dict again: the base names only
+  std::vector<std::string> names, plain;
+  for (auto& [n, t] : fresh->state_dict()) names.push_back(n);
+  for (auto& [n, t] : base_state) plain.push_back(n);
+  CHECK(names == plain);
+  CHECK(state_hash(fresh->state_dict()) != base_hash);  // the weights changed by the merge
+}
+
+TEST_CASE("PEFT: what trains (--train-only) and the error for targets that match nothing") {
+  auto model = create_model("resnet8", {.num_classes = 10});
+  apply_peft(*model, spec_of("lora:r=2,targets=conv1"), 1, model->classifier_name());
+  const int64_t peft_only = model->num_parameters(true);
+  set_trainable(*model, "head", model->classifier_name());
+  CHECK(model->num_parameters(true) == peft_only + 64 * 10 + 10);  // resnet8's fc: 64 -> 10
+  set_trainable(*model, "all", model->classifier_name());
+  CHECK(model->num_parameters(true) == model->num_parameters());
+  CHECK_THROWS_WITH_SUBSTR(set_trainable(*model, "some", "fc"), "--train-only some");
+  auto other = create_model("resnet8", {.num_classes = 10});
+  CHECK_THROWS_WITH_SUBSTR(apply_peft(*other, spec_of("lora:r=2,targets=attn.qkv"), 1), "no layer matches");
+}
