@@ -87,30 +87,36 @@ bool peft_name_matches(const std::string& pattern, const std::string& name) {
 
 // ------------------------------------------------------------------ LoRA
 
-// The update of the rows in B (all of the output, or the qkv slices `parts`) spread over the
-// whole output dimension `dim`: the other slices' rows are 0.
-static Tensor spread_parts(const Tensor& rows, const LoraBranch& l, int64_t dim) {
-  if (l.parts.empty()) return rows;
-  const int64_t slice = rows.size(dim) / (int64_t)l.parts.size();
+// A fused qkv with the update on some slices (loralib's MergedLinear): slice p of `parts` has its
+// own factors A_p = A[p r .. p r + r] (r, d_in) and B_p = B[p s .. p s + s] (s, r), s = d_out / 3;
+// f(A_p, B_p) computes that slice's rows, and the other slices' rows are 0 (along `dim`).
+template <class F>
+static Tensor per_part(const LoraBranch& l, int64_t slice, int64_t dim, F&& f) {
   std::vector<Tensor> pieces;
   for (int64_t p = 0; p < l.parts_total; ++p) {
     const auto it = std::find(l.parts.begin(), l.parts.end(), p);
     if (it == l.parts.end()) {
-      Shape s = rows.shape();
-      s[(size_t)(dim < 0 ? (int64_t)s.size() + dim : dim)] = slice;
-      pieces.push_back(zeros(s));
-    } else {
-      pieces.push_back(rows.slice(dim, (it - l.parts.begin()) * slice, (it - l.parts.begin() + 1) * slice));
+      pieces.push_back(Tensor());  // filled with zeros of the computed pieces' shape below
+      continue;
     }
+    const int64_t k = it - l.parts.begin();
+    pieces.push_back(f(l.A.slice(0, k * l.r, (k + 1) * l.r), l.B.slice(0, k * slice, (k + 1) * slice)));
   }
+  Shape zero_shape;
+  for (const Tensor& t : pieces)
+    if (t.defined()) zero_shape = t.shape();
+  for (Tensor& t : pieces)
+    if (!t.defined()) t = zeros(zero_shape);
   return cat(pieces, dim);
 }
 
 Tensor LoraBranch::delta(const Tensor& x, bool training) {
   const Tensor xd = dropout > 0 ? kd::dropout(x, dropout, training, gen) : x;
   if (groups == 0) {  // Linear: (..., d_in) -> (..., d_out) = scale * x A^T B^T
-    const Tensor h = linear(linear(xd, A), B);  // (..., rows of B)
-    return mul(spread_parts(h, *this, -1), scale);
+    if (parts.empty()) return mul(linear(linear(xd, A), B), scale);
+    const int64_t slice = B.size(0) / (int64_t)parts.size();
+    return mul(per_part(*this, slice, -1, [&](const Tensor& Ap, const Tensor& Bp) { return linear(linear(xd, Ap), Bp); }),
+               scale);
   }
   // Conv2d: A as a k x k convolution to g*r channels, B as a grouped 1 x 1 convolution
   const Tensor h = conv2d(conv2d(xd, A, Tensor(), stride, padding, dilation, groups), B, Tensor(), 1, 0, 1, groups);
@@ -119,7 +125,11 @@ Tensor LoraBranch::delta(const Tensor& x, bool training) {
 
 Tensor LoraBranch::delta_weight() const {
   NoGradGuard ng;
-  if (groups == 0) return mul(spread_parts(matmul(B, A), *this, 0), scale);  // (d_out, d_in)
+  if (groups == 0 && parts.empty()) return mul(matmul(B, A), scale);  // (d_out, d_in)
+  if (groups == 0) {
+    const int64_t slice = B.size(0) / (int64_t)parts.size();
+    return mul(per_part(*this, slice, 0, [](const Tensor& Ap, const Tensor& Bp) { return matmul(Bp, Ap); }), scale);
+  }
   // per group j: dW[o in j] = B[o] (r) . A[j r .. j r + r] (r, C_in/g, kh, kw)
   const int64_t Cout = B.size(0), cout_g = Cout / groups, K = A.size(1) * A.size(2) * A.size(3);
   std::vector<Tensor> per_group;
@@ -166,7 +176,8 @@ void add_lora(Linear& layer, const PeftSpec& spec, Generator& gen) {
              spec.parts, d_out);
     rows = d_out / 3 * (int64_t)l->parts.size();
   }
-  Tensor A = empty({spec.r, d_in});
+  const int64_t pairs = l->parts.empty() ? 1 : (int64_t)l->parts.size();  // a qkv: one pair per slice
+  Tensor A = empty({pairs * spec.r, d_in});
   init::pytorch_default_weight_(A, gen);  // kaiming_uniform_(a = sqrt(5)), as loralib
   l->A = layer.register_parameter("lora_A", A);
   l->B = layer.register_parameter("lora_B", zeros({rows, spec.r}));

@@ -14,8 +14,9 @@
 //   Merge: W = W0 + (alpha / r) dW, and the branch is skipped; unmerge subtracts it again. Nothing
 //   merges implicitly: eval() does not (loralib's eval() does, issues #34 and #61).
 //   A fused qkv projection (the ViT's attn.qkv, output [q | k | v]) can take the update on some
-//   of its slices only (`parts=q+v`, the LoRA paper's choice): B then has rows for those slices
-//   and the other rows of the update are 0.
+//   of its slices only (`parts=q+v`, the LoRA paper's choice), as loralib's MergedLinear: each
+//   chosen slice p has its own pair A_p (r, d_in), B_p (d/3, r), stacked in A (|parts| r, d_in)
+//   and B (|parts| d/3, r); the other slices' rows of the update are 0.
 //
 // Residual adapters for CNNs (Rebuffi et al. 2017/2018, srebuffi/residual_adapters): a 1 x 1
 // convolution beside a k x k one, same stride and groups,
@@ -79,7 +80,7 @@ class LoraBranch : public Branch {
   // Conv2d: the base convolution's geometry; linear: groups 0
   Int2 stride = 1, padding = 0, dilation = 1;
   int64_t groups = 0, r = 0;
-  // qkv slices: the base output is `parts_total` equal slices, B's rows are slices `parts`
+  // qkv slices: the base output is `parts_total` equal slices; A and B stack one pair per slice in `parts`
   std::vector<int64_t> parts;
   int64_t parts_total = 0;
 

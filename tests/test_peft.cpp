@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 
+#include <fmt/format.h>
+
 #include "engine/autograd.h"
 #include "engine/gradcheck.h"
 #include "engine/ops.h"
@@ -15,6 +17,7 @@
 using namespace kd;
 using namespace kd::nn;
 using V = std::vector<Tensor>;
+using nlohmann::json;
 
 namespace {
 
@@ -35,6 +38,87 @@ void randomise_branches(Module& m, uint64_t seed) {
 PeftSpec spec_of(const std::string& text) { return parse_peft_spec(text); }
 
 }  // namespace
+
+// ---- golden values: tests/reference/gen_peft.py (loralib's Linear and MergedLinear, HF PEFT's conv
+// LoRA with one pair per group, the residual adapter); inputs x, W, b (the frozen base), A, B
+
+namespace {
+
+// The layer's frozen weight and bias set to the fixture's, then the branch's factors set to the
+// fixture's tensors themselves (so that their gradients are the ones compared).
+template <class L>
+void set_base(L& layer, const V& in) {
+  NoGradGuard ng;
+  layer.weight.copy_(in[1]);
+  layer.bias.copy_(in[2]);
+}
+
+V golden_lora_linear(const V& in, const json& p) {
+  Generator gen(0);
+  Linear lin(in[1].size(1), in[1].size(0), gen);
+  const int64_t r = in[3].size(0);
+  PeftSpec s = spec_of(fmt::format("lora:r={},alpha={},targets=*", r, p["scale"].get<double>() * r));
+  add_lora(lin, s, gen);
+  set_base(lin, in);
+  auto& l = dynamic_cast<LoraBranch&>(*lin.branch);
+  l.A = in[3];
+  l.B = in[4];
+  return {lin.forward(in[0]), add(lin.weight, l.delta_weight())};
+}
+
+V golden_lora_qkv(const V& in, const json& p) {
+  Generator gen(0);
+  Linear lin(in[1].size(1), in[1].size(0), gen);
+  const int64_t r = p["r"].get<int64_t>();
+  std::string parts;
+  for (int64_t q : p["parts"].get<std::vector<int64_t>>()) parts += std::string(parts.empty() ? "" : "+") + "qkv"[q];
+  add_lora(lin, spec_of(fmt::format("lora:r={},alpha={},targets=*,parts={}", r, p["scale"].get<double>() * r, parts)),
+           gen);
+  set_base(lin, in);
+  auto& l = dynamic_cast<LoraBranch&>(*lin.branch);
+  l.A = in[3];
+  l.B = in[4];
+  return {lin.forward(in[0]), add(lin.weight, l.delta_weight())};
+}
+
+V golden_lora_conv(const V& in, const json& p) {
+  Generator gen(0);
+  const Shape w = in[1].shape();
+  const int64_t groups = p["groups"].get<int64_t>(), r = p["r"].get<int64_t>();
+  Conv2d conv(w[1] * groups, w[0], Int2{w[2], w[3]}, gen, p["stride"].get<int64_t>(), p["padding"].get<int64_t>(),
+              p["dilation"].get<int64_t>(), groups);
+  add_lora(conv, spec_of(fmt::format("lora:r={},alpha={},targets=*", r, p["scale"].get<double>() * r)), gen);
+  set_base(conv, in);
+  auto& l = dynamic_cast<LoraBranch&>(*conv.branch);
+  l.A = in[3];
+  l.B = in[4];
+  return {conv.forward(in[0]), add(conv.weight, l.delta_weight())};
+}
+
+V golden_adapter(const V& in, const json& p) {
+  Generator gen(0);
+  const Shape w = in[1].shape();
+  const int64_t groups = p["groups"].get<int64_t>();
+  Conv2d conv(w[1] * groups, w[0], 3, gen, p["stride"].get<int64_t>(), 1, 1, groups);
+  add_conv_adapter(conv);
+  set_base(conv, in);
+  auto& a = dynamic_cast<ConvAdapterBranch&>(*conv.branch);
+  a.W = in[3];
+  const Tensor y = conv.forward(in[0]);
+  Tensor merged = conv.weight.clone();
+  a.merge(merged);
+  return {y, merged};
+}
+
+}  // namespace
+
+TEST_CASE("PEFT: golden values from the reference (loralib, HF PEFT conv LoRA per group, residual adapter)") {
+  kdtest::GoldenTable table = {{"lora_linear", golden_lora_linear},
+                               {"lora_qkv", golden_lora_qkv},
+                               {"lora_conv", golden_lora_conv},
+                               {"adapter", golden_adapter}};
+  CHECK(kdtest::run_golden_file("peft.json", table) == 9);
+}
 
 TEST_CASE("PEFT spec: parsing, defaults and errors") {
   PeftSpec s = spec_of("lora:r=4,targets=attn.qkv+mlp.*");
@@ -123,7 +207,8 @@ TEST_CASE("LoRA on a fused qkv: the update on the q and v slices only") {
   Linear qkv(4, 12, gen);
   add_lora(qkv, spec_of("lora:r=2,targets=*,parts=q+v"), gen);
   auto& l = dynamic_cast<LoraBranch&>(*qkv.branch);
-  CHECK(l.B.shape() == Shape({8, 2}));  // rows for q and v
+  CHECK(l.A.shape() == Shape({4, 4}));  // a pair for q, a pair for v (loralib's MergedLinear)
+  CHECK(l.B.shape() == Shape({8, 2}));
   randomise_branches(qkv, 6);
   const Tensor dW = l.delta_weight();
   CHECK(max(abs(dW.slice(0, 4, 8))).item() == 0.0);  // k untouched
