@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   kd::cli::register_distill(app);
   kd::cli::register_wkd_cost(app);
   kd::cli::register_dgkd_chain(app);
+  kd::cli::register_peft(app);
   kd::cli::register_analyze(app);
   kd::cli::register_sweep(app);
   try {

@@ -346,18 +346,14 @@ static bool is_branch_parameter(const std::string& name) {
   const std::string leaf = name.substr(name.rfind('.') + 1);
   return leaf == "lora_A" || leaf == "lora_B" || leaf == "adapter";
 }
-static std::string module_of(const std::string& name) { return name.substr(0, name.rfind('.') + 1); }
 
 NamedTensors peft_state(const Module& model) {
   NamedTensors out;
-  std::set<std::string> trained;  // modules with a trainable parameter of their own (the task BatchNorms)
-  for (auto& [n, t] : model.named_parameters()) {
-    const bool branch = is_branch_parameter(n);
-    if (branch || t.requires_grad()) out.push_back({n, t});
-    if (!branch && t.requires_grad()) trained.insert(module_of(n));
-  }
-  for (auto& [n, t] : model.named_buffers())  // their running statistics belong to the task too
-    if (trained.count(module_of(n))) out.push_back({n, t});
+  for (auto& [n, t] : model.named_parameters())
+    if (is_branch_parameter(n) || t.requires_grad()) out.push_back({n, t});
+  // every buffer (the BatchNorms' running statistics): a PEFT run trains in training mode, so the
+  // statistics follow the task's data, frozen layers' included, and they belong to the task
+  for (auto& [n, t] : model.named_buffers()) out.push_back({n, t});
   return out;
 }
 

@@ -131,8 +131,11 @@ void unmerge_peft(Module& model);
 // state dict has the base names only.
 void merge_and_remove_peft(Module& model);
 
-// The parameters that belong to PEFT (lora_A, lora_B, adapter) and the task-specific norms'
-// parameters and statistics: what peft.safetensors stores.
+// What peft.safetensors stores: the PEFT parameters (lora_A, lora_B, adapter), every other
+// parameter left trainable (the task BatchNorms of adapters, the classifier with --train-only
+// head), and every buffer: the BatchNorms' running statistics, which follow the task's data during
+// a PEFT run (it trains in training mode, as PyTorch would), so that the merged model is exactly
+// the trained one.
 NamedTensors peft_state(const Module& model);
 
 // --train-only: "peft" (the branches, and the task BatchNorms of adapters), "head" (the branches

@@ -1,6 +1,8 @@
 // PEFT (nn/peft.h): LoRA on Linear and Conv2d (grouped and depthwise included), the residual conv
 // adapter, targets by name, merge / unmerge, what trains, the saved state and its round trip.
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 
 #include <fmt/format.h>
@@ -356,7 +358,12 @@ TEST_CASE("PEFT state: saved alone, loaded into a fresh wrapped model, merged; m
   model->eval();
   const Tensor want = model->forward(x).logits.detach();
   const NamedTensors saved = peft_state(*model);
-  for (auto& [n, t] : saved) CHECK(n.find("layer3.") == 0);  // the branches of layer3 only
+  for (auto& [n, t] : saved) {
+    CAPTURE(n);
+    const bool stat = n.find("running_") != std::string::npos || n.find("num_batches_tracked") != std::string::npos;
+    CHECK((n.find(".lora_") != std::string::npos || stat));  // the branches, and the BatchNorms' statistics
+    if (!stat) CHECK(n.find("layer3.") == 0);                 // the branches of layer3 only
+  }
   CHECK(state_hash(base_state) == base_hash);                // a stable hash
   const std::string path = kdtest::temp_path("peft") + ".safetensors";
   save_safetensors(path, saved, {{"base_hash", base_hash}});
@@ -393,4 +400,57 @@ TEST_CASE("PEFT: what trains (--train-only) and the error for targets that match
   CHECK_THROWS_WITH_SUBSTR(set_trainable(*model, "some", "fc"), "--train-only some");
   auto other = create_model("resnet8", {.num_classes = 10});
   CHECK_THROWS_WITH_SUBSTR(apply_peft(*other, spec_of("lora:r=2,targets=attn.qkv"), 1), "no layer matches");
+}
+
+// ---- the command line: kdlab train --peft/--init-weights/--train-only, kdlab peft merge, kdlab info --peft
+
+static int run_cli(const std::string& args, std::string* out = nullptr) {
+  const std::string log = kdtest::temp_path("peft_cli") + ".log";
+  const int rc = std::system((std::string(KDLAB_BIN) + " " + args + " > " + log + " 2>&1").c_str());
+  if (out) {
+    std::ifstream f(log);
+    *out = std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  return rc;
+}
+
+TEST_CASE("kdlab train --peft from a base, peft merge, eval: the merged model is the trained one") {
+  const std::string dir = kdtest::temp_path("peft_e2e");
+  const std::string data = " --model resnet8 --dataset synthetic --train-limit 128 --test-limit 64 --threads 1";
+  REQUIRE(run_cli("train" + data + " --epochs 1 --out " + dir + "/base") == 0);
+  const std::string base = dir + "/base/model_last.safetensors";
+  std::string log;
+  REQUIRE(run_cli("train" + data + " --epochs 2 --init-weights " + base +
+                      " --peft lora:r=2,alpha=4,targets=layer3.* --train-only head --out " + dir + "/lora",
+                  &log) == 0);
+  CHECK(log.find("init weights") != std::string::npos);
+  const SafetensorsFile p = load_safetensors(dir + "/lora/peft.safetensors");
+  CHECK(p.metadata.at("spec") == "lora:r=2,alpha=4,dropout=0,targets=layer3.*");
+  // the frozen layers did not move: their weights in model_last are the base's
+  std::map<std::string, Tensor> last = to_map(load_safetensors(dir + "/lora/model_last.safetensors").tensors);
+  std::map<std::string, Tensor> first = to_map(load_safetensors(base).tensors);
+  CHECK(max(abs(sub(last.at("layer3.0.conv1.weight"), first.at("layer3.0.conv1.weight")))).item() == 0.0);
+  CHECK(max(abs(sub(last.at("fc.weight"), first.at("fc.weight")))).item() > 0.0);  // the head trained
+  REQUIRE(run_cli("peft merge --model resnet8 --weights " + base + " --peft " + dir + "/lora/peft.safetensors --out " +
+                  dir + "/merged.safetensors") == 0);
+  std::vector<std::string> names;
+  for (auto& [n, t] : load_safetensors(dir + "/merged.safetensors").tensors) names.push_back(n);
+  CHECK(std::none_of(names.begin(), names.end(), [](const std::string& n) { return n.find("lora") != std::string::npos; }));
+  // kdlab eval of the merged file: the run's last test accuracy
+  REQUIRE(run_cli("eval --model resnet8 --weights " + dir + "/merged.safetensors --dataset synthetic --limit 64 "
+                  "--threads 1 --json", &log) == 0);
+  const json ev = json::parse(log.substr(log.find('{')));
+  std::ifstream mf(dir + "/lora/metrics.jsonl");
+  std::string line, last_line;
+  while (std::getline(mf, line))
+    if (!line.empty()) last_line = line;
+  CHECK(ev.at("accuracy").get<double>() == doctest::Approx(json::parse(last_line).at("test_acc").get<double>()));
+  // another base is refused
+  CHECK(run_cli("peft merge --model resnet8 --weights " + dir + "/lora/model_last.safetensors --peft " + dir +
+                    "/lora/peft.safetensors --out " + dir + "/wrong.safetensors", &log) != 0);
+  CHECK(log.find("other base weights") != std::string::npos);
+  // kdlab info --peft: trainable of total and the bytes per task
+  REQUIRE(run_cli("info --model resnet8 --num-classes 10 --peft lora:r=4,targets=*", &log) == 0);
+  CHECK(log.find("trainable") != std::string::npos);
+  CHECK(log.find("bytes/task") != std::string::npos);
 }

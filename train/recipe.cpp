@@ -22,7 +22,8 @@ static void for_each_field(TrainConfig& c, F&& f) {
   f("milestones", c.milestones); f("lr_gamma", c.lr_gamma); f("warmup_epochs", c.warmup_epochs); f("min_lr", c.min_lr);
   f("augment", c.augment); f("prefetch", c.prefetch); f("seed", c.seed); f("threads", c.threads);
   f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch); f("label_noise", c.label_noise);
-  f("skip_nonfinite", c.skip_nonfinite);
+  f("skip_nonfinite", c.skip_nonfinite); f("peft", c.peft); f("init_weights", c.init_weights);
+  f("train_only", c.train_only);
   f("method", c.method); f("method_params", c.method_params); f("teacher", c.teacher);
   f("teacher_weights", c.teacher_weights); f("teachers", c.teachers); f("teacher_combine", c.teacher_combine);
   f("teacher_weights_mix", c.teacher_weights_mix); f("assistants", c.assistants); f("teacher_cache", c.teacher_cache);

@@ -45,6 +45,9 @@ struct TrainConfig {
   int64_t log_every = 50;          // steps between plain log lines when not on a terminal
   bool save_every_epoch = true;    // checkpoint.safetensors after every epoch
   int64_t skip_nonfinite = 0;      // > 0: skip up to N steps per epoch whose loss is NaN/Inf (no update), counted
+  std::string peft;                // "" | a PEFT spec "lora:r=8,alpha=16,targets=..." | "adapter:targets=*" (nn/peft.h)
+  std::string init_weights;        // "" | weights to start the model from (non-strict: what did not load is reported)
+  std::string train_only;          // "" (peft set: "peft"; else everything) | "peft" | "head" | "all"
   std::string label_noise;         // "" | "sym:R" | "asym:R": noise injected into the training labels
   // distillation (kdlab distill; distill/distill_run.h)
   std::string method;              // "" = plain training; "kd", "dkd", ..., or a fusion "dkd+at" (kdlab distill --list)

@@ -1,5 +1,8 @@
 #include "train/train.h"
 
+#include "nn/peft.h"
+#include "nn/safetensors.h"
+
 #include <cblas.h>
 #include <unistd.h>
 
@@ -237,7 +240,40 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   mc.image_size = run.train_set.height();
   mc.seed = config.seed;
   run.model = nn::create_model(config.model, mc);
+  prepare_peft(run);
   return run;
+}
+
+void prepare_peft(Run& run) {
+  const TrainConfig& config = run.config;
+  nn::Classifier& model = *run.model;
+  if (!config.init_weights.empty()) {  // start from pretrained weights (a PEFT base, fine-tuning)
+    const nn::LoadReport r = model.load_state_dict(nn::load_safetensors(config.init_weights).tensors, /*strict=*/false);
+    fmt::print("init weights {}: {}\n", config.init_weights,
+               r.ok() ? "every tensor loaded" : "loaded the matching tensors; not loaded: " + r.to_string());
+    run.extra_record["init_weights"] = {{"path", config.init_weights}, {"missing", r.missing},
+                                        {"unexpected", r.unexpected}, {"shape_mismatch", r.shape_mismatch}};
+  }
+  const std::string head = model.classifier_name();
+  if (config.peft.empty()) {
+    KD_CHECK(config.train_only.empty() || config.train_only == "all" || config.train_only == "head",
+             "train_only={} needs a PEFT spec (--peft); without one give head (a linear probe) or all",
+             config.train_only);
+    if (config.train_only == "head") {  // a linear probe: the classifier alone
+      model.freeze();
+      nn::set_trainable(model, "head", head);
+    }
+    return;
+  }
+  const nn::PeftSpec spec = nn::parse_peft_spec(config.peft);
+  const std::string base_hash = nn::state_hash(model.state_dict());  // of the weights the PEFT belongs to
+  const nn::PeftReport rep = nn::apply_peft(model, spec, config.seed, head);
+  nn::set_trainable(model, config.train_only.empty() ? "peft" : config.train_only, head);
+  fmt::print("peft {}: {}; trainable {} of {} parameters\n", spec.to_string(), rep.to_string(),
+             model.num_parameters(true), model.num_parameters());
+  run.extra_record["peft"] = {{"spec", spec.to_string()},       {"base_hash", base_hash},
+                              {"layers", rep.layers},           {"task_norms", rep.task_norms},
+                              {"trainable", model.num_parameters(true)}, {"total", model.num_parameters()}};
 }
 
 // ------------------------------------------------------------------ the epoch loop, a regime
@@ -304,6 +340,17 @@ class EpochLoop : public Regime {
   }
   void finish(const RunRecorder& recorder) override {
     recorder.save_weights("model_last.safetensors", model_, cfg_.model, num_classes_);
+    if (!cfg_.peft.empty()) save_peft(recorder);
+  }
+  // peft.safetensors: the PEFT parameters alone (and the task BatchNorms, and the classifier when
+  // it trained), with the spec and the hash of the base weights they belong to.
+  void save_peft(const RunRecorder& recorder) const {
+    const nlohmann::json& p = run_.extra_record.at("peft");
+    nn::save_safetensors(recorder.dir() + "/peft.safetensors", nn::peft_state(model_),
+                         {{"spec", p.at("spec").get<std::string>()},
+                          {"base_hash", p.at("base_hash").get<std::string>()},
+                          {"model", cfg_.model},
+                          {"num_classes", std::to_string(num_classes_)}});
   }
 
  private:

@@ -121,7 +121,13 @@ std::unique_ptr<Regime> make_epoch_loop(Run& run);
 // *warning (when given) says how many, otherwise it is left empty.
 data::Dataset first_n(const data::Dataset& d, int64_t n, std::string* warning = nullptr);
 
+// With config.init_weights the model starts from those weights (non-strict: what did not load is
+// printed and recorded); with config.peft it is wrapped (nn/peft.h) and only the PEFT parameters
+// train (config.train_only: peft, head = also the classifier, all); run.extra_record["peft"] keeps
+// the spec and the base weights' hash, and the run saves peft.safetensors beside model_last.
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line);
+// The init-weights and PEFT part of prepare_run, on run.model.
+void prepare_peft(Run& run);
 
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).
 void set_threads(int64_t threads);

@@ -36,6 +36,18 @@ void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg) {
   if (o.epochs > 0) cfg.epochs = o.epochs;
   if (o.batch_size > 0) cfg.batch_size = o.batch_size;
   if (o.lr > 0) cfg.lr = o.lr;
+  if (!o.peft.empty()) cfg.peft = o.peft;
+  if (!o.init_weights.empty()) cfg.init_weights = o.init_weights;
+  if (!o.train_only.empty()) cfg.train_only = o.train_only;
+}
+
+void add_peft_options(CLI::App* cmd, CommonOptions& o) {
+  cmd->add_option("--peft", o.peft,
+                  "parameter-efficient fine-tuning: lora:r=8,alpha=16,targets=attn.qkv+mlp.*[,parts=q+v,dropout=0.1] "
+                  "or adapter:targets=* (the run saves peft.safetensors)");
+  cmd->add_option("--init-weights", o.init_weights,
+                  "start the model from these weights (non-strict: what does not load is reported), e.g. a PEFT base");
+  cmd->add_option("--train-only", o.train_only, "peft (default with --peft), head (the classifier too), all");
 }
 
 void add_optimisation_options(CLI::App* cmd, CommonOptions& o) {

@@ -19,6 +19,7 @@ void register_loss(CLI::App& app);
 void register_distill(CLI::App& app);
 void register_wkd_cost(CLI::App& app);
 void register_dgkd_chain(CLI::App& app);
+void register_peft(CLI::App& app);
 void register_analyze(CLI::App& app);
 void register_sweep(CLI::App& app);
 
@@ -35,6 +36,7 @@ struct CommonOptions {
   int64_t epochs = 0, batch_size = 0;  // --epochs, --batch-size (0: the recipe's)
   double lr = 0;                  // --lr (0: the recipe's)
   std::string schedule;           // --schedule ("": the recipe's)
+  std::string peft, init_weights, train_only;  // --peft, --init-weights, --train-only ("": the recipe's)
 };
 // Adds --dataset and --data-dir; returns the --dataset option (a command that needs a data set
 // marks it ->required()).
@@ -47,6 +49,8 @@ void add_seed_option(CLI::App* cmd, CommonOptions& o);
 void add_limit_options(CLI::App* cmd, CommonOptions& o);
 // Adds --epochs, --batch-size, --lr and --schedule (the commands that train).
 void add_optimisation_options(CLI::App* cmd, CommonOptions& o);
+// Adds --peft, --init-weights and --train-only (parameter-efficient fine-tuning, nn/peft.h).
+void add_peft_options(CLI::App* cmd, CommonOptions& o);
 // Copies the shared options that were given over `cfg` (a recipe's config); the others leave it as
 // it is.
 void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg);

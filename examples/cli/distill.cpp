@@ -56,6 +56,7 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--assistant", o->assistants, "DGKD assistant MODEL:WEIGHTS, largest first (repeatable)");
   add_data_options(cmd, o->common);
   add_optimisation_options(cmd, o->common);
+  add_peft_options(cmd, o->common);
   add_seed_option(cmd, o->common);
   add_threads_option(cmd, o->common.threads);
   add_limit_options(cmd, o->common);

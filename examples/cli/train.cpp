@@ -20,6 +20,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--model", o->model, "model name (kdlab info --list)");
   add_data_options(cmd, o->common);
   add_optimisation_options(cmd, o->common);
+  add_peft_options(cmd, o->common);
   add_seed_option(cmd, o->common);
   add_threads_option(cmd, o->common.threads);
   add_limit_options(cmd, o->common);
