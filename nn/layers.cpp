@@ -200,8 +200,28 @@ TransformerBlock::TransformerBlock(int64_t dim, int64_t heads, double mlp_ratio,
 }
 
 Tensor TransformerBlock::forward(const Tensor& x) {
-  Tensor h = x + attn->forward(norm1->forward(x));
-  return h + mlp->forward(norm2->forward(h));
+  Tensor a = attn->forward(norm1->forward(x));
+  if (adapter_attn) a = a + adapter_attn->forward(a);  // Houlsby, in series after attention
+  Tensor h = x + a;
+  const Tensor n = norm2->forward(h);
+  Tensor m = mlp->forward(n);
+  if (adapter_mlp) m = m + adapter_mlp->forward(m);  // Houlsby, in series after the MLP
+  if (adapter_par) m = m + adapter_par->forward(n);  // AdaptFormer, parallel to the MLP
+  return h + m;
+}
+
+BottleneckAdapter::BottleneckAdapter(int64_t dim, int64_t bottleneck, Generator& gen, bool relu, double scale)
+    : relu(relu), scale(scale) {
+  down = register_module("down", std::make_shared<Linear>(dim, bottleneck, gen));
+  up = register_module("up", std::make_shared<Linear>(bottleneck, dim, gen));
+  NoGradGuard ng;
+  up->weight.copy_(zeros(up->weight.shape()));
+  up->bias.copy_(zeros(up->bias.shape()));
+}
+
+Tensor BottleneckAdapter::forward(const Tensor& h) {
+  const Tensor z = down->forward(h);
+  return mul(up->forward(relu ? kd::relu(z) : gelu(z)), scale);
 }
 
 }  // namespace kd::nn

@@ -224,8 +224,23 @@ class Mlp : public Layer {
   std::shared_ptr<Linear> fc1, fc2;
 };
 
+// A bottleneck adapter (PEFT, nn/peft.h): scale * up(act(down(h))), down D -> m, up m -> D with
+// up zero-initialised (so a block with adapters starts equal to the block without).
+class BottleneckAdapter : public Layer {
+ public:
+  BottleneckAdapter(int64_t dim, int64_t bottleneck, Generator& gen, bool relu, double scale);
+  Tensor forward(const Tensor& h) override;
+  std::string type_name() const override { return "Adapter"; }
+  std::shared_ptr<Linear> down, up;
+  bool relu;     // ReLU (AdaptFormer) or GELU (Houlsby)
+  double scale;  // s
+};
+
 // Pre-norm transformer block (timm Block): x + attn(norm1(x)), then x + mlp(norm2(x)) with
 // mlp = fc1 -> GELU -> fc2. LayerNorm eps 1e-6 as timm's ViT.
+// With PEFT adapters (nn/peft.h): Houlsby's in series, a = attn(.) + adapter_attn(attn(.)) and
+// m = mlp(.) + adapter_mlp(mlp(.)); AdaptFormer's in parallel to the MLP, m = mlp(n) + adapter_par(n)
+// with n = norm2(h). Null: none.
 class TransformerBlock : public Layer {
  public:
   TransformerBlock(int64_t dim, int64_t num_heads, double mlp_ratio, Generator& gen, bool qkv_bias = true);
@@ -234,6 +249,7 @@ class TransformerBlock : public Layer {
   std::shared_ptr<LayerNorm> norm1, norm2;
   std::shared_ptr<MultiheadSelfAttention> attn;
   std::shared_ptr<Mlp> mlp;
+  std::shared_ptr<BottleneckAdapter> adapter_attn, adapter_mlp, adapter_par;
 };
 
 }  // namespace kd::nn

@@ -20,6 +20,9 @@ std::string PeftSpec::to_string() const {
   if (kind == "lora") s += fmt::format("r={},alpha={},dropout={},", r, alpha, dropout);
   s += "targets=" + fmt::format("{}", fmt::join(targets, "+"));
   if (!parts.empty()) s += ",parts=" + parts;
+  if (!adapter_type.empty()) s += ",type=" + adapter_type;
+  if (adapter_type == "houlsby" || adapter_type == "adaptformer") s += fmt::format(",bottleneck={}", bottleneck);
+  if (scale >= 0) s += fmt::format(",scale={}", scale);
   return s;
 }
 
@@ -53,6 +56,16 @@ PeftSpec parse_peft_spec(const std::string& text) {
         spec.targets = split(value, '+');
       } else if (key == "parts" && spec.kind == "lora") {
         spec.parts = value;
+      } else if (key == "type" && spec.kind == "adapter") {
+        KD_CHECK(value == "residual" || value == "houlsby" || value == "adaptformer",
+                 "--peft {}: adapter type '{}'; give residual (CNNs), houlsby or adaptformer (the ViT)", text, value);
+        spec.adapter_type = value;
+      } else if ((key == "bottleneck" || key == "scale") && spec.kind == "adapter") {
+        const double v = std::strtod(value.c_str(), &end);
+        KD_CHECK(end && *end == '\0' && !value.empty() && v > 0, "--peft {}: {}={} must be a positive number", text,
+                 key, value);
+        if (key == "bottleneck") spec.bottleneck = (int64_t)v;
+        if (key == "scale") spec.scale = v;
       } else if ((key == "r" || key == "alpha" || key == "dropout") && spec.kind == "lora") {
         const double v = std::strtod(value.c_str(), &end);
         KD_CHECK(end && *end == '\0' && !value.empty(), "--peft {}: {}={} is not a number", text, key, value);
@@ -66,8 +79,7 @@ PeftSpec parse_peft_spec(const std::string& text) {
   if (!alpha_given) spec.alpha = (double)spec.r;
   KD_CHECK(spec.kind != "lora" || spec.r >= 1, "--peft {}: the rank r must be >= 1", text);
   KD_CHECK(spec.dropout >= 0 && spec.dropout < 1, "--peft {}: dropout must be in [0, 1)", text);
-  KD_CHECK(!spec.targets.empty(), "--peft {}: no targets; add targets=PATTERN[+PATTERN...] ('*' for every layer)",
-           text);
+  if (spec.targets.empty()) spec.targets = {"*"};
   return spec;
 }
 
@@ -233,6 +245,13 @@ void ConvAdapterBranch::unmerge(Tensor& weight) {
   merged_ = false;
 }
 
+// A k x k convolution whose centre tap reads the pixel a 1 x 1 of the same stride reads.
+static bool residual_adapter_fits(const Conv2d& c) {
+  const int64_t kh = c.weight.size(2), kw = c.weight.size(3);
+  return kh % 2 == 1 && kw % 2 == 1 && kh > 1 && c.padding.h == c.dilation.h * (kh - 1) / 2 &&
+         c.padding.w == c.dilation.w * (kw - 1) / 2;
+}
+
 void add_conv_adapter(Conv2d& layer) {
   KD_CHECK(!layer.branch, "adapter: this Conv2d has a PEFT branch already");
   const Shape w = layer.weight.shape();
@@ -247,6 +266,23 @@ void add_conv_adapter(Conv2d& layer) {
   a->groups = layer.groups;
   freeze_layer(layer.weight, layer.bias);
   layer.branch = a;
+}
+
+void add_block_adapters(TransformerBlock& block, const PeftSpec& spec, Generator& gen) {
+  KD_CHECK(!block.adapter_attn && !block.adapter_mlp && !block.adapter_par, "adapter: this block has adapters already");
+  const int64_t D = block.norm1->normalized_shape.back();
+  if (spec.adapter_type == "adaptformer") {
+    const double s = spec.scale >= 0 ? spec.scale : 0.1;
+    block.adapter_par = block.register_module("adapter_par", std::make_shared<BottleneckAdapter>(D, spec.bottleneck, gen, true, s));
+  } else {  // houlsby
+    const double s = spec.scale >= 0 ? spec.scale : 1.0;
+    block.adapter_attn =
+        block.register_module("adapter_attn", std::make_shared<BottleneckAdapter>(D, spec.bottleneck, gen, false, s));
+    block.adapter_mlp =
+        block.register_module("adapter_mlp", std::make_shared<BottleneckAdapter>(D, spec.bottleneck, gen, false, s));
+  }
+  for (auto& norm : {block.norm1, block.norm2})  // the block's LayerNorms train with the adapters
+    for (auto& [n, t] : norm->named_parameters()) t.requires_grad_(true);
 }
 
 // ------------------------------------------------------------------ a whole model
@@ -268,7 +304,11 @@ PeftReport apply_peft(Module& model, const PeftSpec& spec, uint64_t seed, const 
     const auto& [name, m] = modules[i];
     auto* lin = dynamic_cast<Linear*>(m);
     auto* conv = dynamic_cast<Conv2d*>(m);
-    const bool fits = spec.kind == "lora" ? (lin || conv) : (conv && conv->weight.size(2) > 1);
+    auto* block = dynamic_cast<TransformerBlock*>(m);
+    const std::string& type = spec.adapter_type;
+    const bool residual = conv && residual_adapter_fits(*conv) && (type.empty() || type == "residual");
+    const bool bottleneck = block && type != "residual";
+    const bool fits = spec.kind == "lora" ? (lin || conv) : (residual || bottleneck);
     if (!fits || (!classifier.empty() && name == classifier)) continue;
     eligible.push_back(name);
     bool hit = false;
@@ -276,7 +316,11 @@ PeftReport apply_peft(Module& model, const PeftSpec& spec, uint64_t seed, const 
     if (!hit) continue;
     if (spec.kind == "lora" && lin) add_lora(*lin, spec, gen);
     if (spec.kind == "lora" && conv) add_lora(*conv, spec, gen);
-    if (spec.kind == "adapter") {
+    if (spec.kind == "adapter" && bottleneck) {
+      add_block_adapters(*block, spec, gen);
+      report.task_norms.push_back(name + ".norm1");
+      report.task_norms.push_back(name + ".norm2");
+    } else if (spec.kind == "adapter") {
       add_conv_adapter(*conv);
       // the BatchNorm right after it (the next module in registration order) becomes the task's own
       if (i + 1 < modules.size())
@@ -326,6 +370,11 @@ void unmerge_peft(Module& model) {
 }
 
 void merge_and_remove_peft(Module& model) {
+  for (auto& [name, m] : model.named_modules())
+    if (auto* block = dynamic_cast<TransformerBlock*>(m))
+      KD_CHECK(!block->adapter_attn && !block->adapter_mlp && !block->adapter_par,
+               "{} has bottleneck adapters (houlsby / adaptformer), which are not linear and cannot be merged into its "
+               "weights; use the model with its adapters (the base weights plus peft.safetensors)", name);
   merge_peft(model);
   for (auto& [name, m] : model.named_modules()) {
     std::shared_ptr<Branch>* branch = nullptr;

@@ -27,6 +27,14 @@
 //   an adapted convolution is the task's own (trainable; its statistics keep running), as in the
 //   paper's task-specific BN; `--train-only peft` trains it with the adapters.
 //
+// Bottleneck adapters for the ViT (type=houlsby or adaptformer; the default for a transformer
+// block): h <- h + s * up(f(down(h))), down D -> m, up m -> D zero-initialised.
+//   Houlsby et al. 2019: in series after the attention and after the MLP, f = GELU, s = 1; the
+//   block's LayerNorms train with them.
+//   AdaptFormer (Chen et al. 2022): parallel to the MLP on its input n = norm2(h),
+//   m = MLP(n) + s * up(ReLU(down(n))), s = 0.1.
+//   They are not linear, so they do not merge: a model with them is its base plus its adapters.
+//
 // Names. The wrapped layer keeps its parameters and their PyTorch names (layer3.0.conv2.weight);
 // the branch's parameters are registered on the same layer beside them: lora_A, lora_B, adapter
 // (layer3.0.conv2.lora_A), as loralib names them.
@@ -47,7 +55,8 @@
 namespace kd::nn {
 
 // "lora:r=8,alpha=16,dropout=0.1,targets=attn.qkv+attn.proj,parts=q+v" or
-// "adapter:targets=*" (kdlab's --peft SPEC); the fields absent keep these defaults.
+// "adapter:targets=*" or "adapter:type=adaptformer,bottleneck=32" (kdlab's --peft SPEC); the
+// fields absent keep these defaults (targets: "*").
 struct PeftSpec {
   std::string kind;                   // "lora" or "adapter"
   int64_t r = 8;                      // LoRA rank
@@ -55,6 +64,10 @@ struct PeftSpec {
   double dropout = 0.0;               // on the LoRA branch's input, in training
   std::vector<std::string> targets;   // name patterns ("*": every layer the method applies to)
   std::string parts;                  // LoRA on a fused qkv Linear: "q+v", ... (empty: the whole output)
+  std::string adapter_type;           // adapter: "" (residual for convolutions, houlsby for transformer
+                                      // blocks) | residual | houlsby | adaptformer
+  int64_t bottleneck = 32;            // houlsby / adaptformer: m
+  double scale = -1;                  // houlsby / adaptformer: s (-1: 1 for houlsby, 0.1 for adaptformer)
   std::string to_string() const;
 };
 // Parses a --peft SPEC; errors name the bad field and the form.
@@ -110,6 +123,10 @@ void add_lora(Conv2d& layer, const PeftSpec& spec, Generator& gen);
 // A residual adapter on one k x k convolution (k > 1); freezes its weight and bias.
 void add_conv_adapter(Conv2d& layer);
 
+// Bottleneck adapters on one transformer block (spec.adapter_type houlsby or adaptformer); its
+// LayerNorms become trainable.
+void add_block_adapters(TransformerBlock& block, const PeftSpec& spec, Generator& gen);
+
 // What apply_peft did.
 struct PeftReport {
   std::vector<std::string> layers;      // the wrapped layers' names
@@ -119,7 +136,7 @@ struct PeftReport {
 };
 
 // Wraps every layer of `model` that the spec's targets match (LoRA: Linear and Conv2d; adapter:
-// Conv2d with k > 1), after freezing the whole model; the layer named `classifier` (the model's
+// Conv2d with k > 1, and transformer blocks), after freezing the whole model; the layer named `classifier` (the model's
 // classifier_name()) is never wrapped: set_trainable("head") trains it whole. Errors when no
 // layer matches, naming the patterns and some of the model's layer names.
 PeftReport apply_peft(Module& model, const PeftSpec& spec, uint64_t seed, const std::string& classifier = "");
@@ -128,7 +145,7 @@ PeftReport apply_peft(Module& model, const PeftSpec& spec, uint64_t seed, const 
 void merge_peft(Module& model);
 void unmerge_peft(Module& model);
 // Removes every branch after merging it: the model is then a plain model of its kind, whose
-// state dict has the base names only.
+// state dict has the base names only. Errors when the model has bottleneck adapters (not linear).
 void merge_and_remove_peft(Module& model);
 
 // What peft.safetensors stores: the PEFT parameters (lora_A, lora_B, adapter), every other

@@ -33,7 +33,8 @@ void randomise_branches(Module& m, uint64_t seed) {
   NoGradGuard ng;
   for (auto& [n, t] : m.named_parameters()) {
     const std::string leaf = n.substr(n.rfind('.') + 1);
-    if (leaf == "lora_B" || leaf == "adapter") t.copy_(mul(randn(t.shape(), gen), 0.05));
+    const bool bottleneck_up = n.find(".adapter_") != std::string::npos && n.find(".up.") != std::string::npos;
+    if (leaf == "lora_B" || leaf == "adapter" || bottleneck_up) t.copy_(mul(randn(t.shape(), gen), 0.05));
   }
 }
 
@@ -131,7 +132,10 @@ TEST_CASE("PEFT spec: parsing, defaults and errors") {
   CHECK(spec_of("lora:r=8,alpha=16,dropout=0.1,targets=*,parts=q+v").parts == "q+v");
   CHECK(spec_of("adapter:targets=*").kind == "adapter");
   CHECK_THROWS_WITH_SUBSTR(spec_of("prefix:targets=*"), "unknown kind");
-  CHECK_THROWS_WITH_SUBSTR(spec_of("lora:r=8"), "no targets");
+  CHECK(spec_of("lora:r=8").targets == std::vector<std::string>{"*"});  // targets default to every layer
+  CHECK(spec_of("adapter:type=adaptformer,bottleneck=16").bottleneck == 16);
+  CHECK_THROWS_WITH_SUBSTR(spec_of("adapter:type=prefix"), "adapter type 'prefix'");
+  CHECK_THROWS_WITH_SUBSTR(spec_of("adapter:bottleneck=0"), "positive number");
   CHECK_THROWS_WITH_SUBSTR(spec_of("lora:rank=8,targets=*"), "unknown field 'rank'");
   CHECK_THROWS_WITH_SUBSTR(spec_of("lora:r=x,targets=*"), "not a number");
   CHECK_THROWS_WITH_SUBSTR(spec_of("adapter:r=4,targets=*"), "unknown field 'r'");
@@ -303,11 +307,12 @@ TEST_CASE("every zoo model: wrapped equals base at init, merged equals unmerged,
   const int threads = num_threads();
   set_num_threads(1);
   for (const std::string& name : model_names()) {
-    for (const std::string& text : {std::string("lora:r=2,alpha=4,targets=*"), std::string("adapter:targets=*")}) {
+    const bool vit = name.find("vit") != std::string::npos;
+    std::vector<std::string> specs{"lora:r=2,alpha=4,targets=*", "adapter:targets=*"};  // residual / houlsby
+    if (vit) specs.push_back("adapter:type=adaptformer,bottleneck=8,targets=blocks.*");
+    for (const std::string& text : specs) {
       CAPTURE(name);
       CAPTURE(text);
-      const bool vit = name.find("vit") != std::string::npos;
-      if (vit && text.rfind("adapter", 0) == 0) continue;  // the residual adapter is for convolutions
       // 8 x 8 inputs keep the whole zoo quick (every model takes any size; the ViT's patches are 4 x 4)
       auto model = create_model(name, {.num_classes = 10, .image_size = 8});
       Generator gen(21);
@@ -453,4 +458,37 @@ TEST_CASE("kdlab train --peft from a base, peft merge, eval: the merged model is
   REQUIRE(run_cli("info --model resnet8 --num-classes 10 --peft lora:r=4,targets=*", &log) == 0);
   CHECK(log.find("trainable") != std::string::npos);
   CHECK(log.find("bytes/task") != std::string::npos);
+}
+
+TEST_CASE("ViT bottleneck adapters: Houlsby in series, AdaptFormer in parallel; not mergeable") {
+  Generator gen(31);
+  TransformerBlock block(8, 2, 2.0, gen);
+  Tensor x = randn({2, 5, 8}, gen);
+  const Tensor base = block.forward(x).detach();
+  PeftSpec h = spec_of("adapter:type=houlsby,bottleneck=3");
+  add_block_adapters(block, h, gen);
+  CHECK(max(abs(sub(block.forward(x), base))).item() == 0.0);  // up = 0
+  randomise_branches(block, 32);
+  // the equations, written out: a = attn(n1(x)); a += ad(a); h = x + a; m = mlp(n2(h)); m += ad(m)
+  auto ad = [](BottleneckAdapter& a, const Tensor& t) { return mul(a.up->forward(gelu(a.down->forward(t))), a.scale); };
+  Tensor a = block.attn->forward(block.norm1->forward(x));
+  a = add(a, ad(*block.adapter_attn, a));
+  const Tensor hh = add(x, a);
+  Tensor m = block.mlp->forward(block.norm2->forward(hh));
+  m = add(m, ad(*block.adapter_mlp, m));
+  CHECK(rel_diff(block.forward(x), add(hh, m)) < 1e-6);
+  CHECK(block.norm1->weight.requires_grad());  // Houlsby's LayerNorms train
+  TransformerBlock par(8, 2, 2.0, gen);
+  add_block_adapters(par, spec_of("adapter:type=adaptformer,bottleneck=3"), gen);
+  CHECK(par.adapter_par->scale == 0.1);
+  CHECK(par.adapter_par->relu);
+  randomise_branches(par, 33);
+  const Tensor hp = add(x, par.attn->forward(par.norm1->forward(x)));
+  const Tensor n = par.norm2->forward(hp);
+  const Tensor want = add(hp, add(par.mlp->forward(n), mul(par.adapter_par->up->forward(relu(par.adapter_par->down->forward(n))), 0.1)));
+  CHECK(rel_diff(par.forward(x), want) < 1e-6);
+  CHECK_GRADCHECK([&](const V& v) { return par.forward(v[0]); }, V{x.detach().requires_grad_(true)});
+  auto vit = create_model("vit_small_cifar", {.num_classes = 10});
+  apply_peft(*vit, spec_of("adapter:bottleneck=4"), 1, vit->classifier_name());
+  CHECK_THROWS_WITH_SUBSTR(merge_and_remove_peft(*vit), "cannot be merged");
 }
