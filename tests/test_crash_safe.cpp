@@ -2,7 +2,8 @@
 // moments, then resumed each time, ends with exactly the weights of an uninterrupted run
 // (single-threaded, fixed seed); every checkpoint left behind is complete and loadable; an
 // unwritable run directory is a clear error. ACD-U's two-network regime resumes the same way,
-// also from inside an unlearning phase (its snapshots in the checkpoint).
+// also from inside an unlearning phase (its snapshots in the checkpoint), and so does a federation
+// (issue 28: every client's model and optimizers in the checkpoint).
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -147,8 +148,9 @@ static int64_t checkpoint_epoch(const std::string& dir) {
 }
 
 // Starts a run and kills it with SIGKILL as soon as its checkpoint holds `epochs` epochs.
-static void run_until_checkpoint(const std::string& dir, bool resume, int64_t epochs) {
-  pid_t pid = start(dir, resume, kAcdUArgs);
+static void run_until_checkpoint(const std::string& dir, bool resume, int64_t epochs,
+                                 const std::vector<std::string>& args = kAcdUArgs) {
+  pid_t pid = start(dir, resume, args);
   int status = 0;
   for (int waited = 0; waited < 600000 && checkpoint_epoch(dir) < epochs; waited += 5) {
     REQUIRE_MESSAGE(waitpid(pid, &status, WNOHANG) == 0, "the run ended before its checkpoint reached epoch ", epochs);
@@ -198,5 +200,46 @@ TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearni
       INFO("epoch ", e + 1, " ", key);
       CHECK(b[e].contains(key));
       if (b[e].contains(key)) CHECK(b[e][key] == value);
+    }
+}
+
+// A federation of two architectures (FedMD: SGD with momentum locally, Adam in the digest, so every
+// client has optimizer state to carry), 4 rounds of 3 of 4 clients.
+static const std::vector<std::string> kFederateArgs{
+    "federate", "--algorithm", "fedmd", "--model", "resnet8", "--model", "resnet14", "--clients", "4",
+    "--participation", "0.75", "--rounds", "4", "--partition", "dirichlet:0.5", "--dataset", "synthetic",
+    "--train-limit", "320", "--test-limit", "64", "--public-dataset", "synthetic", "--set", "public_limit=128",
+    "--set", "public_sample=64", "--set", "digest_batch=32", "--batch-size", "32", "--set", "momentum=0.9",
+    "--threads", "1", "--seed", "4"};
+
+TEST_CASE("a federation killed with SIGKILL and resumed, twice: the run of one go") {
+  const std::string full = kdtest::temp_path("fed_full"), killed = kdtest::temp_path("fed_killed");
+  int status = 0;
+  pid_t pid = start(full, false, kFederateArgs);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+
+  run_until_checkpoint(killed, false, 1, kFederateArgs);
+  run_until_checkpoint(killed, true, 3, kFederateArgs);
+  const auto ckpt = nn::load_safetensors(killed + "/checkpoint.safetensors");
+  CHECK(ckpt.metadata.count("optim_client3"));
+  CHECK(ckpt.metadata.count("optim_digest3"));
+  pid = start(killed, true, kFederateArgs);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+
+  for (int k = 0; k < 4; ++k) {
+    const std::string file = "/client" + std::to_string(k) + "_last.safetensors";
+    CHECK(weights_of(killed + file) == weights_of(full + file));
+  }
+  const auto a = metric_lines(full), b = metric_lines(killed);
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (size_t r = 0; r < a.size(); ++r)
+    for (const char* key : {"test_acc", "train_loss", "digest_loss", "participants", "bytes_up_total", "clients"}) {
+      INFO("round ", r + 1, " ", key);
+      CHECK(b[r][key] == a[r][key]);
     }
 }

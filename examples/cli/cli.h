@@ -21,6 +21,7 @@ void register_wkd_cost(CLI::App& app);
 void register_dgkd_chain(CLI::App& app);
 void register_analyze(CLI::App& app);
 void register_sweep(CLI::App& app);
+void register_federate(CLI::App& app);
 
 // ---- the options several commands share, each declared once with one help text
 
