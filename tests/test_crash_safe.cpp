@@ -238,7 +238,7 @@ TEST_CASE("a federation killed with SIGKILL and resumed, twice: the run of one g
   REQUIRE(a.size() == 4);
   REQUIRE(b.size() == 4);
   for (size_t r = 0; r < a.size(); ++r)
-    for (const char* key : {"test_acc", "train_loss", "digest_loss", "participants", "bytes_up_total", "clients"}) {
+    for (const char* key : {"test_acc", "train_loss", "loss_digest", "participants", "bytes_up_total", "clients"}) {
       INFO("round ", r + 1, " ", key);
       CHECK(b[r][key] == a[r][key]);
     }

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <set>
 
+#include "analysis/federated_plot.h"
 #include "datasets/dataset.h"
 #include "datasets/partition.h"
 #include "distill/federated/fed_math.h"
@@ -16,7 +17,6 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "nn/layers.h"
-#include "nn/safetensors.h"
 #include "test_util.h"
 
 using namespace kd;
@@ -209,25 +209,8 @@ static distill::FederatedConfig tiny_config(const std::string& algorithm) {
   return cfg;
 }
 
-static std::vector<json> metric_lines(const std::string& dir) {
-  std::ifstream f(dir + "/metrics.jsonl");
-  std::vector<json> out;
-  for (std::string l; std::getline(f, l);)
-    if (!l.empty()) out.push_back(json::parse(l));
-  return out;
-}
-
-static std::vector<float> all_weights(const std::string& path) {
-  std::vector<float> all;
-  for (auto& [n, t] : nn::load_safetensors(path).tensors)
-    if (t.dtype() == DType::f32) {
-      auto v = to_float_vector(t);
-      all.insert(all.end(), v.begin(), v.end());
-    }
-  return all;
-}
-
-TEST_CASE("every algorithm runs a small federation: a line per round, exact bytes, the models saved") {
+TEST_CASE("every algorithm runs a small federation: a line per round, exact bytes, the models saved, the plot") {
+  std::vector<std::string> dirs;
   for (const std::string algorithm : {"fedavg", "feddf", "fd", "fedmd"}) {
     INFO(algorithm);
     distill::FederatedConfig cfg = tiny_config(algorithm);
@@ -235,7 +218,7 @@ TEST_CASE("every algorithm runs a small federation: a line per round, exact byte
     const std::string dir = kdtest::temp_path("fed_" + algorithm);
     const train::RunSummary s = distill::run_federated(cfg, dir, "test", false);
     CHECK(s.best_epoch >= 1);
-    const std::vector<json> lines = metric_lines(dir);
+    const std::vector<json> lines = kdtest::metric_lines(dir);
     REQUIRE(lines.size() == 2);
     for (const json& l : lines) {
       CHECK(l["clients"].size() == 3);
@@ -252,7 +235,16 @@ TEST_CASE("every algorithm runs a small federation: a line per round, exact byte
     if (algorithm == "feddf") CHECK(lines[0]["server"]["steps"].get<int64_t>() >= 2);
     const bool global = algorithm == "fedavg" || algorithm == "feddf";
     CHECK(fs::exists(dir + (global ? "/model_last.safetensors" : "/client2_last.safetensors")));
+    dirs.push_back(dir);
   }
+  // accuracy against round and against bytes, all four runs
+  const std::vector<plot::Panel> panels = plot::federated_panels({plot::read_federated_curve(dirs[0]),
+                                                                  plot::read_federated_curve(dirs[2])});
+  REQUIRE(panels.size() == 2);
+  CHECK(panels[1].series[0].x.back() > panels[1].series[1].x.back());  // fedavg sends more than fd
+  const std::string png = kdtest::temp_path("federated_curves.png");
+  plot::plot_federated(dirs, png);
+  CHECK(fs::file_size(png) > 1000);
 }
 
 TEST_CASE("a federation resumed from its checkpoint equals the run of one go (one thread)") {
@@ -267,7 +259,7 @@ TEST_CASE("a federation resumed from its checkpoint equals the run of one go (on
     first.federated["rounds"] = "1";
     distill::run_federated(first, part, "test", false);
     distill::run_federated(cfg, part, "test", true);
-    const auto a = metric_lines(full), b = metric_lines(part);
+    const auto a = kdtest::metric_lines(full), b = kdtest::metric_lines(part);
     REQUIRE(b.size() == 3);
     for (size_t r = 0; r < 3; ++r) {
       CHECK(a[r]["test_acc"] == b[r]["test_acc"]);
@@ -276,7 +268,7 @@ TEST_CASE("a federation resumed from its checkpoint equals the run of one go (on
       CHECK(a[r]["bytes_up_total"] == b[r]["bytes_up_total"]);
     }
     const std::string file = algorithm == "feddf" ? "/model_last.safetensors" : "/client1_last.safetensors";
-    CHECK(all_weights(full + file) == all_weights(part + file));
+    CHECK(kdtest::float_weights(full + file) == kdtest::float_weights(part + file));
   }
 }
 
@@ -296,6 +288,27 @@ TEST_CASE("federated options: bad values and impossible combinations say the fix
   distill::apply_federated_override("rounds=7", cfg);
   CHECK(cfg.local.lr == 0.05);
   CHECK(distill::federated_options(cfg).rounds == 7);
+}
+
+TEST_CASE("federated recipes: recipes/federated/ parse; a recipe's federated object and local keys land apart") {
+  int count = 0;
+  for (const auto& e : fs::directory_iterator(std::string(KDLAB_SOURCE_DIR) + "/recipes/federated")) {
+    CAPTURE(e.path().string());
+    distill::FederatedConfig cfg;
+    cfg.local = distill::federated_local_defaults();
+    REQUIRE_NOTHROW(distill::load_federated_recipe(e.path().string(), cfg));
+    CHECK(distill::federated_options(cfg).clients >= 1);
+    ++count;
+  }
+  CHECK(count >= 1);
+  const std::string path = kdtest::temp_path("fed_recipe.json");
+  std::ofstream(path) << R"({"lr": 0.05, "federated": {"algorithm": "fd", "models": ["resnet8", "resnet14"]}})";
+  distill::FederatedConfig cfg;
+  distill::load_federated_recipe(path, cfg);
+  CHECK(cfg.local.lr == 0.05);
+  CHECK(distill::federated_options(cfg).models == std::vector<std::string>{"resnet8", "resnet14"});
+  std::ofstream(path) << R"({"federated": {"clientz": 3}})";
+  CHECK_THROWS_WITH_AS(distill::load_federated_recipe(path, cfg), doctest::Contains("clientz"), Error);
 }
 
 TEST_CASE("kdlab federate --print-partition --json: the per-client class counts, without training") {

@@ -71,6 +71,7 @@ class FederatedRegime : public train::Regime {
   train::EpochReport run_epoch(int64_t round) override;
   void save_best(const train::RunRecorder& recorder) override { save_models(recorder, "best"); }
   void finish(const train::RunRecorder& recorder) override { save_models(recorder, "last"); }
+  std::string epoch_name() const override { return "round"; }
 
  private:
   FederatedConfig cfg_;
@@ -357,7 +358,10 @@ train::EpochReport FederatedRegime::run_epoch(int64_t round) {
       sizes.push_back((double)c.shard.size());
     }
     global_->load_state_dict(fedavg(received, sizes));
-    if (opt_.algorithm == "feddf") line["server"] = feddf_server(S, round);
+    if (opt_.algorithm == "feddf") {
+      line["server"] = feddf_server(S, round);
+      line["loss_server"] = line["server"]["loss"];  // loss_*: the driver's non-finite check reads it
+    }
   } else if (opt_.algorithm == "fd") {
     std::vector<Tensor> means, counts;
     for (int64_t k : S) {
@@ -371,7 +375,7 @@ train::EpochReport FederatedRegime::run_epoch(int64_t round) {
   } else {  // fedmd: communicate, digest, revisit
     double digest_loss = 0;
     fedmd_exchange(S, round, up, down, digest_loss);
-    line["digest_loss"] = digest_loss;
+    line["loss_digest"] = digest_loss;  // loss_*: the driver's non-finite check reads it
     for (int64_t k : S) stats.push_back(train_local(clients_[k], round, Tensor()));
   }
   const double train_seconds = seconds_since(t0);

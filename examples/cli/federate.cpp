@@ -10,6 +10,7 @@
 
 #include <fstream>
 
+#include "analysis/federated_plot.h"
 #include "distill/federated/federated.h"
 #include "examples/cli/cli.h"
 
@@ -114,6 +115,9 @@ void register_federate(CLI::App& app) {
     const train::RunSummary s = distill::run_federated(cfg, o->out, command_line(), o->resume);
     if (s.interrupted) return;
     print_round_table(o->out);
+    plot::plot_federated({o->out}, o->out + "/curves.png");
+    fmt::print("wrote {}/curves.png (accuracy against round and against bytes; several runs: kdlab plot "
+               "--federated RUN_DIR...)\n", o->out);
     fmt::print("done: last test accuracy {:.4f}, best {:.4f} (round {}), {:.1f} s/round\n", s.last_accuracy,
                s.best_accuracy, s.best_epoch, s.seconds_per_epoch);
   });
