@@ -1,6 +1,8 @@
 // federated_plot.cpp: accuracy against round and against bytes for federated runs (federated_plot.h).
 #include "analysis/federated_plot.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -35,11 +37,15 @@ FederatedCurve read_federated_curve(const std::string& run_dir) {
 
 std::vector<Panel> federated_panels(const std::vector<FederatedCurve>& runs) {
   Panel by_round{"test accuracy by round", "round", "top-1 %", {}, {}};
-  Panel by_bytes{"test accuracy by communication", "MB sent (up + down, cumulative)", "top-1 %", {}, {}};
+  // bytes on a log scale: FD's tables and a network's weights are orders of magnitude apart
+  Panel by_bytes{"test accuracy by communication", "log10 MB sent (up + down, cumulative): 0 = 1 MB, -2 = 10 kB",
+                 "top-1 %", {}, {}};
   for (size_t i = 0; i < runs.size(); ++i) {
     const Color color = palette((int)i);
     by_round.series.push_back({runs[i].round, runs[i].test_acc, color, LineStyle::solid});
-    by_bytes.series.push_back({runs[i].megabytes, runs[i].test_acc, color, LineStyle::solid});
+    std::vector<double> log_mb;
+    for (double mb : runs[i].megabytes) log_mb.push_back(std::log10(std::max(mb, 1e-9)));
+    by_bytes.series.push_back({log_mb, runs[i].test_acc, color, LineStyle::solid});
     const std::string label = fmt::format("{} ({:.2f}%)", runs[i].label, runs[i].test_acc.back());
     by_round.legend.push_back({label, color, LineStyle::solid});
     by_bytes.legend.push_back({label, color, LineStyle::solid});

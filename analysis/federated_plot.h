@@ -17,7 +17,8 @@ struct FederatedCurve {
 };
 FederatedCurve read_federated_curve(const std::string& run_dir);
 
-// The two panels: accuracy (%) vs round, accuracy (%) vs MB communicated; run i in palette(i).
+// The two panels: accuracy (%) vs round, accuracy (%) vs log10 of the MB communicated (FD's tables
+// and a network's weights differ by orders of magnitude); run i in palette(i).
 std::vector<Panel> federated_panels(const std::vector<FederatedCurve>& runs);
 
 // Both panels as a PNG or SVG (by out's extension).

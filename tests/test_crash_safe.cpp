@@ -160,6 +160,15 @@ static void run_until_checkpoint(const std::string& dir, bool resume, int64_t ep
   waitpid(pid, &status, 0);
 }
 
+// Runs kdlab to its end (up to 10 minutes) and requires a clean exit.
+static void run_to_end(const std::string& dir, bool resume, const std::vector<std::string>& args) {
+  int status = 0;
+  const pid_t pid = start(dir, resume, args);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+
 static std::vector<nlohmann::json> metric_lines(const std::string& dir) {
   std::ifstream f(dir + "/metrics.jsonl");
   std::vector<nlohmann::json> out;
@@ -170,11 +179,7 @@ static std::vector<nlohmann::json> metric_lines(const std::string& dir) {
 
 TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearning phase): the run of one go") {
   const std::string full = kdtest::temp_path("acd_u_full"), killed = kdtest::temp_path("acd_u_killed");
-  int status = 0;
-  pid_t pid = start(full, false, kAcdUArgs);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  run_to_end(full, false, kAcdUArgs);
 
   run_until_checkpoint(killed, false, 3);  // the loss history of epoch 3 is needed by the selection of 5
   run_until_checkpoint(killed, true, 5);   // after the first selection: an unlearning phase is on
@@ -182,10 +187,7 @@ TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearni
   REQUIRE(ckpt.metadata.at("epoch") == "5");
   CHECK(ckpt.metadata.at("modules").find("snapshot1") != std::string::npos);  // resumed inside the phase
   CHECK(ckpt.metadata.count("optim_2"));                                     // network 2's optimizer
-  pid = start(killed, true, kAcdUArgs);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  run_to_end(killed, true, kAcdUArgs);
 
   CHECK(weights_of(killed + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
   CHECK(weights_of(killed + "/second_last.safetensors") == weights_of(full + "/second_last.safetensors"));
@@ -214,21 +216,14 @@ static const std::vector<std::string> kFederateArgs{
 
 TEST_CASE("a federation killed with SIGKILL and resumed, twice: the run of one go") {
   const std::string full = kdtest::temp_path("fed_full"), killed = kdtest::temp_path("fed_killed");
-  int status = 0;
-  pid_t pid = start(full, false, kFederateArgs);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  run_to_end(full, false, kFederateArgs);
 
   run_until_checkpoint(killed, false, 1, kFederateArgs);
   run_until_checkpoint(killed, true, 3, kFederateArgs);
   const auto ckpt = nn::load_safetensors(killed + "/checkpoint.safetensors");
   CHECK(ckpt.metadata.count("optim_client3"));
   CHECK(ckpt.metadata.count("optim_digest3"));
-  pid = start(killed, true, kFederateArgs);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  run_to_end(killed, true, kFederateArgs);
 
   for (int k = 0; k < 4; ++k) {
     const std::string file = "/client" + std::to_string(k) + "_last.safetensors";

@@ -247,6 +247,18 @@ TEST_CASE("every algorithm runs a small federation: a line per round, exact byte
   CHECK(fs::file_size(png) > 1000);
 }
 
+TEST_CASE("the public set's labels are never read: 10-class public images for 5-class clients") {
+  for (const std::string algorithm : {"feddf", "fedmd"}) {
+    INFO(algorithm);
+    distill::FederatedConfig cfg = tiny_config(algorithm);
+    cfg.local.num_classes = 5;  // the synthetic public set keeps its 10 classes
+    cfg.federated["rounds"] = "1";
+    const std::string dir = kdtest::temp_path("fed_public_" + algorithm);
+    CHECK_NOTHROW(distill::run_federated(cfg, dir, "test", false));
+    CHECK(kdtest::metric_lines(dir).size() == 1);
+  }
+}
+
 TEST_CASE("a federation resumed from its checkpoint equals the run of one go (one thread)") {
   for (const std::string algorithm : {"feddf", "fd", "fedmd"}) {
     INFO(algorithm);
@@ -330,5 +342,15 @@ TEST_CASE("kdlab federate --print-partition --json: the per-client class counts,
     CHECK(sum == c["images"].get<int64_t>());
     total += sum;
   }
-  CHECK(total == 500);
+  CHECK(total == 450);  // val_fraction 0.1 held out first
+  CHECK(j["train_images"] == 450);
+}
+
+TEST_CASE("fedavg and feddf split the same images among the same clients (the held-out split is common)") {
+  distill::FederatedConfig a = tiny_config("fedavg"), b = tiny_config("feddf");
+  CHECK(distill::describe_partition(a)["per_client"] == distill::describe_partition(b)["per_client"]);
+  a.federated["val_fraction"] = "0";
+  CHECK(distill::describe_partition(a)["train_images"] == 240);
+  b.federated["val_fraction"] = "0";
+  CHECK_THROWS_WITH_AS(distill::describe_partition(b), doctest::Contains("val_fraction must be > 0"), Error);
 }

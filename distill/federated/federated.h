@@ -11,8 +11,9 @@
 //   feddf   as fedavg, then the server distils: student from the FedAvg w, teachers the received
 //           w_k (eval mode), server_steps Adam steps on public batches with server_loss
 //           (KL(softmax(z_bar / T) || softmax(f / T)), T = 1), cosine LR, gradient clip 5,
-//           validation every server_eval_every steps on val_fraction of the training set held
-//           out, stop after server_patience steps without improvement; w <- the best student
+//           validation every server_eval_every steps on val_fraction of the training set (held
+//           out for every algorithm, so that they share the clients' data), stop after
+//           server_patience steps without improvement; w <- the best student
 //   fd      k trains E local epochs with CE + lambda KL(softmax(Z_bar[y]) || softmax(f)) (CE only
 //           before the first table), tracking its per-class mean logits Z_k over its last local
 //           epoch; upload Z_k (K x K) and its class counts; Z_bar <- per-class mean over holders;
@@ -64,7 +65,7 @@ struct FederatedOptions {
   double server_clip = 5.0;
   int64_t server_eval_every = 100;
   int64_t server_patience = 1000;
-  double val_fraction = 0.1;        // of the training set, held out for the server's validation
+  double val_fraction = 0.1;        // of the training set, held out (feddf's validation; val_acc)
   // fd (Jeong et al. 2018)
   std::string fd_loss = "kd";       // the client's distillation term (kd at T = 1: the paper's KL)
   double fd_lambda = 1.0;
@@ -97,7 +98,8 @@ struct FederatedOptions {
     f("server_clip", o.server_clip, "feddf: gradient-norm clip", df);
     f("server_eval_every", o.server_eval_every, "feddf: steps between validations", df);
     f("server_patience", o.server_patience, "feddf: stop after this many steps without improvement", df);
-    f("val_fraction", o.val_fraction, "feddf: fraction of the training set held out for validation", df);
+    f("val_fraction", o.val_fraction, "fraction of the training set held out (every algorithm, so that they "
+                                      "share the clients' data): feddf's validation, the global model's val_acc");
     f("fd_loss", o.fd_loss, "fd: the client's distillation term, a logits-only registry method", fd);
     f("fd_lambda", o.fd_lambda, "fd: lambda, the weight of the distillation term", fd);
     f("public_sample", o.public_sample, "fedmd: public images per round", md);

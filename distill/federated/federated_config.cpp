@@ -108,9 +108,9 @@ FederatedOptions federated_options(const FederatedConfig& config) {
   KD_CHECK(o.server_steps >= 0 && o.server_batch >= 1 && o.server_eval_every >= 1 && o.server_patience >= 1 &&
                o.server_lr > 0 && o.server_clip > 0 && o.server_T > 0,
            "feddf's server options must be positive (server_steps may be 0: FedAvg plus the server's validation)");
-  KD_CHECK(o.algorithm != "feddf" || (o.val_fraction > 0 && o.val_fraction < 1),
-           "val_fraction={} must be in (0, 1): feddf validates its student on that fraction of the training set",
-           o.val_fraction);
+  KD_CHECK(o.val_fraction >= 0 && o.val_fraction < 1, "val_fraction={} must be in [0, 1)", o.val_fraction);
+  KD_CHECK(o.algorithm != "feddf" || o.val_fraction > 0,
+           "feddf validates its student on val_fraction of the training set: val_fraction must be > 0");
   KD_CHECK(o.fd_lambda >= 0, "fd_lambda={} must be >= 0", o.fd_lambda);
   KD_CHECK(o.public_sample >= 1 && o.digest_epochs >= 0 && o.digest_batch >= 1 && o.digest_lr > 0,
            "fedmd's public_sample, digest_batch and digest_lr must be positive, digest_epochs >= 0");
@@ -126,9 +126,10 @@ FederatedData load_federated_data(const FederatedConfig& config, const Federated
   d.train = run.train_set;
   d.test = run.test_set;
   d.num_classes = config.local.num_classes > 0 ? config.local.num_classes : d.train.num_classes();
-  if (o.algorithm == "feddf") {
+  if (o.val_fraction > 0) {
     // the server's validation split: val_fraction of the training set, a fixed draw (seed 1) so
-    // that every run of an experiment holds out the same images; the clients share the rest
+    // that every run of an experiment holds out the same images, whatever the algorithm (FedAvg
+    // and FedDF compared on the same clients' data); the clients share the rest
     const int64_t n_val = std::max<int64_t>(1, (int64_t)(o.val_fraction * (double)d.train.size()));
     KD_CHECK(n_val < d.train.size(), "val_fraction={} leaves no training images", o.val_fraction);
     std::vector<int64_t> order(d.train.size());
@@ -157,8 +158,11 @@ FederatedData load_federated_data(const FederatedConfig& config, const Federated
              "same image size", d.public_set.summary(), d.public_set.channels(), d.public_set.height(),
              d.public_set.width(), d.train.channels(), d.train.height(), d.train.width());
     // the clients' networks expect their own normalisation; the public labels are never read
+    // (CIFAR-100's would be out of range for CIFAR-10 clients), so they are set to 0
     d.public_set.mean = d.train.mean;
     d.public_set.std = d.train.std;
+    d.public_set.labels = zeros({d.public_set.size()}, DType::i64);
+    d.public_set.coarse_labels = Tensor();
   }
   return d;
 }

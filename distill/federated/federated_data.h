@@ -11,9 +11,9 @@
 namespace kd::distill {
 
 struct FederatedData {
-  data::Dataset train;       // what the clients share out (feddf: without the validation split)
+  data::Dataset train;       // what the clients share out (without the validation split)
   data::Dataset test;
-  data::Dataset val;         // feddf: the server's validation split; empty otherwise
+  data::Dataset val;         // val_fraction held out: feddf's validation, val_acc; empty when 0
   data::Dataset public_set;  // feddf, fedmd: unlabelled images, normalised like the training set
   data::Partition partition; // client k's indices into `train`
   int64_t num_classes = 0;

@@ -305,7 +305,12 @@ void FederatedRegime::fedmd_exchange(const std::vector<int64_t>& S, int64_t roun
   const data::Dataset sample = data::subset(data_.public_set, pick);
   std::vector<Tensor> logits;
   for (int64_t k : S) {
-    logits.push_back(train::evaluate(*clients_[k].model, sample, 256, /*keep_logits=*/true).logits);  // (n, K)
+    nn::Classifier& model = *clients_[k].model;
+    std::vector<Tensor> batches;  // eval mode, no gradient, sample order
+    train::for_each_eval_batch(model, sample, 256, [&](const data::Batch& b) {
+      batches.push_back(model.forward(b.images).logits);
+    });
+    logits.push_back(cat(batches, 0));  // (n, K) f(x_pub; w_k)
     up += message_bytes({{"logits", logits.back()}});
   }
   const Tensor consensus = mean_logits(logits);  // (n, K)
@@ -403,6 +408,7 @@ train::EpochReport FederatedRegime::run_epoch(int64_t round) {
     const train::EvalResult ev = train::evaluate(*global_, data_.test, eval_batch);
     r.test_accuracy = ev.accuracy;
     line["test_loss"] = ev.loss;
+    if (data_.val.size() > 0) line["val_acc"] = train::evaluate(*global_, data_.val, eval_batch).accuracy;
   } else {
     r.test_accuracy = client_acc_sum / (double)S.size();
     line["test_loss"] = client_loss_sum / (double)S.size();
