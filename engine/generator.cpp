@@ -15,6 +15,21 @@ double Generator::normal() {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
+double Generator::gamma(double a) {
+  KD_CHECK(a > 0 && std::isfinite(a), "Generator::gamma: the shape must be positive and finite (got {})", a);
+  if (a < 1.0) return gamma(a + 1.0) * std::pow(uniform_double(), 1.0 / a);
+  const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  for (;;) {
+    const double x = normal();
+    double v = 1.0 + c * x;
+    if (v <= 0) continue;
+    v = v * v * v;
+    const double u = uniform_double();
+    if (u < 1.0 - 0.0331 * x * x * x * x) return d * v;
+    if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
+  }
+}
+
 int64_t Generator::randint(int64_t lo, int64_t hi) {
   KD_CHECK(hi > lo, "randint: empty range [{}, {})", lo, hi);
   uint64_t span = (uint64_t)(hi - lo);

@@ -19,6 +19,9 @@ class Generator {
   double uniform_double() { return (double)(engine_() >> 11) * (1.0 / 9007199254740992.0); }
   // Standard normal by Box-Muller (deterministic across platforms, unlike std::normal_distribution).
   double normal();
+  // Gamma(shape, 1) by Marsaglia and Tsang (shape < 1 via the boost Gamma(shape + 1) U^(1/shape)).
+  // Dirichlet(alpha) = normalised Gamma(alpha_i) draws (federated partitions); Beta (mixup).
+  double gamma(double shape);
   // Integer uniform in [lo, hi).
   int64_t randint(int64_t lo, int64_t hi);
   // Shuffles v in place, uniformly, by Fisher-Yates: for i from n-1 down to 1, swap v[i] with

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   kd::cli::register_peft(app);
   kd::cli::register_analyze(app);
   kd::cli::register_sweep(app);
+  kd::cli::register_federate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

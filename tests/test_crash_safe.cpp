@@ -3,7 +3,8 @@
 // (single-threaded, fixed seed); every checkpoint left behind is complete and loadable; an
 // unwritable run directory is a clear error. ACD-U's two-network regime resumes the same way,
 // also from inside an unlearning phase (its snapshots in the checkpoint), and so do FitNets' two
-// stages (across the stage boundary) and a DGKD chain (link by link).
+// stages (across the stage boundary), a DGKD chain (link by link) and a federation (issue 28:
+// every client's model and optimizers in the checkpoint).
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -169,6 +170,15 @@ static void run_until_checkpoint(const std::string& dir, bool resume, int64_t ep
   waitpid(pid, &status, 0);
 }
 
+// Runs kdlab to its end (up to 10 minutes) and requires a clean exit.
+static void run_to_end(const std::string& dir, bool resume, const std::vector<std::string>& args) {
+  int status = 0;
+  const pid_t pid = start(dir, resume, args);
+  REQUIRE(wait_for(pid, 600000, status));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+
 static std::vector<nlohmann::json> metric_lines(const std::string& dir) {
   std::ifstream f(dir + "/metrics.jsonl");
   std::vector<nlohmann::json> out;
@@ -191,22 +201,9 @@ static void check_same_metrics(const std::string& a_dir, const std::string& b_di
     }
 }
 
-// Runs kdlab with args + --out dir to the end; it must succeed.
-static void run_to_end(const std::string& dir, bool resume, const std::vector<std::string>& args) {
-  int status = 0;
-  pid_t pid = start(dir, resume, args);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
-}
-
 TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearning phase): the run of one go") {
   const std::string full = kdtest::temp_path("acd_u_full"), killed = kdtest::temp_path("acd_u_killed");
-  int status = 0;
-  pid_t pid = start(full, false, kAcdUArgs);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  run_to_end(full, false, kAcdUArgs);
 
   run_until_checkpoint(killed, false, 3);  // the loss history of epoch 3 is needed by the selection of 5
   run_until_checkpoint(killed, true, 5);   // after the first selection: an unlearning phase is on
@@ -214,10 +211,7 @@ TEST_CASE("ACD-U killed with SIGKILL and resumed, twice (once inside an unlearni
   REQUIRE(ckpt.metadata.at("epoch") == "5");
   CHECK(ckpt.metadata.at("modules").find("snapshot1") != std::string::npos);  // resumed inside the phase
   CHECK(ckpt.metadata.count("optim_2"));                                     // network 2's optimizer
-  pid = start(killed, true, kAcdUArgs);
-  REQUIRE(wait_for(pid, 600000, status));
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  run_to_end(killed, true, kAcdUArgs);
 
   CHECK(weights_of(killed + "/model_last.safetensors") == weights_of(full + "/model_last.safetensors"));
   CHECK(weights_of(killed + "/second_last.safetensors") == weights_of(full + "/second_last.safetensors"));
@@ -270,4 +264,38 @@ TEST_CASE("a DGKD chain killed with SIGKILL inside its second link, run again: t
           weights_of(full + "/" + link + "/model_last.safetensors"));
     check_same_metrics(full + "/" + link, killed + "/" + link, 3);
   }
+}
+
+// A federation of two architectures (FedMD: SGD with momentum locally, Adam in the digest, so every
+// client has optimizer state to carry), 4 rounds of 3 of 4 clients.
+static const std::vector<std::string> kFederateArgs{
+    "federate", "--algorithm", "fedmd", "--model", "resnet8", "--model", "resnet14", "--clients", "4",
+    "--participation", "0.75", "--rounds", "4", "--partition", "dirichlet:0.5", "--dataset", "synthetic",
+    "--train-limit", "320", "--test-limit", "64", "--public-dataset", "synthetic", "--set", "public_limit=128",
+    "--set", "public_sample=64", "--set", "digest_batch=32", "--batch-size", "32", "--set", "momentum=0.9",
+    "--threads", "1", "--seed", "4"};
+
+TEST_CASE("a federation killed with SIGKILL and resumed, twice: the run of one go") {
+  const std::string full = kdtest::temp_path("fed_full"), killed = kdtest::temp_path("fed_killed");
+  run_to_end(full, false, kFederateArgs);
+
+  run_until_checkpoint(killed, false, 1, kFederateArgs);
+  run_until_checkpoint(killed, true, 3, kFederateArgs);
+  const auto ckpt = nn::load_safetensors(killed + "/checkpoint.safetensors");
+  CHECK(ckpt.metadata.count("optim_client3"));
+  CHECK(ckpt.metadata.count("optim_digest3"));
+  run_to_end(killed, true, kFederateArgs);
+
+  for (int k = 0; k < 4; ++k) {
+    const std::string file = "/client" + std::to_string(k) + "_last.safetensors";
+    CHECK(weights_of(killed + file) == weights_of(full + file));
+  }
+  const auto a = metric_lines(full), b = metric_lines(killed);
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (size_t r = 0; r < a.size(); ++r)
+    for (const char* key : {"test_acc", "train_loss", "loss_digest", "participants", "bytes_up_total", "clients"}) {
+      INFO("round ", r + 1, " ", key);
+      CHECK(b[r][key] == a[r][key]);
+    }
 }

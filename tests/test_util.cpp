@@ -5,6 +5,8 @@
 #include <fstream>
 #include <random>
 
+#include "nn/safetensors.h"
+
 namespace kdtest {
 
 std::string fixture_path(const std::string& name) { return std::string(KDLAB_FIXTURES) + "/" + name; }
@@ -217,6 +219,24 @@ json golden_case(const std::string& file, const std::string& name) {
     if (c.at("name") == name) return c;
   FAIL("fixture " << file << " has no case named " << name);
   return json();
+}
+
+std::vector<float> float_weights(const std::string& path) {
+  std::vector<float> all;
+  for (auto& [n, t] : kd::nn::load_safetensors(path).tensors)
+    if (t.dtype() == kd::DType::f32) {
+      auto v = kd::to_float_vector(t);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+  return all;
+}
+
+std::vector<json> metric_lines(const std::string& run_dir) {
+  std::ifstream f(run_dir + "/metrics.jsonl");
+  std::vector<json> out;
+  for (std::string l; std::getline(f, l);)
+    if (!l.empty()) out.push_back(json::parse(l));
+  return out;
 }
 
 }  // namespace kdtest

@@ -64,6 +64,12 @@ Closeness check_fingerprint(const Tensor& t, const json& fp, double rtol = 1e-4,
 void det_fill(kd::nn::Module& m);
 Tensor det_input(const kd::Shape& shape);  // golden.py's det_input
 
+// ---- run folders
+// Every float32 value of a .safetensors file, tensor after tensor (two runs' weights compare with ==).
+std::vector<float> float_weights(const std::string& path);
+// The lines of RUN_DIR/metrics.jsonl, parsed.
+std::vector<json> metric_lines(const std::string& run_dir);
+
 // Runs the enclosed code with backend b, restoring the previous backend on exit.
 class BackendScope {
  public:

@@ -112,8 +112,8 @@ RunSummary run_regime(Regime& regime, const TrainConfig& cfg, const std::string&
     r.line["epoch"] = epoch + 1;
     r.line["best_acc"] = best_acc;
     recorder.append_metrics(r.line);
-    fmt::print("epoch {}/{}: {} (best {:.4f} @ {}) | {}\n", epoch + 1, cfg.epochs, r.summary, best_acc, best_epoch,
-               r.speed);
+    fmt::print("{} {}/{}: {} (best {:.4f} @ {}) | {}\n", regime.epoch_name(), epoch + 1, cfg.epochs, r.summary,
+               best_acc, best_epoch, r.speed);
     total_time += r.seconds;
     ++timed_epochs;
     const bool stop = interrupted() && epoch + 1 < cfg.epochs;  // Ctrl-C during the evaluation

@@ -64,6 +64,8 @@ class Regime {
   virtual void save_best(const RunRecorder& recorder) = 0;
   // At the end of an uninterrupted run: the final weights (model_last.safetensors, ...).
   virtual void finish(const RunRecorder& recorder) = 0;
+  // What one of its epochs is called in the printed lines ("epoch"; a federation's "round").
+  virtual std::string epoch_name() const { return "epoch"; }
 };
 
 struct RunSummary {

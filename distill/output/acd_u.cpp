@@ -80,20 +80,8 @@ void validate_acd_u_options(const AcdUOptions& o, int64_t epochs) {
 
 // ============================================================================ building blocks
 
-// Gamma(a, 1) by Marsaglia and Tsang (a < 1 via the boost Gamma(a + 1) U^(1/a)).
-double sample_gamma(double a, Generator& gen) {
-  if (a < 1.0) return sample_gamma(a + 1.0, gen) * std::pow(gen.uniform_double(), 1.0 / a);
-  const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
-  for (;;) {
-    const double x = gen.normal();
-    double v = 1.0 + c * x;
-    if (v <= 0) continue;
-    v = v * v * v;
-    const double u = gen.uniform_double();
-    if (u < 1.0 - 0.0331 * x * x * x * x) return d * v;
-    if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
-  }
-}
+// Gamma(a, 1): the engine's sampler (Generator::gamma, Marsaglia and Tsang).
+double sample_gamma(double a, Generator& gen) { return gen.gamma(a); }
 
 double sample_beta(double a, Generator& gen) {
   const double x = sample_gamma(a, gen), y = sample_gamma(a, gen);

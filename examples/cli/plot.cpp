@@ -1,4 +1,5 @@
 // kdlab plot RUN_DIR... [--out curves.png|curves.svg] [--bars accuracy.png|.svg [--metric last|best]]
+// kdlab plot --federated RUN_DIR... [--out curves.png]: accuracy against round and against bytes
 //
 // --bars draws one bar per group of runs: runs whose directory names differ only in a trailing
 // "_seedN" form one group (mean ± std over its seeds); any other run is its own bar (its value,
@@ -9,6 +10,7 @@
 #include <fmt/format.h>
 #include <regex>
 
+#include "analysis/federated_plot.h"
 #include "analysis/plot.h"
 #include "engine/error.h"
 #include "examples/cli/cli.h"
@@ -20,6 +22,7 @@ void register_plot(CLI::App& app) {
   struct Opts {
     std::vector<std::string> runs;
     std::string out = "curves.png", bars, metric = "last", title = "test accuracy";
+    bool federated = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("runs", o->runs, "run directories (each with metrics.jsonl)")->required();
@@ -29,7 +32,14 @@ void register_plot(CLI::App& app) {
   cmd->add_option("--metric", o->metric, "last (final epoch) or best (best epoch) accuracy for --bars")
       ->capture_default_str();
   cmd->add_option("--title", o->title, "title of the bar chart")->capture_default_str();
+  cmd->add_flag("--federated", o->federated,
+                "kdlab federate runs: test accuracy against the round and against the bytes communicated");
   cmd->callback([o] {
+    if (o->federated) {
+      plot::plot_federated(o->runs, o->out);
+      fmt::print("wrote {}\n", o->out);
+      return;
+    }
     if (!o->bars.empty()) plot::image_format(o->bars);  // a wrong extension fails before any drawing
     plot::plot_runs(o->runs, o->out);
     fmt::print("wrote {}\n", o->out);
