@@ -327,6 +327,7 @@ TEST_CASE("every shipped recipe parses and its method accepts its hyper-paramete
   int checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(std::string(KDLAB_SOURCE_DIR) + "/recipes")) {
     if (entry.path().extension() != ".json") continue;
+    if (entry.path().parent_path().filename() == "federated") continue;  // kdlab federate's (test_federated.cpp)
     CAPTURE(entry.path().string());
     train::TrainConfig c;
     REQUIRE_NOTHROW(train::load_recipe(entry.path().string(), c));
