@@ -50,8 +50,10 @@ std::string basename_of(const std::string& path) {
 
 std::string Dataset::summary() const {
   if (!images.defined()) return fmt::format("{}/{}: empty", name, split);
-  return fmt::format("{}/{}: {} images ({}, {}, {}), {} classes from {}", name, split, size(), channels(), height(),
-                     width(), num_classes(), source);
+  std::string s = fmt::format("{}/{}: {} images ({}, {}, {}), {} classes from {}", name, split, size(), channels(),
+                              height(), width(), num_classes(), source);
+  if (!modality.is_rgb()) s += fmt::format(", seen as {} ({} channels)", modality.str(), input_channels());
+  return s;
 }
 
 const std::vector<std::string>& dataset_names() {
@@ -98,6 +100,8 @@ Dataset subset(const Dataset& dataset, const std::vector<int64_t>& indices) {
   out.images = empty({m, dataset.channels(), dataset.height(), dataset.width()}, DType::u8);  // (M, C, H, W)
   out.labels = empty({m}, DType::i64);
   if (dataset.coarse_labels.defined()) out.coarse_labels = empty({m}, DType::i64);
+  const int64_t oc = dataset.pixel_offset.defined() ? dataset.pixel_offset.size(1) : 0;
+  if (oc > 0) out.pixel_offset = empty({m, oc});  // (M, C)
   const uint8_t* src = dataset.images.data<uint8_t>();
   uint8_t* dst = out.images.data<uint8_t>();
   for (int64_t i = 0; i < m; ++i) {
@@ -106,6 +110,7 @@ Dataset subset(const Dataset& dataset, const std::vector<int64_t>& indices) {
     std::memcpy(dst + i * per, src + k * per, (size_t)per);
     out.labels.data<int64_t>()[i] = dataset.labels.data<int64_t>()[k];
     if (dataset.coarse_labels.defined()) out.coarse_labels.data<int64_t>()[i] = dataset.coarse_labels.data<int64_t>()[k];
+    if (oc > 0) std::memcpy(out.pixel_offset.data<float>() + i * oc, dataset.offset_of(k), sizeof(float) * (size_t)oc);
   }
   return out;
 }
@@ -161,6 +166,10 @@ void validate(const Dataset& d) {
   KD_CHECK(d.size() > 0, "{}: the data set is empty", src);
   KD_CHECK((int64_t)d.mean.size() == d.channels() && (int64_t)d.std.size() == d.channels(),
            "{}: {} channels but {} means and {} standard deviations", src, d.channels(), d.mean.size(), d.std.size());
+  KD_CHECK(!d.pixel_offset.defined() || (d.pixel_offset.dim() == 2 && d.pixel_offset.size(0) == d.size() &&
+                                         d.pixel_offset.size(1) == d.channels() && d.pixel_offset.dtype() == DType::f32 &&
+                                         d.pixel_offset.is_contiguous()),
+           "{}: pixel offsets must be float32 (N, C) = ({}, {})", src, d.size(), d.channels());
   const int64_t* y = d.labels.data<int64_t>();
   for (int64_t i = 0; i < d.size(); ++i)
     KD_CHECK(y[i] >= 0 && y[i] < d.num_classes(), "{}: image {} has label {}, outside [0, {})", src, i, y[i],

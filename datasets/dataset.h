@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "datasets/modality.h"
 #include "engine/tensor.h"
 
 namespace kd::data {
@@ -35,12 +36,24 @@ struct Dataset {
   std::vector<std::string> coarse_class_names;  // CIFAR-100 only
   std::vector<float> mean;  // (C) per-channel mean of pixels / 255, the normalisation default
   std::vector<float> std;   // (C) per-channel standard deviation of pixels / 255
+  // What a model sees of these images (modality.h): rgb = the stored channels. A handle made by
+  // with_modality shares the images; transforms apply the modality and its normalisation.
+  Modality modality;
+  // (N, C) float32 or undefined: a constant added to every pixel of image i's channel c before
+  // augmentation, in pixel units (the planted chroma cue of the MFH control, plant_chroma_cue).
+  Tensor pixel_offset;
 
   int64_t size() const { return images.defined() ? images.size(0) : 0; }
   int64_t channels() const { return images.size(1); }
   int64_t height() const { return images.size(2); }
   int64_t width() const { return images.size(3); }
   int64_t num_classes() const { return (int64_t)class_names.size(); }
+  // The channels a model takes: those of the modality made from the stored ones.
+  int64_t input_channels() const { return modality_channels(modality, channels()); }
+  // Image i's pixel offset (C floats), or nullptr when there is none.
+  const float* offset_of(int64_t i) const {
+    return pixel_offset.defined() ? pixel_offset.data<float>() + i * pixel_offset.size(1) : nullptr;
+  }
   // One line for logs: "cifar10/train: 50000 images (3, 32, 32), 10 classes from <source>"
   std::string summary() const;
 };

@@ -25,6 +25,7 @@ DataLoader::DataLoader(const Dataset& dataset, LoaderOptions options) : dataset_
            "DataLoader: batch_size {} with drop_last leaves no batch of the {} images of {}; use a smaller batch",
            opt_.batch_size, dataset_.size(), dataset_.source);
   validate_transform(opt_.transform, dataset_.channels(), dataset_.height(), dataset_.width());
+  for (const TransformConfig& v : opt_.views) validate_transform(v, dataset_.channels(), dataset_.height(), dataset_.width());
 }
 
 DataLoader::~DataLoader() { stop_thread(); }
@@ -55,22 +56,31 @@ void DataLoader::start_epoch(int64_t epoch) {
 
 Batch DataLoader::make_batch(int64_t k) {
   const int64_t n = dataset_.size(), C = dataset_.channels(), H = dataset_.height(), W = dataset_.width();
-  const int64_t per = C * H * W;
+  const int64_t per = C * H * W, C2 = transform_channels(opt_.transform, C);
   const int64_t start = k * opt_.batch_size, end = std::min(n, start + opt_.batch_size), B = end - start;
   Batch b;
   b.epoch = epoch_;
   b.batch_index = k;
-  b.images = empty({B, C, H, W});     // (B, C, H, W) f32
+  b.images = empty({B, C2, H, W});    // (B, C2, H, W) f32: the modality of opt_.transform
   b.labels = empty({B}, DType::i64);  // (B)
   b.indices = empty({B}, DType::i64); // (B)
   b.aug.reserve(B);
   const uint8_t* src = dataset_.images.data<uint8_t>();
   const int64_t* y = dataset_.labels.data<int64_t>();
   float* dst = b.images.data<float>();
+  for (const TransformConfig& v : opt_.views) b.views.push_back(empty({B, transform_channels(v, C), H, W}));
   for (int64_t i = 0; i < B; ++i) {
     const int64_t idx = order_[start + i];
     b.aug.push_back(opt_.choose_aug ? opt_.choose_aug(idx, *gen_) : draw_aug_params(opt_.transform, H, W, *gen_));
-    apply_transform(src + idx * per, C, H, W, b.aug.back(), opt_.transform, dst + i * per);
+    apply_transform(src + idx * per, C, H, W, b.aug.back(), opt_.transform, dst + i * C2 * H * W,
+                    dataset_.offset_of(idx));
+    for (size_t v = 0; v < opt_.views.size(); ++v) {  // the paired views: the same geometry, their own modality
+      const TransformConfig& tv = opt_.views[v];
+      const AugParams a = opt_.independent_photometric ? redraw_photometric(b.aug.back(), tv, H, W, *gen_) : b.aug.back();
+      const int64_t Cv = b.views[v].size(1);
+      apply_transform(src + idx * per, C, H, W, a, tv, b.views[v].data<float>() + i * Cv * H * W,
+                      dataset_.offset_of(idx));
+    }
     b.labels.data<int64_t>()[i] = y[idx];
     b.indices.data<int64_t>()[i] = idx;
   }

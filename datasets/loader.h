@@ -36,6 +36,9 @@ struct Batch {
   Tensor labels;   // (B) int64
   Tensor indices;  // (B) int64: the position of each image in the Dataset
   std::vector<AugParams> aug;  // (B) what was done to each image
+  // Paired views (cross-modal runs): views[v] (B, C_v, H, W) holds the same images under
+  // LoaderOptions::views[v], with the same augmentation parameters (the same crop and flip).
+  std::vector<Tensor> views;
   int64_t epoch = 0;
   int64_t batch_index = 0;  // 0, 1, ... within the epoch
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
@@ -48,6 +51,12 @@ struct LoaderOptions {
   uint64_t seed = 0;       // epoch e draws from Generator(seed + e)
   bool prefetch = true;    // prepare the next batch on a background thread
   TransformConfig transform;  // augmentation and normalisation (mean/std must be set)
+  // More views of every image, in Batch::views: each applies the image's augmentation parameters
+  // with its own config (its modality and normalisation; its crop/flip settings are not drawn).
+  std::vector<TransformConfig> views;
+  // The views redraw the photometric choices (jitter, strong colour strengths) from the epoch's
+  // generator, after the image's own draws; the geometry stays shared. Off: identical params.
+  bool independent_photometric = false;
   // When set, replaces draw_aug_params: the augmentation of image `index` (the teacher cache
   // picks one of its stored views with gen). Called on the prefetch thread, in batch order.
   std::function<AugParams(int64_t index, Generator& gen)> choose_aug;

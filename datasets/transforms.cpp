@@ -27,6 +27,7 @@ const char* strong_op_name(StrongOp op) {
 bool AugParams::operator==(const AugParams& o) const {
   if (pad != o.pad || crop_top != o.crop_top || crop_left != o.crop_left || flipped != o.flipped ||
       cutout_y != o.cutout_y || cutout_x != o.cutout_x || cutout_size != o.cutout_size ||
+      brightness != o.brightness || contrast != o.contrast ||
       strong.size() != o.strong.size())
     return false;
   for (size_t k = 0; k < strong.size(); ++k)
@@ -39,6 +40,7 @@ std::string AugParams::str() const {
   auto add = [&](const std::string& part) { s += (s.empty() ? "" : " ") + part; };
   if (pad > 0) add(fmt::format("crop({},{})", crop_top, crop_left));
   if (flipped) add("flip");
+  if (brightness != 1.0f || contrast != 1.0f) add(fmt::format("jitter({:.4g},{:.4g})", brightness, contrast));
   for (const StrongStep& st : strong) add(fmt::format("{}({:.4g})", strong_op_name(st.op), st.value));
   if (cutout_size > 0) add(fmt::format("cutout({},{},{})", cutout_y, cutout_x, cutout_size));
   return s.empty() ? "none" : s;
@@ -48,9 +50,13 @@ std::string AugParams::str() const {
 
 TransformConfig eval_transform(const Dataset& d) {
   TransformConfig c;
-  c.mean = d.mean;
-  c.std = d.std;
+  c.modality = d.modality;  // the modality's channels and their normalisation (modality.h)
+  modality_normalization(d.modality, d.mean, d.std, c.mean, c.std);
   return c;
+}
+
+int64_t transform_channels(const TransformConfig& c, int64_t channels) {
+  return modality_channels(c.modality, channels);
 }
 
 TransformConfig train_transform(const Dataset& d) {
@@ -68,10 +74,12 @@ TransformConfig strong_transform(const Dataset& d) {
   return c;
 }
 
-void validate_transform(const TransformConfig& c, int64_t channels, int64_t height, int64_t width) {
+void validate_transform(const TransformConfig& c, int64_t stored_channels, int64_t height, int64_t width) {
+  const int64_t channels = transform_channels(c, stored_channels);
   KD_CHECK((int64_t)c.mean.size() == channels && (int64_t)c.std.size() == channels,
-           "transform: {} means and {} standard deviations for images with {} channel(s); give one per channel",
-           c.mean.size(), c.std.size(), channels);
+           "transform: {} means and {} standard deviations for images with {} channel(s) ({}); give one per channel",
+           c.mean.size(), c.std.size(), channels, c.modality.str());
+  KD_CHECK(c.color_jitter >= 0 && c.color_jitter <= 1, "transform: color_jitter {} must be in [0, 1]", c.color_jitter);
   for (float s : c.std) KD_CHECK(s > 0, "transform: standard deviations must be > 0, got {}", s);
   KD_CHECK(c.crop_padding >= 0 && c.crop_padding <= std::max(height, width),
            "transform: crop padding {} must be in [0, {}]", c.crop_padding, std::max(height, width));
@@ -83,6 +91,48 @@ void validate_transform(const TransformConfig& c, int64_t channels, int64_t heig
 
 // ---- drawing
 
+namespace {
+
+// ColorJitter(brightness=j, contrast=j): each factor uniform in [max(0, 1 - j), 1 + j].
+void draw_jitter(const TransformConfig& c, AugParams& p, Generator& gen) {
+  if (c.color_jitter <= 0) return;
+  const float lo = std::max(0.0f, 1.0f - c.color_jitter), hi = 1.0f + c.color_jitter;
+  p.brightness = lo + (hi - lo) * gen.uniform();
+  p.contrast = lo + (hi - lo) * gen.uniform();
+}
+
+// The strength of one strong op: a level in (0, magnitude / 10] and a random sign.
+float draw_strong_value(const TransformConfig& c, StrongOp op, int64_t height, int64_t width, Generator& gen) {
+  const float level = c.strong_magnitude / 10.0f * (1.0f - gen.uniform());  // in (0, magnitude / 10]
+  const float sign = gen.uniform() < 0.5f ? -1.0f : 1.0f;
+  switch (op) {
+    case StrongOp::identity: return 0;
+    case StrongOp::rotate: return sign * 30.0f * level;
+    case StrongOp::translate_x: return sign * std::round(0.3f * (float)width * level);
+    case StrongOp::translate_y: return sign * std::round(0.3f * (float)height * level);
+    case StrongOp::brightness:
+    case StrongOp::contrast:
+    case StrongOp::saturation: return 1.0f + sign * 0.9f * level;
+  }
+  return 0;
+}
+
+bool is_photometric(StrongOp op) {
+  return op == StrongOp::brightness || op == StrongOp::contrast || op == StrongOp::saturation;
+}
+
+}  // namespace
+
+AugParams redraw_photometric(const AugParams& p, const TransformConfig& c, int64_t height, int64_t width,
+                             Generator& gen) {
+  AugParams q = p;
+  q.view = -1;
+  draw_jitter(c, q, gen);
+  for (StrongStep& st : q.strong)
+    if (is_photometric(st.op)) st.value = draw_strong_value(c, st.op, height, width, gen);
+  return q;
+}
+
 AugParams draw_aug_params(const TransformConfig& c, int64_t height, int64_t width, Generator& gen) {
   AugParams p;
   if (c.crop_padding > 0) {
@@ -93,20 +143,11 @@ AugParams draw_aug_params(const TransformConfig& c, int64_t height, int64_t widt
     p.crop_left = (int)gen.randint(0, 2 * c.crop_padding + 1);
   }
   if (c.hflip) p.flipped = gen.uniform() < 0.5f;
+  draw_jitter(c, p, gen);
   for (int k = 0; k < c.strong_ops; ++k) {
     StrongStep st;
     st.op = (StrongOp)gen.randint(0, kNumStrongOps);
-    const float level = c.strong_magnitude / 10.0f * (1.0f - gen.uniform());  // in (0, magnitude / 10]
-    const float sign = gen.uniform() < 0.5f ? -1.0f : 1.0f;
-    switch (st.op) {
-      case StrongOp::identity: st.value = 0; break;
-      case StrongOp::rotate: st.value = sign * 30.0f * level; break;
-      case StrongOp::translate_x: st.value = sign * std::round(0.3f * (float)width * level); break;
-      case StrongOp::translate_y: st.value = sign * std::round(0.3f * (float)height * level); break;
-      case StrongOp::brightness:
-      case StrongOp::contrast:
-      case StrongOp::saturation: st.value = 1.0f + sign * 0.9f * level; break;
-    }
+    st.value = draw_strong_value(c, st.op, height, width, gen);
     p.strong.push_back(st);
   }
   if (c.cutout_size > 0) {
@@ -205,10 +246,13 @@ void saturation(float* img, int64_t C, int64_t H, int64_t W, float f) {
 }  // namespace
 
 void apply_transform(const uint8_t* src, int64_t C, int64_t H, int64_t W, const AugParams& p,
-                     const TransformConfig& config, float* dst) {
-  const int64_t n = C * H * W;
+                     const TransformConfig& config, float* dst, const float* offset) {
+  const int64_t n = C * H * W, hw = H * W;
   std::vector<float> a(n), b(n);  // (C, H, W) pixel values in [0, 255]; each step writes the other buffer
   for (int64_t i = 0; i < n; ++i) a[i] = (float)src[i];
+  if (offset)  // the image's constant per-channel offset (the chroma cue), in float: no clamping
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < hw; ++i) a[c * hw + i] += offset[c];
 
   if (p.pad > 0) {
     crop_with_padding(a.data(), C, H, W, p.pad, p.crop_top, p.crop_left, b.data());
@@ -218,6 +262,8 @@ void apply_transform(const uint8_t* src, int64_t C, int64_t H, int64_t W, const 
     flip_horizontal(a.data(), C, H, W, b.data());
     std::swap(a, b);
   }
+  if (p.brightness != 1.0f) brightness(a.data(), n, p.brightness);  // ColorJitter: brightness, then contrast
+  if (p.contrast != 1.0f) contrast(a.data(), C, H, W, p.contrast);
   for (const StrongStep& st : p.strong) {
     switch (st.op) {
       case StrongOp::identity: break;
@@ -239,9 +285,16 @@ void apply_transform(const uint8_t* src, int64_t C, int64_t H, int64_t W, const 
     }
   }
 
+  // The modality (modality.h): what the network sees of the augmented image, C -> C2 channels.
+  const int64_t C2 = transform_channels(config, C);
+  if (!config.modality.is_rgb()) {
+    b.resize((size_t)(C2 * hw));
+    apply_modality(a.data(), C, H, W, config.modality, b.data());
+    std::swap(a, b);
+  }
+
   // Normalise exactly as ToTensor + Normalize do in float32: v = pixel / 255, then (v - mean) / std.
-  const int64_t hw = H * W;
-  for (int64_t c = 0; c < C; ++c) {
+  for (int64_t c = 0; c < C2; ++c) {
     const float m = config.mean[c], s = config.std[c];
     for (int64_t i = 0; i < hw; ++i) {
       const float v = a[c * hw + i] / 255.0f;
@@ -255,21 +308,34 @@ void apply_transform(const uint8_t* src, int64_t C, int64_t H, int64_t W, const 
     const int64_t y1 = std::min<int64_t>(H, p.cutout_y - p.cutout_size / 2 + p.cutout_size);
     const int64_t x0 = std::max<int64_t>(0, p.cutout_x - p.cutout_size / 2);
     const int64_t x1 = std::min<int64_t>(W, p.cutout_x - p.cutout_size / 2 + p.cutout_size);
-    for (int64_t c = 0; c < C; ++c)
+    for (int64_t c = 0; c < C2; ++c)
       for (int64_t y = y0; y < y1; ++y)
         for (int64_t x = x0; x < x1; ++x) dst[(c * H + y) * W + x] = 0.0f;
   }
 }
 
-Tensor apply_transform(const Tensor& image, const AugParams& params, const TransformConfig& config) {
+Tensor apply_transform(const Tensor& image, const AugParams& params, const TransformConfig& config,
+                       const float* offset) {
   KD_CHECK(image.dim() == 3 && image.dtype() == DType::u8,
            "apply_transform: expected a uint8 image (C, H, W), got {} {}", dtype_name(image.dtype()),
            shape_str(image.shape()));
   Tensor src = image.contiguous();
   const int64_t C = src.size(0), H = src.size(1), W = src.size(2);
   validate_transform(config, C, H, W);
-  Tensor out = empty({C, H, W});  // (C, H, W) f32
-  apply_transform(src.data<uint8_t>(), C, H, W, params, config, out.data<float>());
+  Tensor out = empty({transform_channels(config, C), H, W});  // (C2, H, W) f32
+  apply_transform(src.data<uint8_t>(), C, H, W, params, config, out.data<float>(), offset);
+  return out;
+}
+
+Tensor eval_images(const Dataset& d, int64_t n) {
+  n = n <= 0 ? d.size() : std::min(n, d.size());
+  const TransformConfig tc = eval_transform(d);
+  const int64_t C = d.channels(), H = d.height(), W = d.width(), C2 = transform_channels(tc, C);
+  Tensor out = empty({n, C2, H, W});  // (n, C2, H, W)
+  const AugParams none;
+  for (int64_t i = 0; i < n; ++i)
+    apply_transform(d.images.data<uint8_t>() + i * C * H * W, C, H, W, none, tc, out.data<float>() + i * C2 * H * W,
+                    d.offset_of(i));
   return out;
 }
 

@@ -31,8 +31,17 @@ Params params_from_json(const nlohmann::json& j) {
 
 
 DistillationLoss::DistillationLoss(const DistillSetup& setup, TeacherCombine combine, int64_t total_epochs)
-    : guides_(setup.guides), num_teachers_(setup.num_teachers), cache_(setup.cache), distiller_(setup.distiller),
-      combine_(std::move(combine)), total_epochs_(total_epochs) {}
+    : guides_(setup.guides), guide_view_(setup.guide_view), num_teachers_(setup.num_teachers), cache_(setup.cache),
+      distiller_(setup.distiller), combine_(std::move(combine)), total_epochs_(total_epochs) {
+  guide_view_.resize(guides_.size(), -1);
+}
+
+const Tensor& DistillationLoss::guide_input(size_t g, const data::Batch& batch) const {
+  const int v = guide_view_[g];
+  if (v < 0) return batch.images;
+  KD_CHECK(v < (int)batch.views.size(), "the batch lacks the paired view {} of guide {} ({})", v, g, guides_[g].model);
+  return batch.views[v];  // the same crops, the guide's modality
+}
 
 train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data::Batch& batch, int64_t epoch) {
   const size_t M = num_teachers_;
@@ -44,10 +53,10 @@ train::Loss DistillationLoss::compute(const nn::ModelOutput& student, const data
     if (cache_->has_pooled()) teacher.pooled = cache_->pooled(batch);  // (B, D): RKD, PKT, CC
   } else {
     NoGradGuard ng;  // the guides are constants of the loss
-    teacher = guides_[0].net->forward(batch.images);  // logits and features of the first teacher
+    teacher = guides_[0].net->forward(guide_input(0, batch));  // logits and features of the first teacher
     teacher_logits.push_back(teacher.logits);
-    for (size_t g = 1; g < M; ++g) teacher_logits.push_back(guides_[g].net->forward(batch.images).logits);
-    for (size_t g = M; g < guides_.size(); ++g) assistants.push_back(guides_[g].net->forward(batch.images).logits);
+    for (size_t g = 1; g < M; ++g) teacher_logits.push_back(guides_[g].net->forward(guide_input(g, batch)).logits);
+    for (size_t g = M; g < guides_.size(); ++g) assistants.push_back(guides_[g].net->forward(guide_input(g, batch)).logits);
   }
   // one teacher: its logits; several: combined per sample (mean, weighted, confidence)
   teacher.logits = combine_teacher_logits(teacher_logits, batch.labels, combine_);  // (B, K)
@@ -74,17 +83,36 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   train::Run run = train::prepare_run(cfg, out_dir, command_line);
   const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
 
-  // 1. the guides: the teachers, then assistants (largest first), frozen and in eval mode
+  // 1. the guides: the teachers, then assistants (largest first), frozen and in eval mode. They see
+  // the teacher's modality (cfg.teacher_input; a MODEL:WEIGHTS:MODALITY spec its own), the
+  // student its own (cfg.input, set on run's data sets by prepare_run).
   setup.guides.clear();
-  if (!cfg.teacher.empty()) setup.guides.push_back(load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set));
-  for (const std::string& t : cfg.teachers) setup.guides.push_back(load_guide_spec(t, K, run.train_set));
+  const data::Dataset teacher_view = data::with_modality(
+      run.train_set, data::parse_modality(cfg.teacher_input.empty() ? cfg.input : cfg.teacher_input));
+  if (!cfg.teacher.empty()) setup.guides.push_back(load_guide(cfg.teacher, cfg.teacher_weights, K, teacher_view));
+  for (const std::string& t : cfg.teachers) setup.guides.push_back(load_guide_spec(t, K, teacher_view));
   setup.num_teachers = setup.guides.size();
   const TeacherCombine combine{cfg.teacher_combine, cfg.teacher_weights_mix};
   check_teacher_combine(combine, setup.num_teachers);
-  for (const std::string& a : cfg.assistants) setup.guides.push_back(load_guide_spec(a, K, run.train_set));
+  for (const std::string& a : cfg.assistants) setup.guides.push_back(load_guide_spec(a, K, teacher_view));
+  // paired views: one per modality a guide sees that the student does not
+  setup.guide_view.clear();
+  for (const Guide& g : setup.guides) {
+    int view = -1;
+    if (g.input != run.train_set.modality) {
+      for (size_t k = 0; k < run.views.size(); ++k)
+        if (run.views[k] == g.input) view = (int)k;
+      if (view < 0) {
+        view = (int)run.views.size();
+        run.views.push_back(g.input);
+      }
+    }
+    setup.guide_view.push_back(view);
+  }
   nlohmann::json teacher_accuracies = nlohmann::json::array();
   for (size_t g = 0; g < setup.num_teachers; ++g) {
-    train::EvalResult ev = train::evaluate(*setup.guides[g].net, run.test_set, 256);
+    train::EvalResult ev =
+        train::evaluate(*setup.guides[g].net, data::with_modality(run.test_set, setup.guides[g].input), 256);
     if (g == 0) setup.teacher_test_accuracy = ev.accuracy;
     teacher_accuracies.push_back(ev.accuracy);
     fmt::print("teacher {} ({}): test accuracy {:.2f}%\n", setup.guides[g].model, setup.guides[g].weights,
@@ -102,12 +130,11 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
     // 64 images drawn at random (seed 0; image folders are sorted by class): shapes for every
     // method, and statistics for those that take some (LONDON's OFD margins)
     const data::Dataset drawn = data::random_subset(run.train_set, std::min<int64_t>(64, run.train_set.size()), 0);
-    const data::TransformConfig tc0 = data::eval_transform(run.train_set);
-    Tensor sample = data::normalize_images(drawn.images, tc0.mean, tc0.std);  // (64, C, H, W)
+    Tensor sample = data::eval_images(drawn);  // (64, C, H, W) in the student's modality
     run.model->eval();
     ctx.student_sample = run.model->forward(sample);
     run.model->train();
-    ctx.teacher_sample = setup.guides[0].net->forward(sample);
+    ctx.teacher_sample = setup.guides[0].net->forward(data::eval_images(data::with_modality(drawn, setup.guides[0].input)));
   }
   setup.distiller = create_distiller(cfg.method, params_from_json(cfg.method_params), ctx);
   Distiller& distiller = *setup.distiller;
@@ -125,8 +152,7 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   }
 
   // 3. the teacher cache (logits-only methods)
-  const data::TransformConfig tc =
-      cfg.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
+  const data::TransformConfig tc = train::training_transform(cfg, run.train_set);
   if (cfg.teacher_cache) {
     KD_CHECK(!distiller.needs().virtual_views,
              "{} runs the teacher on a strongly augmented virtual view of every image, which the teacher cache cannot "
@@ -152,6 +178,9 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   if (needs.virtual_views) {
     KD_CHECK(setup.guides.size() == 1, "{} reads the virtual views of one teacher; give a single --teacher",
              cfg.method);
+    KD_CHECK(setup.guide_view[0] < 0, "{} runs the teacher on the student's virtual views, so both must see the same "
+             "modality (the teacher sees {}, the student {})", cfg.method, setup.guides[0].input.str(),
+             run.train_set.modality.str());
     attach_virtual_views(run, setup.guides[0].net, setup.distiller, distiller.virtual_transform(run.train_set),
                          cfg.epochs);
   }
@@ -163,7 +192,8 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   nlohmann::json params = nlohmann::json::object();
   for (auto& [k, v] : distiller.params()) params[k] = v;
   nlohmann::json guides_json = nlohmann::json::array();
-  for (const Guide& g : setup.guides) guides_json.push_back({{"model", g.model}, {"weights", g.weights}});
+  for (const Guide& g : setup.guides)
+    guides_json.push_back({{"model", g.model}, {"weights", g.weights}, {"input", g.input.str()}});
   run.extra_record["distillation"] = {{"method", cfg.method},
                                       {"params", params},
                                       {"guides", guides_json},

@@ -33,6 +33,9 @@ struct DistillSetup {
   size_t num_teachers = 1;                 // guides[0 .. num_teachers) are teachers (several: combined)
   std::shared_ptr<Distiller> distiller;
   std::shared_ptr<TeacherCache> cache;     // set when config.teacher_cache
+  // What each guide sees (cross-modal runs): -1 the student's images (Batch::images), k the
+  // paired view Batch::views[k] (the run's views[k], the guide's modality).
+  std::vector<int> guide_view;
   double teacher_test_accuracy = -1;       // measured before training (the first teacher)
 };
 
@@ -46,7 +49,10 @@ class DistillationLoss : public train::BatchLoss {
   train::Loss compute(const nn::ModelOutput& student, const data::Batch& batch, int64_t epoch) override;
 
  private:
+  // Guide g's input for this batch: the student's images or its paired view.
+  const Tensor& guide_input(size_t g, const data::Batch& batch) const;
   std::vector<Guide> guides_;  // the teachers, then the assistants
+  std::vector<int> guide_view_;
   size_t num_teachers_ = 1;
   std::shared_ptr<TeacherCache> cache_;
   std::shared_ptr<Distiller> distiller_;

@@ -11,6 +11,7 @@
 
 #include "distill/feature/at.h"
 #include "distill/feature/catkd.h"
+#include "distill/cross_modal/supervision_transfer.h"
 #include "distill/feature/fitnet.h"
 #include "distill/feature/fitnet_run.h"
 #include "distill/feature/hcd.h"
@@ -100,6 +101,9 @@ const std::vector<DistillerEntry>& distiller_registry() {
        make_london_distiller, option_infos<LondonOptions>},
       {"vrm", "relation", "Zhang et al. ICCV 2025: match pruned inter-sample/inter-class logit edges of real and virtual views",
        make_vrm_distiller, option_infos<VrmOptions>},
+      {"supervision_transfer", "cross-modal", "Gupta, Hoffman, Malik CVPR 2016: the student regresses the frozen teacher's "
+       "mid-level map of the paired image in another modality through a 1x1 connector (L2), no labels",
+       make_supervision_transfer_distiller, option_infos<SupervisionTransferOptions>},
       // methods with a training regime of their own (no Distiller)
       {"baseline", "-", "no teacher: plain cross-entropy training, the control every distillation table compares with",
        nullptr, [] { return std::vector<OptionInfo>{}; }, run_baseline},

@@ -30,10 +30,17 @@ Guide load_guide(const std::string& model, const std::string& weights, int64_t n
   if (file.metadata.count("model"))
     KD_CHECK(file.metadata.at("model") == model, "'{}' holds a {} but the command names it a {}; give --teacher {}",
              weights, file.metadata.at("model"), model, file.metadata.at("model"));
+  // the modality it was trained on: recorded by kdlab when not rgb; a kdlab file without it is rgb
+  const std::string trained = file.metadata.count("input") ? file.metadata.at("input")
+                              : file.metadata.count("model") ? "rgb" : "";
+  KD_CHECK(trained.empty() || trained == like.modality.str(),
+           "'{}' was trained on {} images but this guide is given {}; give --teacher-input {} (or MODEL:WEIGHTS:{})",
+           weights, trained, like.modality.str(), trained, trained);
   Guide g;
   g.model = model;
   g.weights = weights;
-  g.net = nn::create_model(model, {num_classes, like.channels(), like.height(), 0});
+  g.input = like.modality;
+  g.net = nn::create_model(model, {num_classes, like.input_channels(), like.height(), 0});
   g.net->load_state_dict(file.tensors, /*strict=*/true);
   g.net->eval();
   for (auto& [name, p] : g.net->named_parameters()) p.requires_grad_(false);  // frozen
@@ -43,8 +50,25 @@ Guide load_guide(const std::string& model, const std::string& weights, int64_t n
 Guide load_guide_spec(const std::string& spec, int64_t num_classes, const data::Dataset& like) {
   auto colon = spec.find(':');
   KD_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < spec.size(),
-           "guide '{}' must look like MODEL:WEIGHTS (for example resnet20:runs/ta/model_best.safetensors)", spec);
-  return load_guide(spec.substr(0, colon), spec.substr(colon + 1), num_classes, like);
+           "guide '{}' must look like MODEL:WEIGHTS[:MODALITY] (for example resnet20:runs/ta/model_best.safetensors)",
+           spec);
+  std::string weights = spec.substr(colon + 1);
+  // a modality after the weights file: "...safetensors:edges" (lowres:K has a colon of its own)
+  const std::string ext = ".safetensors:";
+  const size_t at = weights.find(ext);
+  if (at != std::string::npos) {
+    const data::Modality m = data::parse_modality(weights.substr(at + ext.size()));
+    return load_guide(spec.substr(0, colon), weights.substr(0, at + ext.size() - 1), num_classes,
+                      data::with_modality(like, m));
+  }
+  return load_guide(spec.substr(0, colon), weights, num_classes, like);
+}
+
+data::TransformConfig guide_transform(const data::TransformConfig& tc, const data::Dataset& train, const Guide& guide) {
+  data::TransformConfig g = tc;
+  g.modality = guide.input;
+  data::modality_normalization(guide.input, train.mean, train.std, g.mean, g.std);
+  return g;
 }
 
 // ------------------------------------------------------------------ fingerprint
@@ -80,6 +104,13 @@ static std::string fingerprint(const Guide& guide, const data::Dataset& train, c
   h = fnv1a(labels.data<int64_t>(), (size_t)labels.numel() * sizeof(int64_t), h);
   mix_text(fmt::format("mean {} std {} pad {} flip {} strong {} cutout {} views {} seed {}", fmt::join(tc.mean, ","),
                        fmt::join(tc.std, ","), tc.crop_padding, tc.hflip, tc.strong_ops, tc.cutout_size, views, seed));
+  // cross-modal runs: the guide's modality and the planted offsets (nothing added otherwise, so the
+  // caches of earlier runs keep their names)
+  if (!tc.modality.is_rgb()) mix_text("modality " + tc.modality.str());
+  if (train.pixel_offset.defined()) {
+    Tensor off = train.pixel_offset.contiguous();
+    h = fnv1a(off.data<float>(), (size_t)off.numel() * sizeof(float), h);
+  }
   if (with_pooled) mix_text("pooled");  // a file that also holds the pooled features (older files do not)
   return fmt::format("{:016x}", h);
 }
@@ -145,10 +176,12 @@ static Tensor load_cache_file(const std::string& file, const std::string& fp, co
 // mode, no gradient, batches of images of one view) and saved there. A run that needs only the
 // logits also reads them from the file with pooled features of the same settings (a superset,
 // built by RKD, PKT, CC or HCD), so KD after one of those does not run the teacher again.
-static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc,
+static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const data::TransformConfig& tc_all,
                            const Tensor& views, uint64_t seed, const std::string& dir, int64_t batch_size,
                            bool& built, Tensor* pooled = nullptr) {
+  const data::TransformConfig tc = guide_transform(tc_all, train, guide);  // what this guide sees
   const int64_t N = train.size(), C = train.channels(), H = train.height(), W = train.width(), V = views.size(1);
+  const int64_t C2 = data::transform_channels(tc, C);
   const std::string fp = fingerprint(guide, train, tc, V, seed, pooled != nullptr);
   const std::string file = guide_file(dir, guide, fp);
   Tensor cached = load_cache_file(file, fp, views, pooled);
@@ -177,7 +210,7 @@ static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const
   for (int64_t v = 0; v < V; ++v)
     for (int64_t start = 0; start < N; start += batch_size) {
       const int64_t B = std::min(batch_size, N - start);
-      Tensor x = empty({B, C, H, W});  // (B, C, H, W): view v of images start..start+B
+      Tensor x = empty({B, C2, H, W});  // (B, C2, H, W): view v of images start..start+B, the guide's modality
       for (int64_t b = 0; b < B; ++b) {
         const int64_t* row = vp + ((start + b) * V + v) * 4;
         data::AugParams a;
@@ -185,7 +218,8 @@ static Tensor guide_logits(const Guide& guide, const data::Dataset& train, const
         a.crop_top = (int)row[1];
         a.crop_left = (int)row[2];
         a.flipped = row[3] != 0;
-        data::apply_transform(src + (start + b) * per, C, H, W, a, tc, x.data<float>() + b * per);
+        data::apply_transform(src + (start + b) * per, C, H, W, a, tc, x.data<float>() + b * C2 * H * W,
+                              train.offset_of(start + b));
       }
       nn::ModelOutput out = guide.net->forward(x);
       Tensor z = out.logits.contiguous();  // (B, K)
@@ -230,8 +264,8 @@ TeacherCache TeacherCache::build_or_load(const std::vector<Guide>& guides, const
                                          const std::string& dir, int64_t batch_size, bool with_pooled) {
   KD_CHECK(!guides.empty(), "teacher cache: no teacher to cache");
   KD_CHECK(V >= 1, "teacher_cache_views must be >= 1, got {}", V);
-  KD_CHECK(tc.strong_ops == 0 && tc.cutout_size == 0,
-           "the teacher cache stores crop + flip views only; turn off strong augmentation or the cache");
+  KD_CHECK(tc.strong_ops == 0 && tc.cutout_size == 0 && tc.color_jitter == 0,
+           "the teacher cache stores crop + flip views only; turn off strong augmentation and color_jitter, or the cache");
   auto t0 = std::chrono::steady_clock::now();
   TeacherCache cache;
   cache.views_ = draw_views(train, tc, V, seed);  // (N, V, 4)

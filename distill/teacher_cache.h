@@ -44,13 +44,19 @@ struct Guide {
   std::string model;    // zoo name
   std::string weights;  // .safetensors path
   std::shared_ptr<nn::Classifier> net;  // in eval mode, weights loaded
+  data::Modality input;  // what it sees of an image (cross-modal runs: the teacher's modality)
 };
 
-// Loads a guide's weights strictly into a fresh zoo model shaped for `like` (channels, size) and
-// `num_classes`; puts it in eval mode. Errors name the file and the mismatch.
+// Loads a guide's weights strictly into a fresh zoo model shaped for `like` (its modality's
+// channels, its size) and `num_classes`; the guide sees like's modality. Puts it in eval mode.
+// Errors name the file and the mismatch (also weights trained on another modality, which kdlab
+// records in the file's metadata).
 Guide load_guide(const std::string& model, const std::string& weights, int64_t num_classes, const data::Dataset& like);
-// "resnet20:runs/a/model_best.safetensors" -> load_guide("resnet20", "runs/a/...").
+// "resnet20:runs/a/model_best.safetensors" -> load_guide("resnet20", "runs/a/..."), and
+// "resnet20:runs/e/model_best.safetensors:edges" a guide that sees the edges modality.
 Guide load_guide_spec(const std::string& spec, int64_t num_classes, const data::Dataset& like);
+// The transform `tc` (its augmentation) for what a guide sees: its modality and normalisation.
+data::TransformConfig guide_transform(const data::TransformConfig& tc, const data::Dataset& train, const Guide& guide);
 
 class TeacherCache {
  public:

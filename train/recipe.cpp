@@ -24,6 +24,8 @@ static void for_each_field(TrainConfig& c, F&& f) {
   f("log_every", c.log_every); f("save_every_epoch", c.save_every_epoch); f("label_noise", c.label_noise);
   f("skip_nonfinite", c.skip_nonfinite); f("peft", c.peft); f("init_weights", c.init_weights);
   f("train_only", c.train_only);
+  f("input", c.input); f("teacher_input", c.teacher_input); f("chroma_cue", c.chroma_cue);
+  f("color_jitter", c.color_jitter); f("paired_photometric", c.paired_photometric);
   f("method", c.method); f("method_params", c.method_params); f("teacher", c.teacher);
   f("teacher_weights", c.teacher_weights); f("teachers", c.teachers); f("teacher_combine", c.teacher_combine);
   f("teacher_weights_mix", c.teacher_weights_mix); f("assistants", c.assistants); f("teacher_cache", c.teacher_cache);

@@ -39,6 +39,12 @@ struct TrainConfig {
   // data
   bool augment = true;             // random crop (zero padding) + horizontal flip
   bool prefetch = true;
+  double color_jitter = 0;         // > 0: ColorJitter(brightness=j, contrast=j) on training images
+  // cross-modal (datasets/modality.h): what the model (the student) and the teacher see
+  std::string input;               // "" = rgb | gray | edges | lowres:K | rgb+edges
+  std::string teacher_input;       // "" = the same as input
+  std::string paired_photometric = "shared";  // shared | independent: the teacher's view redraws jitter
+  std::string chroma_cue;          // "" | "P[:STRENGTH]": the class-dependent chroma cue (MFH control)
   // bookkeeping
   uint64_t seed = 0;
   int64_t threads = 0;             // 0: leave the libraries' default

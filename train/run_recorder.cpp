@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <map>
 
 #include "engine/atomic_file.h"
 #include "engine/error.h"
@@ -53,14 +54,16 @@ void RunRecorder::append_metrics(const nlohmann::json& line) const {
 }
 
 void RunRecorder::save_weights(const std::string& file, const nn::Module& model, const std::string& model_name,
-                               int64_t num_classes) const {
-  train::save_weights(path(file), model, model_name, num_classes);
+                               int64_t num_classes, const std::string& input) const {
+  train::save_weights(path(file), model, model_name, num_classes, input);
 }
 
-void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name, int64_t num_classes) {
-  nn::save_safetensors(path, model.state_dict(),
-                       {{"model", model_name}, {"num_classes", std::to_string(num_classes)},
-                        {"kdlab_version", version_string()}, {"git_revision", git_revision()}});
+void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name, int64_t num_classes,
+                  const std::string& input) {
+  std::map<std::string, std::string> meta{{"model", model_name}, {"num_classes", std::to_string(num_classes)},
+                                          {"kdlab_version", version_string()}, {"git_revision", git_revision()}};
+  if (!input.empty() && input != "rgb") meta["input"] = input;  // the modality it was trained on
+  nn::save_safetensors(path, model.state_dict(), meta);
 }
 
 }  // namespace kd::train

@@ -41,8 +41,9 @@ class RunRecorder {
   void append_metrics(const nlohmann::json& line) const;
 
   // A plain state dict (kdlab eval reads it), with the model name and class count as metadata.
+  // `input`: the modality the model was trained on, recorded when it is not rgb.
   void save_weights(const std::string& file, const nn::Module& model, const std::string& model_name,
-                    int64_t num_classes) const;
+                    int64_t num_classes, const std::string& input = "") const;
 
  private:
   std::string dir_;
@@ -51,6 +52,6 @@ class RunRecorder {
 // Writes a state dict as safetensors (atomically), with the model name, class count, kdlab version
 // and git revision as metadata.
 void save_weights(const std::string& path, const nn::Module& model, const std::string& model_name,
-                  int64_t num_classes);
+                  int64_t num_classes, const std::string& input = "");
 
 }  // namespace kd::train

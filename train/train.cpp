@@ -75,14 +75,16 @@ data::Batch make_virtual_batch(const data::Dataset& dataset, const data::Batch& 
   const Tensor images = dataset.images.contiguous();  // (N, C, H, W) uint8
   const uint8_t* src = images.data<uint8_t>();
   data::Batch out;
-  out.images = empty({B, C, H, W});
+  const int64_t C2 = data::transform_channels(transform, C);
+  out.images = empty({B, C2, H, W});
   float* dst = out.images.data<float>();
   for (int64_t b = 0; b < B; ++b) {
     const int64_t index = (int64_t)batch.indices.at({b});
     KD_CHECK(index >= 0 && index < dataset.size(), "virtual views: image index {} is outside the data set of {}",
              index, dataset.size());
     data::AugParams p = data::draw_aug_params(transform, H, W, gen);
-    data::apply_transform(src + index * C * H * W, C, H, W, p, transform, dst + b * C * H * W);
+    data::apply_transform(src + index * C * H * W, C, H, W, p, transform, dst + b * C2 * H * W,
+                          dataset.offset_of(index));
     out.aug.push_back(p);
   }
   out.labels = batch.labels;
@@ -189,6 +191,27 @@ static data::Dataset limited(const data::Dataset& d, int64_t n, const char* opti
   return out;
 }
 
+data::TransformConfig training_transform(const TrainConfig& config, const data::Dataset& d) {
+  data::TransformConfig tc = config.augment ? data::train_transform(d) : data::eval_transform(d);
+  tc.color_jitter = (float)config.color_jitter;
+  return tc;
+}
+
+void apply_input_settings(const TrainConfig& config, data::Dataset& d) {
+  d.modality = data::parse_modality(config.input);
+  d.input_channels();  // refuses a modality the images cannot give
+  const data::ChromaCue cue = data::parse_chroma_cue(config.chroma_cue);
+  if (cue.active() && !d.pixel_offset.defined()) data::plant_chroma_cue(d, cue);
+}
+
+int64_t count_offsets(const data::Dataset& d) {
+  if (!d.pixel_offset.defined()) return 0;
+  int64_t n = 0;
+  const float* o = d.pixel_offset.data<float>();
+  for (int64_t i = 0; i < d.size(); ++i) n += (o[3 * i] != 0 || o[3 * i + 1] != 0 || o[3 * i + 2] != 0) ? 1 : 0;
+  return n;
+}
+
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line) {
   Run run;
   run.config = config;
@@ -234,9 +257,16 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
     std::sort(rest.begin(), rest.end());
     run.train_set = data::subset(run.train_set, rest);
   }
+  apply_input_settings(config, run.train_set);  // the modality the model sees, the chroma cue
+  apply_input_settings(config, run.test_set);
+  if (run.val_set.size() > 0) apply_input_settings(config, run.val_set);
+  if (run.train_set.pixel_offset.defined())
+    run.extra_record["chroma_cue"] = {{"spec", config.chroma_cue}, {"train_images_with_cue", count_offsets(run.train_set)},
+                                      {"test_images_with_cue", count_offsets(run.test_set)}};
+  if (!run.train_set.modality.is_rgb()) run.extra_record["input"] = run.train_set.modality.str();
   nn::ModelConfig mc;
   mc.num_classes = config.num_classes > 0 ? config.num_classes : run.train_set.num_classes();
-  mc.in_channels = run.train_set.channels();
+  mc.in_channels = run.train_set.input_channels();
   mc.image_size = run.train_set.height();
   mc.seed = config.seed;
   run.model = nn::create_model(config.model, mc);
@@ -290,7 +320,7 @@ class EpochLoop : public Regime {
     {  // the class count, from one image in evaluation mode (touches no statistics)
       NoGradGuard ng;
       model_.eval();
-      num_classes_ = model_.forward(run.test_set.images.slice(0, 0, 1).to(DType::f32)).logits.size(1);
+      num_classes_ = model_.forward(data::eval_images(run.test_set, 1)).logits.size(1);
       model_.train();
     }
     optimizer_ = make_optimizer(cfg_, model_.named_parameters(), run.extra_params);
@@ -300,7 +330,10 @@ class EpochLoop : public Regime {
     lo.drop_last = false;
     lo.seed = cfg_.seed;
     lo.prefetch = cfg_.prefetch;
-    lo.transform = cfg_.augment ? data::train_transform(run.train_set) : data::eval_transform(run.train_set);
+    lo.transform = training_transform(cfg_, run.train_set);
+    for (const data::Modality& m : run.views)  // paired views (cross-modal): the same crops, other modalities
+      lo.views.push_back(training_transform(cfg_, data::with_modality(run.train_set, m)));
+    lo.independent_photometric = cfg_.paired_photometric == "independent";
     lo.choose_aug = run.choose_aug;
     loader_ = std::make_unique<data::DataLoader>(run.train_set, lo);
   }
@@ -336,10 +369,10 @@ class EpochLoop : public Regime {
   }
   EpochReport run_epoch(int64_t epoch) override;
   void save_best(const RunRecorder& recorder) override {
-    recorder.save_weights("model_best.safetensors", model_, cfg_.model, num_classes_);
+    recorder.save_weights("model_best.safetensors", model_, cfg_.model, num_classes_, run_.train_set.modality.str());
   }
   void finish(const RunRecorder& recorder) override {
-    recorder.save_weights("model_last.safetensors", model_, cfg_.model, num_classes_);
+    recorder.save_weights("model_last.safetensors", model_, cfg_.model, num_classes_, run_.train_set.modality.str());
     if (!cfg_.peft.empty()) save_peft(recorder);
   }
   // peft.safetensors: the PEFT parameters alone (and the task BatchNorms, and the classifier when

@@ -102,6 +102,9 @@ struct Run {
   // runs on it too, and virtual_loss replaces loss. Unset: the loop is unchanged.
   data::TransformConfig virtual_transform;
   VirtualLossFn virtual_loss;
+  // Paired views (cross-modal distillation): every training batch also carries the same images,
+  // with the same crops and flips, in these modalities (Batch::views[k]), for the guides.
+  std::vector<data::Modality> views;
 };
 
 // The epoch loop (a Regime, train/regime.h, run by run_regime): trains for config.epochs,
@@ -128,6 +131,15 @@ data::Dataset first_n(const data::Dataset& d, int64_t n, std::string* warning = 
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line);
 // The init-weights and PEFT part of prepare_run, on run.model.
 void prepare_peft(Run& run);
+
+// The training augmentation of a config for a data set (its modality): crop + flip when
+// config.augment, the colour jitter config.color_jitter, the normalisation of d's modality.
+data::TransformConfig training_transform(const TrainConfig& config, const data::Dataset& d);
+// Sets d's modality to config.input and plants config.chroma_cue (if any) into it; prepare_run
+// calls it on every split, and the tools that load a split themselves (kdlab eval) call it too.
+void apply_input_settings(const TrainConfig& config, data::Dataset& d);
+// The images of d that carry a pixel offset (the chroma cue).
+int64_t count_offsets(const data::Dataset& d);
 
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).
 void set_threads(int64_t threads);

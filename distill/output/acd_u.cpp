@@ -205,7 +205,7 @@ train::RunSummary run_acd_u_method(const train::TrainConfig& cfg, const std::str
   AcdUOptions opt = acd_u_options(params_from_json(cfg.method_params));
   train::Run run = train::prepare_run(cfg, out_dir, command_line);
   const int64_t K = cfg.num_classes > 0 ? cfg.num_classes : run.train_set.num_classes();
-  auto second = nn::create_model(cfg.teacher, {K, run.train_set.channels(), run.train_set.height(), cfg.seed + 1});
+  auto second = nn::create_model(cfg.teacher, {K, run.train_set.input_channels(), run.train_set.height(), cfg.seed + 1});
   if (!cfg.teacher_weights.empty()) {  // pretrained, but trained further (run_acd_u freezes what it freezes)
     second = load_guide(cfg.teacher, cfg.teacher_weights, K, run.train_set).net;
     for (auto& [name, p] : second->named_parameters()) p.requires_grad_(true);

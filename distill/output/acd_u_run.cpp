@@ -94,12 +94,13 @@ uint64_t stream_seed(uint64_t seed, int64_t epoch, uint64_t stream) {
 Tensor augmented_views(const data::Dataset& d, const std::vector<int64_t>& idx, const data::TransformConfig& tc,
                        Generator& gen) {
   const int64_t B = (int64_t)idx.size(), C = d.channels(), H = d.height(), W = d.width(), per = C * H * W;
-  Tensor out = empty({B, C, H, W});
+  const int64_t C2 = data::transform_channels(tc, C), per2 = C2 * H * W;  // the modality's channels
+  Tensor out = empty({B, C2, H, W});
   const uint8_t* src = d.images.data<uint8_t>();
   float* dst = out.data<float>();
   for (int64_t i = 0; i < B; ++i) {
     const data::AugParams p = data::draw_aug_params(tc, H, W, gen);
-    data::apply_transform(src + idx[i] * per, C, H, W, p, tc, dst + i * per);
+    data::apply_transform(src + idx[i] * per, C, H, W, p, tc, dst + i * per2, d.offset_of(idx[i]));
   }
   return out;
 }
@@ -568,7 +569,7 @@ AcdURegime::AcdURegime(train::Run& run, std::shared_ptr<nn::Classifier> second, 
   n1_.opt = make_optimizer(cfg_, *n1_.model, cfg_.lr);
   n2_.opt = make_optimizer(cfg_, *n2_.model, cfg_.lr * n2_.lr_scale);
   copy_config_.num_classes = K_;
-  copy_config_.in_channels = train_set_.channels();
+  copy_config_.in_channels = train_set_.input_channels();
   copy_config_.image_size = train_set_.height();
   copy_config_.seed = cfg_.seed;
 

@@ -39,6 +39,22 @@ void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg) {
   if (!o.peft.empty()) cfg.peft = o.peft;
   if (!o.init_weights.empty()) cfg.init_weights = o.init_weights;
   if (!o.train_only.empty()) cfg.train_only = o.train_only;
+  if (!o.input.empty()) cfg.input = o.input;
+  if (!o.teacher_input.empty()) cfg.teacher_input = o.teacher_input;
+  if (!o.chroma_cue.empty()) cfg.chroma_cue = o.chroma_cue;
+}
+
+void add_modality_options(CLI::App* cmd, CommonOptions& o, bool distill) {
+  const std::string kinds = std::string(" (") + data::modality_help() + ")";
+  cmd->add_option(distill ? "--student-input,--input" : "--input", o.input,
+                  std::string(distill ? "what the student sees" : "what the model sees") + kinds + "; default rgb");
+  if (distill)
+    cmd->add_option("--teacher-input", o.teacher_input,
+                    "what the teacher sees" + kinds + "; default: the student's. A --teachers MODEL:WEIGHTS:MODALITY "
+                    "sees its own");
+  cmd->add_option("--chroma-cue", o.chroma_cue,
+                  "P[:STRENGTH]: plant a class colour offset invisible in luminance into a fraction P of the images "
+                  "(the modality-focusing control; STRENGTH in pixel levels, default 32)");
 }
 
 void add_peft_options(CLI::App* cmd, CommonOptions& o) {

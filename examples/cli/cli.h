@@ -38,6 +38,7 @@ struct CommonOptions {
   double lr = 0;                  // --lr (0: the recipe's)
   std::string schedule;           // --schedule ("": the recipe's)
   std::string peft, init_weights, train_only;  // --peft, --init-weights, --train-only ("": the recipe's)
+  std::string input, teacher_input, chroma_cue;  // --input / --student-input, --teacher-input, --chroma-cue
 };
 // Adds --dataset and --data-dir; returns the --dataset option (a command that needs a data set
 // marks it ->required()).
@@ -52,6 +53,9 @@ void add_limit_options(CLI::App* cmd, CommonOptions& o);
 void add_optimisation_options(CLI::App* cmd, CommonOptions& o);
 // Adds --peft, --init-weights and --train-only (parameter-efficient fine-tuning, nn/peft.h).
 void add_peft_options(CLI::App* cmd, CommonOptions& o);
+// Adds --input (and, with `distill`, --student-input as its other name and --teacher-input) and
+// --chroma-cue: the modalities of cross-modal runs (datasets/modality.h) and the MFH control's cue.
+void add_modality_options(CLI::App* cmd, CommonOptions& o, bool distill);
 // Copies the shared options that were given over `cfg` (a recipe's config); the others leave it as
 // it is.
 void apply_common_options(const CommonOptions& o, train::TrainConfig& cfg);

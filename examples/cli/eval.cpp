@@ -1,5 +1,6 @@
 // kdlab eval --model M --weights W.safetensors --dataset D --data-dir DIR [--split test]
-//            [--num-classes K] [--save-logits FILE.npy] [--json]
+//            [--num-classes K] [--save-logits FILE.npy] [--json] [--input MODALITY] [--chroma-cue P[:A]]
+// The modality defaults to the one the weights were trained on (their metadata).
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -29,26 +30,37 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--batch-size", o->batch, "batch size")->capture_default_str();
   cmd->add_option("--limit", o->limit, "evaluate only the first N images");
   add_threads_option(cmd, o->common.threads);
+  add_modality_options(cmd, o->common, /*distill=*/false);
   cmd->add_flag("--json", o->json, "print one JSON object instead of text");
   cmd->callback([o] {
     train::set_threads(o->common.threads);
     data::Dataset ds = data::load_dataset(o->common.dataset, o->common.data_dir, o->split);
     nn::SafetensorsFile file = nn::load_safetensors(o->weights);
+    // the modality: --input, else the one the weights record (kdlab writes it when it is not rgb)
+    const std::string trained = file.metadata.count("input") ? file.metadata.at("input") : "rgb";
+    train::TrainConfig input_cfg;
+    input_cfg.input = o->common.input.empty() ? trained : o->common.input;
+    input_cfg.chroma_cue = o->common.chroma_cue;
+    KD_CHECK(!file.metadata.count("model") || data::parse_modality(input_cfg.input) == data::parse_modality(trained),
+             "'{}' was trained on {} images, not {}; drop --input (or give --input {})", o->weights, trained,
+             input_cfg.input, trained);
+    train::apply_input_settings(input_cfg, ds);
     int64_t classes = o->classes;
     if (classes <= 0 && file.metadata.count("num_classes")) classes = std::stoll(file.metadata.at("num_classes"));
     if (classes <= 0) classes = ds.num_classes();
-    auto model = nn::create_model(o->model, {classes, ds.channels(), ds.height(), 0});
+    auto model = nn::create_model(o->model, {classes, ds.input_channels(), ds.height(), 0});
     model->load_state_dict(file.tensors, /*strict=*/true);
     train::EvalResult r = train::evaluate(*model, ds, o->batch, !o->save_logits.empty(), o->limit);
     if (!o->save_logits.empty()) save_npy(o->save_logits, r.logits);
     if (o->json) {
       nlohmann::json j = {{"model", o->model},     {"weights", o->weights}, {"dataset", o->common.dataset},
                           {"split", o->split},     {"count", r.count},      {"accuracy", r.accuracy},
-                          {"loss", r.loss}};
+                          {"loss", r.loss},        {"input", ds.modality.str()}};
       fmt::print("{}\n", j.dump());
     } else {
-      fmt::print("{} on {}/{} ({} images): top-1 accuracy {:.2f}%, mean cross-entropy {:.4f}\n", o->model, o->common.dataset,
-                 o->split, r.count, 100.0 * r.accuracy, r.loss);
+      fmt::print("{} on {}/{}{} ({} images): top-1 accuracy {:.2f}%, mean cross-entropy {:.4f}\n", o->model,
+                 o->common.dataset, o->split, ds.modality.is_rgb() ? "" : " as " + ds.modality.str(), r.count,
+                 100.0 * r.accuracy, r.loss);
       if (!o->save_logits.empty()) fmt::print("logits {} written to {}\n", shape_str(r.logits.shape()), o->save_logits);
     }
   });

@@ -21,6 +21,7 @@ void register_train(CLI::App& app) {
   add_data_options(cmd, o->common);
   add_optimisation_options(cmd, o->common);
   add_peft_options(cmd, o->common);
+  add_modality_options(cmd, o->common, /*distill=*/false);
   add_seed_option(cmd, o->common);
   add_threads_option(cmd, o->common.threads);
   add_limit_options(cmd, o->common);
