@@ -198,6 +198,8 @@ data::TransformConfig training_transform(const TrainConfig& config, const data::
 }
 
 void apply_input_settings(const TrainConfig& config, data::Dataset& d) {
+  KD_CHECK(config.paired_photometric == "shared" || config.paired_photometric == "independent",
+           "paired_photometric={} is not shared or independent", config.paired_photometric);
   d.modality = data::parse_modality(config.input);
   d.input_channels();  // refuses a modality the images cannot give
   const data::ChromaCue cue = data::parse_chroma_cue(config.chroma_cue);
