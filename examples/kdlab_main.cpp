@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   kd::cli::register_analyze(app);
   kd::cli::register_sweep(app);
   kd::cli::register_federate(app);
+  kd::cli::register_export(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

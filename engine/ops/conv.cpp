@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/onednn.h"
@@ -230,7 +231,7 @@ static ConvSizes conv2d_sizes(const Tensor& x, const Tensor& weight, const Tenso
   return s;
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
+static Tensor conv2d_untraced(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
               int64_t groups) {
   const ConvParams p{stride, padding, dilation, groups};
   const ConvSizes s = conv2d_sizes(x, weight, bias, p);
@@ -248,6 +249,14 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 st
     Tensor gb = node.inputs[2].defined() && node.inputs[2].requires_grad() ? sum(g, {0, 2, 3}) : Tensor();
     return std::vector<Tensor>{gx, gw, gb};
   });
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
+              int64_t groups) {
+  return trace_op("conv2d", {x, weight, bias}, {{"stride", {(double)stride.h, (double)stride.w}},
+                                                     {"padding", {(double)padding.h, (double)padding.w}},
+                                                     {"dilation", {(double)dilation.h, (double)dilation.w}},
+                                                     {"groups", {(double)groups}}}, conv2d_untraced(x, weight, bias, stride, padding, dilation, groups));
 }
 
 // ------------------------------------------------------------------ conv2d_inference

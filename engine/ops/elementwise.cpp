@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
@@ -220,11 +221,15 @@ const BinaryKernels kGeluBackwardKernels{
 
 // ------------------------------------------------------------------ binary arithmetic
 
-Tensor add(const Tensor& a, const Tensor& b) {
+static Tensor add_untraced(const Tensor& a, const Tensor& b) {
   Tensor out = map_binary(a, b, "add", [](float x, float y) { return x + y; }, &kAddKernels);
   return record(out, "add", {a, b}, {}, [sa = a.shape(), sb = b.shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};  // d(a+b)/da = 1, /db = 1
   });
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  return trace_op("add", {a, b}, {}, add_untraced(a, b));
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
@@ -379,7 +384,7 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
   });
 }
 
-Tensor relu(const Tensor& a) {
+static Tensor relu_untraced(const Tensor& a) {
   Tensor out = map_unary(a, "relu", [](float x) { return x > 0 ? x : 0.f; }, kReluKernel);
   return record(out, "relu", {a}, {out}, [](const Node& n, const Tensor& g) {
     // d relu: the gradient passes where the output y is positive, in one pass over y and g
@@ -389,12 +394,20 @@ Tensor relu(const Tensor& a) {
   });
 }
 
-Tensor relu6(const Tensor& a) {
+Tensor relu(const Tensor& a) {
+  return trace_op("relu", {a}, {}, relu_untraced(a));
+}
+
+static Tensor relu6_untraced(const Tensor& a) {
   Tensor out = map_unary(a, "relu6", [](float x) { return x < 0 ? 0.f : (x > 6 ? 6.f : x); });
   return record(out, "relu6", {a}, {a}, [](const Node& n, const Tensor& g) {
     Tensor pass = map_unary(n.saved[0], "relu6", [](float x) { return (x > 0 && x < 6) ? 1.f : 0.f; });
     return std::vector<Tensor>{mul(g, pass)};
   });
+}
+
+Tensor relu6(const Tensor& a) {
+  return trace_op("relu6", {a}, {}, relu6_untraced(a));
 }
 
 Tensor sigmoid(const Tensor& a) {

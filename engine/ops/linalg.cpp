@@ -8,6 +8,7 @@
 // read their transposes for free.
 #include <algorithm>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/onednn.h"
@@ -139,7 +140,7 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 
 // ------------------------------------------------------------------ linear
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+static Tensor linear_untraced(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_f32(x, "linear", "the input");
   check_f32(weight, "linear", "the weight");
   KD_CHECK(weight.dim() == 2, "linear: the weight must be 2-D (out_features, in_features), got shape {}",
@@ -183,6 +184,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Tensor gb = node.inputs[2].defined() && node.inputs[2].requires_grad() ? sum(g2, {0}) : Tensor();
     return std::vector<Tensor>{gx, gw, gb};
   });
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  return trace_op("linear", {x, weight, bias}, {}, linear_untraced(x, weight, bias));
 }
 
 }  // namespace kd

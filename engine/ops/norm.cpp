@@ -12,6 +12,7 @@
 // has fused kernels for both directions (below), checked against the same formulas.
 #include <cmath>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/onednn.h"
@@ -191,7 +192,7 @@ Tensor batch_norm_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias,
 
 // ------------------------------------------------------------------ batch_norm
 
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+static Tensor batch_norm_untraced(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps) {
   KD_CHECK(x.defined() && x.dtype() == DType::f32, "batch_norm needs a float32 input");
   KD_CHECK(x.dim() >= 2, "batch_norm: input must be (B, C) or (B, C, ...), got shape {}", shape_str(x.shape()));
@@ -215,6 +216,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     return onednn::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps);
 
   return batch_norm_cpu(x, weight, bias, running_mean, running_var, training, momentum, eps);
+}
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, double momentum, double eps) {
+  return trace_op("batch_norm", {x, weight, bias, running_mean, running_var}, {{"training", {training ? 1.0 : 0.0}}, {"eps", {eps}}}, batch_norm_untraced(x, weight, bias, running_mean, running_var, training, momentum, eps));
 }
 
 // ------------------------------------------------------------------ layer_norm

@@ -6,6 +6,7 @@
 // input or its left padding:
 //   out = floor((in + 2p - k + (ceil_mode ? s - 1 : 0)) / s) + 1,
 //   and with ceil_mode, out -= 1 when (out - 1) * s >= in + p.
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/onednn.h"
@@ -72,7 +73,7 @@ void for_each_plane(int64_t planes, int64_t plane_size, F fn) {
 
 // ------------------------------------------------------------------ max_pool2d
 
-Tensor max_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode) {
+static Tensor max_pool2d_untraced(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode) {
   const kernels::PoolGeometry g = pool_geometry("max_pool2d", x_in, kernel, stride.value_or(kernel), padding, ceil_mode);
   // which implementation runs this shape: engine/backend/backend.h
   if (backend::choose_pool_path(backend::PoolKind::max, x_in.shape(), g, ceil_mode, false) == backend::PoolPath::onednn) {
@@ -102,9 +103,16 @@ Tensor max_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, I
   });
 }
 
+Tensor max_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode) {
+  return trace_op("max_pool2d", {x_in}, {{"kernel", {(double)kernel.h, (double)kernel.w}},
+                                              {"stride", {(double)stride.value_or(kernel).h, (double)stride.value_or(kernel).w}},
+                                              {"padding", {(double)padding.h, (double)padding.w}},
+                                              {"ceil_mode", {ceil_mode ? 1.0 : 0.0}}}, max_pool2d_untraced(x_in, kernel, stride, padding, ceil_mode));
+}
+
 // ------------------------------------------------------------------ avg_pool2d
 
-Tensor avg_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode,
+static Tensor avg_pool2d_untraced(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode,
                   bool count_include_pad) {
   const kernels::PoolGeometry g = pool_geometry("avg_pool2d", x_in, kernel, stride.value_or(kernel), padding, ceil_mode);
   // which implementation runs this shape: engine/backend/backend.h
@@ -130,9 +138,18 @@ Tensor avg_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, I
                 });
 }
 
+Tensor avg_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode,
+                  bool count_include_pad) {
+  return trace_op("avg_pool2d", {x_in}, {{"kernel", {(double)kernel.h, (double)kernel.w}},
+                                              {"stride", {(double)stride.value_or(kernel).h, (double)stride.value_or(kernel).w}},
+                                              {"padding", {(double)padding.h, (double)padding.w}},
+                                              {"ceil_mode", {ceil_mode ? 1.0 : 0.0}},
+                                              {"count_include_pad", {count_include_pad ? 1.0 : 0.0}}}, avg_pool2d_untraced(x_in, kernel, stride, padding, ceil_mode, count_include_pad));
+}
+
 // ------------------------------------------------------------------ adaptive_avg_pool2d
 
-Tensor adaptive_avg_pool2d(const Tensor& x_in, Int2 output_size) {
+static Tensor adaptive_avg_pool2d_untraced(const Tensor& x_in, Int2 output_size) {
   check_pool_input("adaptive_avg_pool2d", x_in);
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3), planes = B * C;
   const int64_t OH = output_size.h, OW = output_size.w;
@@ -169,6 +186,10 @@ Tensor adaptive_avg_pool2d(const Tensor& x_in, Int2 output_size) {
     return std::vector<Tensor>{dx};
   };
   return record(y, "adaptive_avg_pool2d", {x_in}, {}, backward);
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x_in, Int2 output_size) {
+  return trace_op("adaptive_avg_pool2d", {x_in}, {{"output_size", {(double)output_size.h, (double)output_size.w}}}, adaptive_avg_pool2d_untraced(x_in, output_size));
 }
 
 }  // namespace kd

@@ -5,6 +5,7 @@
 // into zeros, sum over expanded dims).
 #include <numeric>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/iter.h"
@@ -22,8 +23,9 @@ static Tensor copy_contiguous(const Tensor& a) {
 
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
-  return record(copy_contiguous(*this), "contiguous", {*this}, {},
-                [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
+  return trace_op("contiguous", {*this}, {},
+                  record(copy_contiguous(*this), "contiguous", {*this}, {},
+                         [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; }));
 }
 
 Tensor Tensor::clone() const {
@@ -60,9 +62,9 @@ Tensor Tensor::view(const Shape& requested) const {
   KD_CHECK(is_contiguous(), "view() needs a contiguous tensor (this one has shape {} and strides {}); use "
            "reshape(), which copies when it must", shape_str(this->shape()), shape_str(strides()));
   Tensor out = as_strided(*this, shape, contiguous_strides(shape), offset());
-  return record(out, "view", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
+  return trace_op("view", {*this}, {}, record(out, "view", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{g.reshape(in_shape)};
-  });
+  }));
 }
 
 Tensor Tensor::reshape(const Shape& requested) const {

@@ -23,6 +23,7 @@ void register_peft(CLI::App& app);
 void register_analyze(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_federate(CLI::App& app);
+void register_export(CLI::App& app);
 
 // ---- the options several commands share, each declared once with one help text
 
