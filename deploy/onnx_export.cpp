@@ -43,10 +43,10 @@ class GraphBuilder {
 
   // The name of a value: a dynamic one (from the input) must have been produced by a traced op;
   // a constant becomes an initializer (once).
-  std::string value(const Tensor& t, const std::string& op) {
+  std::string value(const Tensor& t, const std::string& op, bool dynamic) {
     auto it = names_.find(t.impl());
     if (it != names_.end()) return it->second;
-    KD_CHECK(!t.requires_grad(),
+    KD_CHECK(!dynamic,
              "cannot export: the forward pass runs '{}' on values computed from the input ({} {}), before {}; the ONNX "
              "exporter does not know that op (deploy/onnx_export.cpp lists the ones it does)",
              t.grad_fn() ? t.grad_fn()->op : std::string("an untraced op"), t.is_leaf() ? "a leaf" : "a result",
@@ -103,7 +103,7 @@ std::vector<int64_t> ints(const std::vector<double>& v) { return std::vector<int
 // One traced op as ONNX nodes.
 void translate(GraphBuilder& g, const TracedOp& t) {
   const std::string& op = t.op;
-  auto in = [&](size_t i) { return g.value(t.inputs[i], op); };
+  auto in = [&](size_t i) { return g.value(t.inputs[i], op, t.input_requires_grad[i]); };
   auto attr = [&](const char* k) { return t.attrs.at(k); };
   GraphNode n;
   if (op == "contiguous") {  // a copy into another memory layout: the same value in ONNX
@@ -180,6 +180,25 @@ void translate(GraphBuilder& g, const TracedOp& t) {
     n.inputs = {in(0), in(1)};
     if (t.inputs[2].defined()) n.inputs.push_back(in(2));
     n.int1 = {{"transB", 1}};
+  } else if (op == "cat") {
+    n.type = "Concat";
+    for (size_t i = 0; i < t.inputs.size(); ++i) n.inputs.push_back(in(i));
+    n.int1 = {{"axis", (int64_t)attr("dim")[0]}};
+  } else if (op == "permute") {
+    KD_CHECK(attr("dims")[0] == 0, "cannot export a permute that moves the batch dimension (dims {})",
+             fmt::join(attr("dims"), ","));
+    n.type = "Transpose";
+    n.inputs = {in(0)};
+    n.ints = {{"perm", ints(attr("dims"))}};
+  } else if (op == "slice") {
+    KD_CHECK(attr("dim")[0] != 0, "cannot export a slice of the batch dimension, which the ONNX model keeps dynamic");
+    auto one = [&](const char* k, const char* hint) {
+      Tensor v = empty({1}, DType::i64);
+      v.data<int64_t>()[0] = (int64_t)attr(k)[0];
+      return g.constant(v, hint);
+    };
+    n.type = "Slice";
+    n.inputs = {in(0), one("start", "starts"), one("end", "ends"), one("dim", "axes"), one("step", "steps")};
   } else {
     throw Error(fmt::format("cannot export: the ONNX exporter has no translation for the traced op '{}'", op));
   }
@@ -263,7 +282,7 @@ std::string onnx_model_bytes(nn::Classifier& model, const Tensor& example, const
       set_grad_enabled(grad_mode);
       if (was_training) model.train();
     }
-  } restore{model, was_training};
+  } restore{model, was_training, grad_enabled(), {}};
   for (const Tensor& p : model.parameters()) {
     restore.grads.push_back({p, p.requires_grad()});
     p.impl()->requires_grad = false;
@@ -282,13 +301,13 @@ std::string onnx_model_bytes(nn::Classifier& model, const Tensor& example, const
     g.alias(x, "input");
     for (const TracedOp& t : trace.ops) {
       bool dynamic = false;
-      for (const Tensor& i : t.inputs) dynamic = dynamic || (i.defined() && i.requires_grad());
+      for (bool rg : t.input_requires_grad) dynamic = dynamic || rg;
       if (dynamic) translate(g, t);
     }
     KD_CHECK(g.known(logits), "cannot export: the logits do not come from the traced ops (the model ran an op the "
                               "trace does not record after its last traced one)");
     const int64_t folded = opt.fold_batch_norm ? fold_batch_norms(g) : 0;
-    const std::string out_name = g.value(logits, "the output");
+    const std::string out_name = g.value(logits, "the output", true);
     // 3. the protobuf
     onnx::ModelProto m;
     m.set_ir_version(opt.ir_version);

@@ -14,7 +14,10 @@ TraceGuard::~TraceGuard() { g_trace = prev_; }
 
 const Tensor& trace_op(const char* op, std::vector<Tensor> inputs, std::map<std::string, std::vector<double>> attrs,
                        const Tensor& out) {
-  if (g_trace) g_trace->ops.push_back({op, std::move(inputs), std::move(attrs), out});
+  if (!g_trace) return out;
+  std::vector<bool> rg;
+  for (const Tensor& t : inputs) rg.push_back(t.defined() && t.requires_grad());
+  g_trace->ops.push_back({op, std::move(inputs), std::move(rg), std::move(attrs), out});
   return out;
 }
 

@@ -8,9 +8,9 @@
 // grad came from the input, and one an untraced op made is caught by its autograd node's name.
 //
 // Traceable ops: conv2d, batch_norm, relu, relu6, add, max_pool2d, avg_pool2d, adaptive_avg_pool2d,
-// view (and so reshape and flatten), contiguous, linear: the CNNs of the zoo. The others (cat,
-// permute, slice, matmul, softmax, layer_norm, ...) are not traced yet: a forward pass that runs
-// one on the input is refused by the exporter, which names it.
+// view (and so reshape and flatten), contiguous, permute (transpose), slice, cat, linear: the CNNs
+// of the zoo. The others (matmul, softmax, layer_norm, gelu, ...: the ViT) are not traced yet: a
+// forward pass that runs one on the input is refused by the exporter, which names it.
 #pragma once
 #include <map>
 #include <string>
@@ -23,6 +23,9 @@ namespace kd {
 struct TracedOp {
   std::string op;                                    // the op's name, as autograd records it
   std::vector<Tensor> inputs;                        // undefined where the op had none (no bias)
+  // Whether each input required grad when the op ran (read then: an op may later give the same
+  // tensor a gradient history of its own, as cat does to the buffer it filled).
+  std::vector<bool> input_requires_grad;
   std::map<std::string, std::vector<double>> attrs;  // "stride" -> {2, 2}, "eps" -> {1e-5}, ...
   Tensor output;
 };

@@ -75,7 +75,8 @@ TEST_CASE("ONNX export: the CNNs of the zoo pass the checker and run in ONNX Run
   if (!have_ort()) MESSAGE("ONNX Runtime is missing (scripts/setup.sh installs onnxruntime-node into .deps/ort): skipped");
   const std::string dir = kdtest::temp_path("onnx");
   fs::create_directories(dir);
-  for (const std::string name : {"resnet8", "resnet20", "resnet8x4", "wrn_16_2", "vgg8", "mobilenetv2"}) {
+  for (const std::string name :
+       {"resnet8", "resnet20", "resnet8x4", "wrn_16_2", "vgg8", "mobilenetv2", "shufflenetv1", "shufflenetv2"}) {
     CAPTURE(name);
     auto model = model_with_statistics(name, 3, 32);
     Generator gen(11);
@@ -88,7 +89,7 @@ TEST_CASE("ONNX export: the CNNs of the zoo pass the checker and run in ONNX Run
     deploy::OnnxExportOptions opt;
     opt.metadata = {{"model", name}};
     const std::string path = dir + "/" + name + ".onnx";
-    const deploy::OnnxExportReport rep = deploy::export_onnx(*model, x.slice(0, 0, 1), path, opt);
+    const deploy::OnnxExportReport rep = deploy::export_onnx(*model, x.slice(0, 0, 2), path, opt);
     CHECK(rep.nodes > 0);
     CHECK(rep.folded_batch_norms > 0);
     // every batch norm that follows a convolution is folded; WRN's pre-activation blocks normalise
@@ -114,7 +115,7 @@ TEST_CASE("ONNX export: other modalities and sizes, metadata, and what is refuse
   const Tensor x = randn({3, 1, 16, 16}, gen);
   deploy::OnnxExportOptions opt;
   opt.metadata = {{"model", "resnet8"}, {"input_modality", "gray"}};
-  deploy::export_onnx(*gray, x.slice(0, 0, 1), dir + "/gray.onnx", opt);
+  deploy::export_onnx(*gray, x.slice(0, 0, 2), dir + "/gray.onnx", opt);
   if (have_onnx_checker()) {
     CHECK(onnx_check(dir + "/gray.onnx"));
     const std::string cmd = "/usr/bin/python3 -c 'import onnx, sys; m = onnx.load(sys.argv[1]); "
@@ -131,7 +132,7 @@ TEST_CASE("ONNX export: other modalities and sizes, metadata, and what is refuse
   }
   // models whose forward pass runs ops the exporter does not translate yet: refused, naming the op,
   // and no file is left behind
-  for (const std::string name : {"shufflenetv2", "vit_small_cifar"}) {
+  for (const std::string name : {"vit_small_cifar"}) {
     CAPTURE(name);
     auto m = nn::create_model(name, {10, 3, 32, 0});
     const std::string path = dir + "/" + name + ".onnx";

@@ -253,10 +253,12 @@ static Tensor conv2d_untraced(const Tensor& x, const Tensor& weight, const Tenso
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding, Int2 dilation,
               int64_t groups) {
-  return trace_op("conv2d", {x, weight, bias}, {{"stride", {(double)stride.h, (double)stride.w}},
+  Tensor out = conv2d_untraced(x, weight, bias, stride, padding, dilation, groups);
+  if (active_trace()) trace_op("conv2d", {x, weight, bias}, {{"stride", {(double)stride.h, (double)stride.w}},
                                                      {"padding", {(double)padding.h, (double)padding.w}},
                                                      {"dilation", {(double)dilation.h, (double)dilation.w}},
-                                                     {"groups", {(double)groups}}}, conv2d_untraced(x, weight, bias, stride, padding, dilation, groups));
+                                                     {"groups", {(double)groups}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 // ------------------------------------------------------------------ conv2d_inference

@@ -229,7 +229,9 @@ static Tensor add_untraced(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  return trace_op("add", {a, b}, {}, add_untraced(a, b));
+  Tensor out = add_untraced(a, b);
+  if (active_trace()) trace_op("add", {a, b}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
@@ -395,7 +397,9 @@ static Tensor relu_untraced(const Tensor& a) {
 }
 
 Tensor relu(const Tensor& a) {
-  return trace_op("relu", {a}, {}, relu_untraced(a));
+  Tensor out = relu_untraced(a);
+  if (active_trace()) trace_op("relu", {a}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 static Tensor relu6_untraced(const Tensor& a) {
@@ -407,7 +411,9 @@ static Tensor relu6_untraced(const Tensor& a) {
 }
 
 Tensor relu6(const Tensor& a) {
-  return trace_op("relu6", {a}, {}, relu6_untraced(a));
+  Tensor out = relu6_untraced(a);
+  if (active_trace()) trace_op("relu6", {a}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor sigmoid(const Tensor& a) {

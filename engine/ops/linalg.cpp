@@ -187,7 +187,9 @@ static Tensor linear_untraced(const Tensor& x, const Tensor& weight, const Tenso
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return trace_op("linear", {x, weight, bias}, {}, linear_untraced(x, weight, bias));
+  Tensor out = linear_untraced(x, weight, bias);
+  if (active_trace()) trace_op("linear", {x, weight, bias}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 }  // namespace kd

@@ -220,7 +220,9 @@ static Tensor batch_norm_untraced(const Tensor& x, const Tensor& weight, const T
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps) {
-  return trace_op("batch_norm", {x, weight, bias, running_mean, running_var}, {{"training", {training ? 1.0 : 0.0}}, {"eps", {eps}}}, batch_norm_untraced(x, weight, bias, running_mean, running_var, training, momentum, eps));
+  Tensor out = batch_norm_untraced(x, weight, bias, running_mean, running_var, training, momentum, eps);
+  if (active_trace()) trace_op("batch_norm", {x, weight, bias, running_mean, running_var}, {{"training", {training ? 1.0 : 0.0}}, {"eps", {eps}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 // ------------------------------------------------------------------ layer_norm

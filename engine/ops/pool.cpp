@@ -104,10 +104,12 @@ static Tensor max_pool2d_untraced(const Tensor& x_in, Int2 kernel, std::optional
 }
 
 Tensor max_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode) {
-  return trace_op("max_pool2d", {x_in}, {{"kernel", {(double)kernel.h, (double)kernel.w}},
+  Tensor out = max_pool2d_untraced(x_in, kernel, stride, padding, ceil_mode);
+  if (active_trace()) trace_op("max_pool2d", {x_in}, {{"kernel", {(double)kernel.h, (double)kernel.w}},
                                               {"stride", {(double)stride.value_or(kernel).h, (double)stride.value_or(kernel).w}},
                                               {"padding", {(double)padding.h, (double)padding.w}},
-                                              {"ceil_mode", {ceil_mode ? 1.0 : 0.0}}}, max_pool2d_untraced(x_in, kernel, stride, padding, ceil_mode));
+                                              {"ceil_mode", {ceil_mode ? 1.0 : 0.0}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 // ------------------------------------------------------------------ avg_pool2d
@@ -140,11 +142,13 @@ static Tensor avg_pool2d_untraced(const Tensor& x_in, Int2 kernel, std::optional
 
 Tensor avg_pool2d(const Tensor& x_in, Int2 kernel, std::optional<Int2> stride, Int2 padding, bool ceil_mode,
                   bool count_include_pad) {
-  return trace_op("avg_pool2d", {x_in}, {{"kernel", {(double)kernel.h, (double)kernel.w}},
+  Tensor out = avg_pool2d_untraced(x_in, kernel, stride, padding, ceil_mode, count_include_pad);
+  if (active_trace()) trace_op("avg_pool2d", {x_in}, {{"kernel", {(double)kernel.h, (double)kernel.w}},
                                               {"stride", {(double)stride.value_or(kernel).h, (double)stride.value_or(kernel).w}},
                                               {"padding", {(double)padding.h, (double)padding.w}},
                                               {"ceil_mode", {ceil_mode ? 1.0 : 0.0}},
-                                              {"count_include_pad", {count_include_pad ? 1.0 : 0.0}}}, avg_pool2d_untraced(x_in, kernel, stride, padding, ceil_mode, count_include_pad));
+                                              {"count_include_pad", {count_include_pad ? 1.0 : 0.0}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 // ------------------------------------------------------------------ adaptive_avg_pool2d
@@ -189,7 +193,9 @@ static Tensor adaptive_avg_pool2d_untraced(const Tensor& x_in, Int2 output_size)
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x_in, Int2 output_size) {
-  return trace_op("adaptive_avg_pool2d", {x_in}, {{"output_size", {(double)output_size.h, (double)output_size.w}}}, adaptive_avg_pool2d_untraced(x_in, output_size));
+  Tensor out = adaptive_avg_pool2d_untraced(x_in, output_size);
+  if (active_trace()) trace_op("adaptive_avg_pool2d", {x_in}, {{"output_size", {(double)output_size.h, (double)output_size.w}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 }  // namespace kd

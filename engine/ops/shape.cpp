@@ -11,6 +11,7 @@
 //   pad            -> pad with the negated pads (crops what was added, zero-fills what was cut)
 #include <algorithm>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/iter.h"
@@ -98,12 +99,14 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   }
   std::vector<int64_t> sizes;
   for (const Tensor& t : tensors) sizes.push_back(t.shape()[d]);
-  return record(out, "cat", tensors, {}, [d, starts, sizes](const Node&, const Tensor& g) {
+  out = record(out, "cat", tensors, {}, [d, starts, sizes](const Node&, const Tensor& g) {
     // each input gets back its own slab of the gradient
     std::vector<Tensor> grads;
     for (size_t i = 0; i < starts.size(); ++i) grads.push_back(g.slice(d, starts[i], starts[i] + sizes[i]));
     return grads;
   });
+  if (active_trace()) trace_op("cat", tensors, {{"dim", {(double)d}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {

@@ -23,9 +23,10 @@ static Tensor copy_contiguous(const Tensor& a) {
 
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
-  return trace_op("contiguous", {*this}, {},
-                  record(copy_contiguous(*this), "contiguous", {*this}, {},
-                         [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; }));
+  Tensor out = record(copy_contiguous(*this), "contiguous", {*this}, {},
+                      [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
+  if (active_trace()) trace_op("contiguous", {*this}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor Tensor::clone() const {
@@ -62,9 +63,11 @@ Tensor Tensor::view(const Shape& requested) const {
   KD_CHECK(is_contiguous(), "view() needs a contiguous tensor (this one has shape {} and strides {}); use "
            "reshape(), which copies when it must", shape_str(this->shape()), shape_str(strides()));
   Tensor out = as_strided(*this, shape, contiguous_strides(shape), offset());
-  return trace_op("view", {*this}, {}, record(out, "view", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
+  out = record(out, "view", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{g.reshape(in_shape)};
-  }));
+  });
+  if (active_trace()) trace_op("view", {*this}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor Tensor::reshape(const Shape& requested) const {
@@ -97,9 +100,15 @@ Tensor Tensor::permute(const Shape& dims) const {
     st[i] = strides()[d];
   }
   Tensor out = as_strided(*this, shape, st, offset());
-  return record(out, "permute", {*this}, {}, [inverse](const Node&, const Tensor& g) {
+  out = record(out, "permute", {*this}, {}, [inverse](const Node&, const Tensor& g) {
     return std::vector<Tensor>{g.permute(inverse)};
   });
+  if (active_trace()) {  // for exporters (engine/trace.h)
+    std::vector<double> perm;
+    for (int64_t i = 0; i < dim(); ++i) perm.push_back((double)wrap_dim(dims[i], dim()));
+    trace_op("permute", {*this}, {{"dims", perm}}, out);
+  }
+  return out;
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
@@ -134,12 +143,16 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   shape[d] = (end - start + step - 1) / step;
   st[d] = strides()[d] * step;
   Tensor out = as_strided(*this, shape, st, offset() + start * strides()[d]);
-  return record(out, "slice", {*this}, {}, [in_shape = this->shape(), d, start, end, step](const Node&, const Tensor& g) {
+  out = record(out, "slice", {*this}, {}, [in_shape = this->shape(), d, start, end, step](const Node&, const Tensor& g) {
     // the gradient lands in the sliced positions of a zero tensor
     Tensor gin = zeros(in_shape);
     gin.slice(d, start, end, step).copy_(g);
     return std::vector<Tensor>{gin};
   });
+  if (active_trace())  // for exporters (engine/trace.h)
+    trace_op("slice", {*this}, {{"dim", {(double)d}}, {"start", {(double)start}}, {"end", {(double)end}}, {"step", {(double)step}}},
+             out);
+  return out;
 }
 
 Tensor Tensor::select(int64_t d, int64_t index) const {

@@ -43,7 +43,7 @@ void register_export(CLI::App& app) {
   auto* cmd = app.add_subcommand("export", "Write a trained model as an ONNX file (opset 17), BatchNorm folded");
   struct Opts {
     std::string model, weights, out, format = "onnx";
-    int64_t classes = 0, batch = 1;
+    int64_t classes = 0, batch = 2;  // the traced batch: 2, so that a reshape of the batch shows
     CommonOptions common;
   };
   auto o = std::make_shared<Opts>();
