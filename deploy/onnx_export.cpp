@@ -3,6 +3,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <cmath>
 #include <cstring>
 #include <unordered_map>
 
@@ -27,6 +28,10 @@ using Attrs = std::map<std::string, std::vector<double>>;
 
 // A node of the graph before it is written: an ONNX op type, value names, attributes.
 struct GraphNode {
+  GraphNode() = default;
+  GraphNode(std::string t, std::vector<std::string> in, std::vector<std::string> out = {},
+            std::map<std::string, int64_t> i1 = {})
+      : type(std::move(t)), inputs(std::move(in)), outputs(std::move(out)), int1(std::move(i1)) {}
   std::string type;
   std::vector<std::string> inputs, outputs;
   std::map<std::string, std::vector<int64_t>> ints;  // INTS attributes
@@ -71,6 +76,7 @@ class GraphBuilder {
   void alias(const Tensor& out, const std::string& name) { names_[out.impl()] = name; }
   bool known(const Tensor& t) const { return names_.count(t.impl()) > 0; }
 
+  int64_t batch = 0;  // the traced batch size (the dynamic dimension)
   std::vector<GraphNode> nodes;
   std::vector<std::pair<std::string, Tensor>> initializers;  // f32 or i64
   std::map<std::string, size_t> producer;                    // value name -> node index
@@ -160,7 +166,7 @@ void translate(GraphBuilder& g, const TracedOp& t) {
   } else if (op == "view") {
     const Shape& a = t.inputs[0].shape();
     const Shape& b = t.output.shape();
-    KD_CHECK(!a.empty() && !b.empty() && a[0] == b[0],
+    KD_CHECK(!a.empty() && !b.empty() && a[0] == b[0] && a[0] == g.batch,
              "cannot export a reshape from {} to {}: it changes the batch dimension, which the ONNX model keeps dynamic",
              shape_str(a), shape_str(b));
     n.inputs = {in(0)};
@@ -174,24 +180,75 @@ void translate(GraphBuilder& g, const TracedOp& t) {
       for (size_t d = 1; d < b.size(); ++d) target.data<int64_t>()[d] = b[d];
       n.inputs.push_back(g.constant(target, "shape"));
     }
+  } else if (op == "linear" && t.inputs[0].dim() != 2) {  // (..., in): x W^T (+ b)
+    NoGradGuard ng;
+    GraphNode mm{"MatMul", {in(0), g.constant(t.inputs[1].t().contiguous(), "weight_t")}};
+    if (!t.inputs[2].defined()) {
+      mm.outputs = {g.output(t.output, "MatMul")};
+      g.add(std::move(mm));
+      return;
+    }
+    mm.outputs = {fmt::format("{}_mm", in(1))};
+    n.type = "Add";
+    n.inputs = {mm.outputs[0], in(2)};
+    g.add(std::move(mm));
   } else if (op == "linear") {
-    KD_CHECK(t.inputs[0].dim() == 2, "cannot export linear on a {}-D input yet (only (B, in))", t.inputs[0].dim());
     n.type = "Gemm";
     n.inputs = {in(0), in(1)};
     if (t.inputs[2].defined()) n.inputs.push_back(in(2));
     n.int1 = {{"transB", 1}};
+  } else if (op == "matmul") {
+    n.type = "MatMul";
+    n.inputs = {in(0), in(1)};
+  } else if (op == "mul") {
+    n.type = "Mul";
+    n.inputs = {in(0), in(1)};
+  } else if (op == "mul_scalar") {
+    n.type = "Mul";
+    n.inputs = {in(0), g.constant(full({}, attr("value")[0]), "scale")};
+  } else if (op == "softmax") {
+    n.type = "Softmax";
+    n.inputs = {in(0)};
+    n.int1 = {{"axis", (int64_t)attr("dim")[0]}};
+  } else if (op == "layer_norm") {
+    const int64_t k = (int64_t)attr("dims")[0];
+    Shape ns(t.inputs[0].shape().end() - k, t.inputs[0].shape().end());
+    n.type = "LayerNormalization";
+    n.inputs = {in(0), t.inputs[1].defined() ? in(1) : g.constant(ones(ns), "ln_scale")};
+    if (t.inputs[2].defined()) n.inputs.push_back(in(2));
+    n.int1 = {{"axis", -k}};
+    n.floats = {{"epsilon", (float)attr("eps")[0]}};
+  } else if (op == "gelu") {  // opset 17 has no Gelu: x * 0.5 * (1 + erf(x / sqrt(2)))
+    KD_CHECK(attr("tanh")[0] == 0, "cannot export gelu's tanh approximation yet (only the exact erf form)");
+    const std::string x = in(0), base = fmt::format("gelu{}", g.nodes.size());
+    g.add({"Div", {x, g.constant(full({}, std::sqrt(2.0)), "sqrt2")}, {base + "_d"}});
+    g.add({"Erf", {base + "_d"}, {base + "_e"}});
+    g.add({"Add", {base + "_e", g.constant(full({}, 1.0), "one")}, {base + "_a"}});
+    g.add({"Mul", {x, base + "_a"}, {base + "_m"}});
+    n.type = "Mul";
+    n.inputs = {base + "_m", g.constant(full({}, 0.5), "half")};
+  } else if (op == "squeeze" || op == "unsqueeze") {
+    n.type = op == "squeeze" ? "Squeeze" : "Unsqueeze";
+    Tensor axes = empty({1}, DType::i64);
+    axes.data<int64_t>()[0] = (int64_t)attr("dim")[0];
+    n.inputs = {in(0), g.constant(axes, "axes")};
+  } else if (op == "expand") {  // a value from the input: broadcast to the shape, the batch kept
+    const auto shape = ints(attr("shape"));
+    Tensor target = empty({(int64_t)shape.size()}, DType::i64);
+    for (size_t d = 0; d < shape.size(); ++d) target.data<int64_t>()[d] = d == 0 ? 1 : shape[d];
+    n.type = "Expand";
+    n.inputs = {in(0), g.constant(target, "expand_shape")};
   } else if (op == "cat") {
     n.type = "Concat";
     for (size_t i = 0; i < t.inputs.size(); ++i) n.inputs.push_back(in(i));
     n.int1 = {{"axis", (int64_t)attr("dim")[0]}};
   } else if (op == "permute") {
-    KD_CHECK(attr("dims")[0] == 0, "cannot export a permute that moves the batch dimension (dims {})",
-             fmt::join(attr("dims"), ","));
     n.type = "Transpose";
     n.inputs = {in(0)};
     n.ints = {{"perm", ints(attr("dims"))}};
   } else if (op == "slice") {
-    KD_CHECK(attr("dim")[0] != 0, "cannot export a slice of the batch dimension, which the ONNX model keeps dynamic");
+    KD_CHECK(attr("dim")[0] != 0 || t.inputs[0].size(0) != g.batch,
+             "cannot export a slice of the batch dimension, which the ONNX model keeps dynamic");
     auto one = [&](const char* k, const char* hint) {
       Tensor v = empty({1}, DType::i64);
       v.data<int64_t>()[0] = (int64_t)attr(k)[0];
@@ -204,6 +261,19 @@ void translate(GraphBuilder& g, const TracedOp& t) {
   }
   n.outputs = {g.output(t.output, n.type)};
   g.add(std::move(n));
+}
+
+// A constant (1, ...) expanded to the traced batch (the ViT's class token): in ONNX its batch size
+// is the input's, read at run time: Expand(c, Concat(Shape(input)[0:1], the other dims)).
+void expand_to_batch(GraphBuilder& g, const TracedOp& t) {
+  const std::string c = g.value(t.inputs[0], "expand", false), base = fmt::format("expand{}", g.nodes.size());
+  const Shape& s = t.output.shape();
+  Tensor rest = empty({(int64_t)s.size() - 1}, DType::i64), zero = zeros({1}, DType::i64), one = ones({1}, DType::i64);
+  for (size_t d = 1; d < s.size(); ++d) rest.data<int64_t>()[d - 1] = s[d];
+  g.add({"Shape", {"input"}, {base + "_shape"}});
+  g.add({"Slice", {base + "_shape", g.constant(zero, "starts"), g.constant(one, "ends")}, {base + "_batch"}});
+  g.add({"Concat", {base + "_batch", g.constant(rest, "dims")}, {base + "_target"}, {{"axis", 0}}});
+  g.add({"Expand", {c, base + "_target"}, {g.output(t.output, "Expand")}});
 }
 
 // Folds BatchNormalization into the Conv before it when the conv feeds nothing else.
@@ -299,10 +369,14 @@ std::string onnx_model_bytes(nn::Classifier& model, const Tensor& example, const
     // 2. the graph: nodes for the ops on input-derived values, initializers for the rest
     GraphBuilder g(model);
     g.alias(x, "input");
+    g.batch = example.size(0);
     for (const TracedOp& t : trace.ops) {
       bool dynamic = false;
       for (bool rg : t.input_requires_grad) dynamic = dynamic || rg;
       if (dynamic) translate(g, t);
+      else if (t.op == "expand" && t.output.dim() >= 1 && t.output.size(0) == g.batch && t.inputs[0].dim() == t.output.dim() &&
+               t.inputs[0].size(0) == 1 && g.batch > 1)
+        expand_to_batch(g, t);  // a constant broadcast to the batch: its size comes from the input
     }
     KD_CHECK(g.known(logits), "cannot export: the logits do not come from the traced ops (the model ran an op the "
                               "trace does not record after its last traced one)");

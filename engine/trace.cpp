@@ -11,6 +11,8 @@ Trace* active_trace() { return g_trace; }
 
 TraceGuard::TraceGuard(Trace& trace) : prev_(g_trace) { g_trace = &trace; }
 TraceGuard::~TraceGuard() { g_trace = prev_; }
+TracePause::TracePause() : prev_(g_trace) { g_trace = nullptr; }
+TracePause::~TracePause() { g_trace = prev_; }
 
 const Tensor& trace_op(const char* op, std::vector<Tensor> inputs, std::map<std::string, std::vector<double>> attrs,
                        const Tensor& out) {

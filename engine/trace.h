@@ -8,9 +8,10 @@
 // grad came from the input, and one an untraced op made is caught by its autograd node's name.
 //
 // Traceable ops: conv2d, batch_norm, relu, relu6, add, max_pool2d, avg_pool2d, adaptive_avg_pool2d,
-// view (and so reshape and flatten), contiguous, permute (transpose), slice, cat, linear: the CNNs
-// of the zoo. The others (matmul, softmax, layer_norm, gelu, ...: the ViT) are not traced yet: a
-// forward pass that runs one on the input is refused by the exporter, which names it.
+// view (and so reshape and flatten), contiguous, permute (transpose), slice, squeeze, unsqueeze,
+// expand, cat, linear, matmul, mul (by a tensor or a number), softmax, layer_norm, gelu: what the
+// models of the zoo run. Any other op that runs on the input is refused by the exporter, which
+// names it.
 #pragma once
 #include <map>
 #include <string>
@@ -44,6 +45,19 @@ class TraceGuard {
   ~TraceGuard();
   TraceGuard(const TraceGuard&) = delete;
   TraceGuard& operator=(const TraceGuard&) = delete;
+
+ private:
+  Trace* prev_;
+};
+
+// Records nothing while it lives: a traced op made of other ops (matmul's reshapes) records
+// itself only.
+class TracePause {
+ public:
+  TracePause();
+  ~TracePause();
+  TracePause(const TracePause&) = delete;
+  TracePause& operator=(const TracePause&) = delete;
 
  private:
   Trace* prev_;

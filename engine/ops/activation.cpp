@@ -7,6 +7,7 @@
 // go through the SIMD row kernels of kernels/cpu_kernels.h, the loops here being their reference.
 #include <cmath>
 
+#include "engine/trace.h"
 #include "engine/autograd.h"
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/ops.h"
@@ -80,7 +81,7 @@ Tensor softmax_kernel(const Tensor& x, int64_t dim, bool log_space) {
 
 // ------------------------------------------------------------------ softmax / log_softmax
 
-Tensor softmax(const Tensor& x, int64_t dim) {
+static Tensor softmax_untraced(const Tensor& x, int64_t dim) {
   check_f32(x, "softmax");
   dim = wrap_dim(dim, x.dim());
   Tensor out = softmax_kernel(x, dim, /*log_space=*/false);
@@ -90,6 +91,12 @@ Tensor softmax(const Tensor& x, int64_t dim) {
     Tensor gs = mul(g, s);
     return std::vector<Tensor>{sub(gs, mul(s, sum(gs, {dim}, /*keepdim=*/true)))};
   });
+}
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  Tensor out = softmax_untraced(x, dim);
+  if (active_trace()) trace_op("softmax", {x}, {{"dim", {(double)wrap_dim(dim, x.dim())}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {

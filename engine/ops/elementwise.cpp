@@ -241,12 +241,18 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   });
 }
 
-Tensor mul(const Tensor& a, const Tensor& b) {
+static Tensor mul_untraced(const Tensor& a, const Tensor& b) {
   Tensor out = map_binary(a, b, "mul", [](float x, float y) { return x * y; }, &kMulKernels);
   return record(out, "mul", {a, b}, {a, b}, [](const Node& n, const Tensor& g) {
     const Tensor &a = n.saved[0], &b = n.saved[1];
     return std::vector<Tensor>{sum_to(mul(g, b), a.shape()), sum_to(mul(g, a), b.shape())};  // d(ab) = b da + a db
   });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = mul_untraced(a, b);
+  if (active_trace()) trace_op("mul", {a, b}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
@@ -289,10 +295,16 @@ Tensor add(const Tensor& a, double s) {
 
 Tensor sub(const Tensor& a, double s) { return add(a, -s); }
 
-Tensor mul(const Tensor& a, double s) {
+static Tensor mul_scalar_untraced(const Tensor& a, double s) {
   const float c = (float)s;
   Tensor out = map_unary(a, "mul", [c](float x) { return x * c; }, mul_scalar_kernel(c));
   return record(out, "mul_scalar", {a}, {}, [s](const Node&, const Tensor& g) { return std::vector<Tensor>{mul(g, s)}; });
+}
+
+Tensor mul(const Tensor& a, double s) {
+  Tensor out = mul_scalar_untraced(a, s);
+  if (active_trace()) trace_op("mul_scalar", {a}, {{"value", {s}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor div(const Tensor& a, double s) {
@@ -435,7 +447,7 @@ Tensor tanh(const Tensor& a) {
   });
 }
 
-Tensor gelu(const Tensor& a, bool tanh_approx) {
+static Tensor gelu_untraced(const Tensor& a, bool tanh_approx) {
   constexpr double kAlpha = 0.7978845608028654;  // sqrt(2/pi)
   if (tanh_approx) {
     Tensor out = map_unary(a, "gelu", [](float xf) {
@@ -465,6 +477,12 @@ Tensor gelu(const Tensor& a, bool tanh_approx) {
         &kGeluBackwardKernels);
     return std::vector<Tensor>{gx};
   });
+}
+
+Tensor gelu(const Tensor& a, bool tanh_approx) {
+  Tensor out = gelu_untraced(a, tanh_approx);
+  if (active_trace()) trace_op("gelu", {a}, {{"tanh", {tanh_approx ? 1.0 : 0.0}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 // ------------------------------------------------------------------ selection

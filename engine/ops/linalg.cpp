@@ -103,7 +103,7 @@ Tensor mm_nd(const Tensor& a, const Tensor& b, const char* op) {
 
 // ------------------------------------------------------------------ matmul
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
+static Tensor matmul_untraced(const Tensor& a, const Tensor& b) {
   check_f32(a, "matmul", "the first operand");
   check_f32(b, "matmul", "the second operand");
   KD_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul needs tensors with at least 1 dim, got shapes {} and {}",
@@ -126,6 +126,17 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return mm_nd(a.reshape({rows, k_a}), b, "matmul").reshape(out_shape);
   }
   return mm_nd(a, b, "matmul");
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  Trace* trace = active_trace();
+  Tensor out;
+  {
+    TracePause pause;  // the ops it is made of are not recorded: it is one op of the trace
+    out = matmul_untraced(a, b);
+  }
+  if (trace) trace_op("matmul", {a, b}, {}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor bmm(const Tensor& a, const Tensor& b) {

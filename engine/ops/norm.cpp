@@ -227,7 +227,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
 
 // ------------------------------------------------------------------ layer_norm
 
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+static Tensor layer_norm_untraced(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
                   double eps) {
   KD_CHECK(x.defined() && x.dtype() == DType::f32, "layer_norm needs a float32 input");
   const int64_t k = (int64_t)normalized_shape.size();
@@ -295,6 +295,13 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
                   if (n.inputs[2].defined() && n.inputs[2].requires_grad()) gb = over_rows(g);
                   return std::vector<Tensor>{gx, gw, gb};
                 });
+}
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  Tensor out = layer_norm_untraced(x, normalized_shape, weight, bias, eps);
+  if (active_trace()) trace_op("layer_norm", {x, weight, bias}, {{"dims", {(double)normalized_shape.size()}}, {"eps", {eps}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 // ------------------------------------------------------------------ dropout

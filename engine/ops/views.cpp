@@ -186,9 +186,11 @@ Tensor Tensor::expand(const Shape& requested) const {
     st[i] = have == want ? strides()[i - lead] : 0;
   }
   Tensor out = as_strided(*this, shape, st, offset());
-  return record(out, "expand", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
+  out = record(out, "expand", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, in_shape)};
   });
+  if (active_trace()) trace_op("expand", {*this}, {{"shape", std::vector<double>(shape.begin(), shape.end())}}, out);
+  return out;
 }
 
 Tensor Tensor::squeeze(int64_t d) const {
@@ -198,9 +200,11 @@ Tensor Tensor::squeeze(int64_t d) const {
   shape.erase(shape.begin() + d);
   st.erase(st.begin() + d);
   Tensor out = as_strided(*this, shape, st, offset());
-  return record(out, "squeeze", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
+  out = record(out, "squeeze", {*this}, {}, [in_shape = this->shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{g.reshape(in_shape)};
   });
+  if (active_trace()) trace_op("squeeze", {*this}, {{"dim", {(double)d}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 Tensor Tensor::unsqueeze(int64_t d) const {
@@ -210,9 +214,11 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   shape.insert(shape.begin() + d, 1);
   st.insert(st.begin() + d, stride);
   Tensor out = as_strided(*this, shape, st, offset());
-  return record(out, "unsqueeze", {*this}, {}, [d](const Node&, const Tensor& g) {
+  out = record(out, "unsqueeze", {*this}, {}, [d](const Node&, const Tensor& g) {
     return std::vector<Tensor>{g.squeeze(d)};
   });
+  if (active_trace()) trace_op("unsqueeze", {*this}, {{"dim", {(double)d}}}, out);  // for exporters (engine/trace.h)
+  return out;
 }
 
 }  // namespace kd
