@@ -44,11 +44,15 @@ void register_export(CLI::App& app) {
   struct Opts {
     std::string model, weights, out, format = "onnx";
     int64_t classes = 0, batch = 2;  // the traced batch: 2, so that a reshape of the batch shows
+    bool random_weights = false;
     CommonOptions common;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "model name (kdlab info --list)")->required();
-  cmd->add_option("--weights", o->weights, "its trained weights (.safetensors)")->required();
+  auto* weights = cmd->add_option("--weights", o->weights, "its trained weights (.safetensors)");
+  cmd->add_flag("--random-weights", o->random_weights,
+                "no weights: the model's seeded initialisation (for speed benchmarks, bench/compare_ort.sh)")
+      ->excludes(weights);
   cmd->add_option("--out", o->out, "the .onnx file to write")->required();
   cmd->add_option("--format", o->format, "onnx")->capture_default_str();
   add_data_options(cmd, o->common);
@@ -58,7 +62,10 @@ void register_export(CLI::App& app) {
   cmd->callback([o] {
     KD_CHECK(o->format == "onnx", "unknown export format '{}'; kdlab exports onnx", o->format);
     train::set_threads(o->common.threads);
-    nn::SafetensorsFile file = nn::load_safetensors(o->weights);
+    KD_CHECK(o->random_weights || !o->weights.empty(), "give --weights FILE.safetensors (or --random-weights)");
+    nn::SafetensorsFile file;
+    if (!o->random_weights) file = nn::load_safetensors(o->weights);
+    if (o->random_weights && o->classes <= 0) o->classes = 10;
     int64_t classes = o->classes;
     if (classes <= 0 && file.metadata.count("num_classes")) classes = std::stoll(file.metadata.at("num_classes"));
     KD_CHECK(classes > 0, "'{}' does not record its class count; give --num-classes K", o->weights);
@@ -73,7 +80,7 @@ void register_export(CLI::App& app) {
     data::modality_normalization(m, g.mean, g.std, mean, std);
     const int64_t C = data::modality_channels(m, g.channels);
     auto model = nn::create_model(o->model, {classes, C, g.size, 0});
-    model->load_state_dict(file.tensors, /*strict=*/true);
+    if (!o->random_weights) model->load_state_dict(file.tensors, /*strict=*/true);
     Generator gen(0);
     const Tensor example = randn({o->batch, C, g.size, g.size}, gen);
     deploy::OnnxExportOptions opt;
@@ -85,9 +92,9 @@ void register_export(CLI::App& app) {
                     {"normalization", "x = (pixel / 255 - mean) / std per channel, before the model"},
                     {"mean", fmt::format("{}", fmt::join(mean, ","))},
                     {"std", fmt::format("{}", fmt::join(std, ","))},
-                    {"weights", o->weights}};
+                    {"weights", o->random_weights ? std::string("random (seed 0)") : o->weights}};
     const deploy::OnnxExportReport rep = deploy::export_onnx(*model, example, o->out, opt);
-    fmt::print("{} -> {}: {}\n", o->weights, o->out, rep.str());
+    fmt::print("{} -> {}: {}\n", o->random_weights ? "random weights" : o->weights, o->out, rep.str());
   });
 }
 
