@@ -8,7 +8,7 @@
 # of each side and the ratio of medians (ORT time / kdlab time: above 1 means kdlab is faster).
 # Weights do not change the speed of a dense model, so random ones stand in for trained ones.
 #
-#   bench/compare_ort.sh [--models "resnet20 resnet56"] [--threads 2] [--rounds 5] [--iters 20]
+#   bench/compare_ort.sh [--models "resnet20 resnet56"] [--threads 2] [--rounds 5] [--iters 50]
 #       [--kdlab build/kdlab]
 #
 # Run it on a quiet machine (the load average is printed before and after). Needs node and
@@ -16,7 +16,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$here/.."
-models="resnet20 resnet56" threads=2 rounds=5 iters=20
+models="resnet20 resnet56" threads=2 rounds=5 iters=50
 kdlab="$root/build/kdlab"
 while [[ $# -gt 0 ]]; do
   case "$1" in
