@@ -178,3 +178,31 @@ TEST_CASE("kdlab export: a real teacher checked by ONNX Runtime on real CIFAR-10
   CHECK(max(abs(sub(got, expected))).item() < 1e-4);
   CHECK(max(abs(sub(argmax(got, 1).to(DType::f32), argmax(expected, 1).to(DType::f32)))).item() == 0);
 }
+
+TEST_CASE("kdlab export: refusals name the problem and leave no file") {
+  const std::string dir = kdtest::temp_path("export_cli");
+  fs::create_directories(dir);
+  auto run = [&](const std::string& args, std::string* log) {
+    const std::string out = dir + "/log.txt";
+    const int rc = std::system((std::string(KDLAB_BIN) + " export " + args + " > " + out + " 2>&1").c_str());
+    std::ifstream f(out);
+    *log = std::string(std::istreambuf_iterator<char>(f), {});
+    return rc;
+  };
+  std::string log;
+  // a model and its weights: random resnet8 weights saved as kdlab saves a run's
+  auto model = nn::create_model("resnet8", {10, 3, 32, 0});
+  nn::save_safetensors(dir + "/r8.safetensors", model->state_dict(), {{"model", "resnet8"}, {"num_classes", "10"}});
+  REQUIRE(run("--model resnet8 --weights " + dir + "/r8.safetensors --out " + dir + "/ok.onnx", &log) == 0);
+  CHECK(fs::exists(dir + "/ok.onnx"));
+  CHECK(log.find("batch norms folded") != std::string::npos);
+  CHECK(run("--model resnet20 --weights " + dir + "/r8.safetensors --out " + dir + "/a.onnx", &log) != 0);
+  CHECK(log.find("holds a resnet8 but --model says resnet20") != std::string::npos);
+  CHECK(run("--model resnet9 --random-weights --out " + dir + "/b.onnx", &log) != 0);
+  CHECK(log.find("resnet9") != std::string::npos);
+  CHECK(run("--model resnet8 --weights " + dir + "/missing.safetensors --out " + dir + "/c.onnx", &log) != 0);
+  CHECK(log.find("missing.safetensors") != std::string::npos);
+  CHECK(run("--model resnet8 --random-weights --format tflite --out " + dir + "/d.onnx", &log) != 0);
+  CHECK(log.find("unknown export format 'tflite'") != std::string::npos);
+  for (const char* f : {"a.onnx", "b.onnx", "c.onnx", "d.onnx"}) CHECK_FALSE(fs::exists(dir + "/" + f));
+}
