@@ -360,3 +360,23 @@ TEST_CASE("run_regime: a regime's non-finite epoch loss stops the run, naming it
   CHECK(again.m.w.item() == 4.0);
   CHECK(count_lines(dir + "/metrics.jsonl") == 4);
 }
+
+TEST_CASE("coarse_labels: CIFAR-100's 20 super-classes as the labels (recipe key), refused for other data sets") {
+  train::TrainConfig c = kdtest::tiny_config();
+  train::parse_recipe(R"({"coarse_labels": true})", c, "test");
+  CHECK(c.coarse_labels);
+  CHECK(c.to_json()["coarse_labels"] == true);
+  CHECK_THROWS_WITH_SUBSTR(train::prepare_run(c, kdtest::temp_path("coarse_bad"), "test"),
+                           "only cifar100 has super-classes");
+  // with the real CIFAR-100 (KDLAB_CIFAR100_DIR): the model gets 20 outputs and the labels are coarse
+  const char* dir = std::getenv("KDLAB_CIFAR100_DIR");
+  if (!dir) return;
+  c.dataset = "cifar100";
+  c.data_dir = dir;
+  c.train_limit = 64;
+  c.test_limit = 32;
+  c.num_classes = 0;  // from the data set
+  train::Run run = train::prepare_run(c, kdtest::temp_path("coarse"), "test");
+  CHECK(run.train_set.num_classes() == 20);
+  CHECK(run.model->classifier_head().weight.size(0) == 20);
+}

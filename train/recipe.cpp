@@ -15,7 +15,7 @@ template <typename F>
 static void for_each_field(TrainConfig& c, F&& f) {
   f("model", c.model); f("dataset", c.dataset); f("data_dir", c.data_dir); f("num_classes", c.num_classes);
   f("train_limit", c.train_limit); f("test_limit", c.test_limit); f("train_subset", c.train_subset);
-  f("val_split", c.val_split);
+  f("val_split", c.val_split); f("coarse_labels", c.coarse_labels);
   f("epochs", c.epochs); f("batch_size", c.batch_size); f("optimizer", c.optimizer); f("lr", c.lr);
   f("momentum", c.momentum); f("nesterov", c.nesterov); f("weight_decay", c.weight_decay);
   f("no_decay_1d", c.no_decay_1d); f("schedule", c.schedule); f("schedule_per_iteration", c.schedule_per_iteration);

@@ -21,6 +21,7 @@ struct TrainConfig {
   int64_t test_limit = 0;          // > 0: evaluate on the first N test images
   int64_t train_subset = 0;        // > 0: a random subset of N training images (the same for every seed)
   int64_t val_split = 0;           // > 0: hold out N training images (fixed seed) as a validation split
+  bool coarse_labels = false;      // cifar100: train and test on the 20 super-classes
   // optimisation
   int64_t epochs = 15;
   int64_t batch_size = 128;

@@ -221,6 +221,9 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
   run.command_line = command_line;
   data::LoadOptions lo;
   lo.synthetic.seed = config.seed;
+  KD_CHECK(!config.coarse_labels || config.dataset == "cifar100",
+           "coarse_labels: only cifar100 has super-classes (its 20 coarse labels), not {}", config.dataset);
+  lo.coarse_labels = config.coarse_labels;  // CIFAR-100's 20 super-classes
   if (config.dataset == "synthetic" && config.num_classes > 0) lo.synthetic.num_classes = config.num_classes;
   run.train_set = limited(data::load_dataset(config.dataset, config.data_dir, "train", lo), config.train_limit,
                           "--train-limit", "for a random subset use --set train_subset=N instead");

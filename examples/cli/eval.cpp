@@ -18,7 +18,7 @@ void register_eval(CLI::App& app) {
     std::string model, weights, split = "test", save_logits;
     int64_t classes = 0, batch = 256, limit = 0;
     CommonOptions common;  // --dataset, --data-dir, --threads
-    bool json = false;
+    bool json = false, coarse = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "model name")->required();
@@ -32,9 +32,13 @@ void register_eval(CLI::App& app) {
   add_threads_option(cmd, o->common.threads);
   add_modality_options(cmd, o->common, /*distill=*/false);
   cmd->add_flag("--json", o->json, "print one JSON object instead of text");
+  cmd->add_flag("--coarse-labels", o->coarse, "cifar100: score against the 20 super-classes (a model trained on them)");
   cmd->callback([o] {
     train::set_threads(o->common.threads);
-    data::Dataset ds = data::load_dataset(o->common.dataset, o->common.data_dir, o->split);
+    data::LoadOptions load;
+    load.coarse_labels = o->coarse;
+    KD_CHECK(!o->coarse || o->common.dataset == "cifar100", "--coarse-labels: only cifar100 has super-classes");
+    data::Dataset ds = data::load_dataset(o->common.dataset, o->common.data_dir, o->split, load);
     nn::SafetensorsFile file = nn::load_safetensors(o->weights);
     // the modality: --input, else the one the weights record (kdlab writes it when it is not rgb)
     const std::string trained = file.metadata.count("input") ? file.metadata.at("input") : "rgb";
