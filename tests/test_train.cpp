@@ -380,3 +380,25 @@ TEST_CASE("coarse_labels: CIFAR-100's 20 super-classes as the labels (recipe key
   CHECK(run.train_set.num_classes() == 20);
   CHECK(run.model->classifier_head().weight.size(0) == 20);
 }
+
+TEST_CASE("init_weights for another class count: every tensor but the classifier loads, the head is new") {
+  auto base = nn::create_model("resnet8", {10, 3, 32, 5});
+  const std::string w = kdtest::temp_path("base10") + ".safetensors";
+  nn::save_safetensors(w, base->state_dict());
+  train::TrainConfig c = kdtest::tiny_config();  // 4 classes
+  c.model = "resnet8";
+  c.init_weights = w;
+  train::Run run = train::prepare_run(c, kdtest::temp_path("transfer"), "test");
+  CHECK(run.extra_record["init_weights"]["new_head"] == nlohmann::json({"fc.weight", "fc.bias"}));
+  std::map<std::string, Tensor> loaded;
+  for (auto& [n, t] : run.model->state_dict()) loaded[n] = t;
+  for (auto& [n, t] : base->state_dict()) {
+    CAPTURE(n);
+    if (n.rfind("fc.", 0) == 0) CHECK(loaded[n].size(0) == 4);  // the new head
+    else CHECK(max(abs(sub(loaded[n].to(DType::f32), t.to(DType::f32)))).item() == 0.0);
+  }
+  // a mismatch outside the classifier is still an error
+  auto wide = nn::create_model("resnet8x4", {10, 3, 32, 5});
+  nn::save_safetensors(w, wide->state_dict());
+  CHECK_THROWS_WITH_SUBSTR(train::prepare_run(c, kdtest::temp_path("transfer2"), "test"), "shape mismatch");
+}

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -283,10 +284,24 @@ void prepare_peft(Run& run) {
   const TrainConfig& config = run.config;
   nn::Classifier& model = *run.model;
   if (!config.init_weights.empty()) {  // start from pretrained weights (a PEFT base, fine-tuning)
-    const nn::LoadReport r = model.load_state_dict(nn::load_safetensors(config.init_weights).tensors, /*strict=*/false);
+    // Transfer to another class count: the classifier of the file has another shape; it is left
+    // out (the model keeps its fresh head, which then trains). Any other shape mismatch is an error.
+    nn::NamedTensors file = nn::load_safetensors(config.init_weights).tensors, kept;
+    std::map<std::string, Shape> own;
+    for (auto& [n, t] : model.state_dict()) own[n] = t.shape();
+    const std::string head_prefix = model.classifier_name() + ".";
+    std::vector<std::string> new_head;
+    for (auto& [n, t] : file) {
+      if (n.rfind(head_prefix, 0) == 0 && own.count(n) && own[n] != t.shape()) new_head.push_back(n);
+      else kept.push_back({n, t});
+    }
+    if (!new_head.empty())
+      fmt::print("init weights {}: the classifier ({}) has another class count: a new head\n", config.init_weights,
+                 fmt::join(new_head, ", "));
+    const nn::LoadReport r = model.load_state_dict(kept, /*strict=*/false);
     fmt::print("init weights {}: {}\n", config.init_weights,
                r.ok() ? "every tensor loaded" : "loaded the matching tensors; not loaded: " + r.to_string());
-    run.extra_record["init_weights"] = {{"path", config.init_weights}, {"missing", r.missing},
+    run.extra_record["init_weights"] = {{"path", config.init_weights}, {"new_head", new_head}, {"missing", r.missing},
                                         {"unexpected", r.unexpected}, {"shape_mismatch", r.shape_mismatch}};
   }
   const std::string head = model.classifier_name();
