@@ -14,7 +14,8 @@
 #
 # Stages: gray0 gray1 rgb0 kd dkd fitnet st st_ft st_ft5k gray5k t_joint joint_kd
 #         t_p0 t_p05 t_p1 mfh_p0_0 mfh_p0_1 mfh_p05_0 mfh_p1_0 mfh_p1_1
-# Runs go to $RUNS/xm_<name> (resumable: scripts/run_lib.sh).
+# Runs go to $RUNS/xm_<name> (resumable: scripts/run_lib.sh). The MFH table and plot:
+#   /usr/bin/python3 scripts/mfh_table.py $RUNS --plot docs/images/mfh.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cifar10_env.sh  # KDLAB, DATA, TEACHER, THREADS
