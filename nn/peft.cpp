@@ -343,12 +343,13 @@ PeftReport apply_peft(Module& model, const PeftSpec& spec, uint64_t seed, const 
   return report;
 }
 
-// Calls f(layer's weight, branch) for every Linear and Conv2d with a branch.
+// Calls f(layer, its weight, its branch slot) for every Linear and Conv2d with a branch: the one
+// walk that merging, unmerging and removing share.
 template <class F>
 static void for_each_branch(Module& model, F&& f) {
   for (auto& [name, m] : model.named_modules()) {
-    if (auto* lin = dynamic_cast<Linear*>(m); lin && lin->branch) f(*lin, lin->weight, *lin->branch);
-    if (auto* conv = dynamic_cast<Conv2d*>(m); conv && conv->branch) f(*conv, conv->weight, *conv->branch);
+    if (auto* lin = dynamic_cast<Linear*>(m); lin && lin->branch) f(*lin, lin->weight, lin->branch);
+    if (auto* conv = dynamic_cast<Conv2d*>(m); conv && conv->branch) f(*conv, conv->weight, conv->branch);
   }
 }
 
@@ -357,15 +358,22 @@ static void merge_one(Tensor& weight, Branch& b, bool merge) {
   if (auto* a = dynamic_cast<ConvAdapterBranch*>(&b)) merge ? a->merge(weight) : a->unmerge(weight);
 }
 
+// The parameters a branch registers on its layer (removed with it).
+static std::vector<const char*> branch_parameter_names(const Branch& b) {
+  if (dynamic_cast<const LoraBranch*>(&b)) return {"lora_A", "lora_B"};
+  if (dynamic_cast<const ConvAdapterBranch*>(&b)) return {"adapter"};
+  return {};
+}
+
 void merge_peft(Module& model) {
-  for_each_branch(model, [](Module&, Tensor& w, Branch& b) {
-    if (!b.merged()) merge_one(w, b, true);
+  for_each_branch(model, [](Module&, Tensor& w, std::shared_ptr<Branch>& b) {
+    if (!b->merged()) merge_one(w, *b, true);
   });
 }
 
 void unmerge_peft(Module& model) {
-  for_each_branch(model, [](Module&, Tensor& w, Branch& b) {
-    if (b.merged()) merge_one(w, b, false);
+  for_each_branch(model, [](Module&, Tensor& w, std::shared_ptr<Branch>& b) {
+    if (b->merged()) merge_one(w, *b, false);
   });
 }
 
@@ -376,19 +384,10 @@ void merge_and_remove_peft(Module& model) {
                "{} has bottleneck adapters (houlsby / adaptformer), which are not linear and cannot be merged into its "
                "weights; use the model with its adapters (the base weights plus peft.safetensors)", name);
   merge_peft(model);
-  for (auto& [name, m] : model.named_modules()) {
-    std::shared_ptr<Branch>* branch = nullptr;
-    if (auto* lin = dynamic_cast<Linear*>(m)) branch = &lin->branch;
-    if (auto* conv = dynamic_cast<Conv2d*>(m)) branch = &conv->branch;
-    if (!branch || !*branch) continue;
-    for (const char* n : {"lora_A", "lora_B", "adapter"})
-      for (auto& [pn, p] : m->named_parameters())
-        if (pn == n) {
-          m->remove_parameter(n);
-          break;
-        }
-    branch->reset();
-  }
+  for_each_branch(model, [](Module& layer, Tensor&, std::shared_ptr<Branch>& b) {
+    for (const char* n : branch_parameter_names(*b)) layer.remove_parameter(n);
+    b.reset();
+  });
 }
 
 static bool is_branch_parameter(const std::string& name) {

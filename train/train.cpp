@@ -319,8 +319,8 @@ void prepare_peft(Run& run) {
   const std::string base_hash = nn::state_hash(model.state_dict());  // of the weights the PEFT belongs to
   const nn::PeftReport rep = nn::apply_peft(model, spec, config.seed, head);
   nn::set_trainable(model, config.train_only.empty() ? "peft" : config.train_only, head);
-  fmt::print("peft {}: {}; trainable {} of {} parameters\n", spec.to_string(), rep.to_string(),
-             model.num_parameters(true), model.num_parameters());
+  fmt::print("peft {}: {}; with train_only={}: trainable {} of {} parameters\n", spec.to_string(), rep.to_string(),
+             config.train_only.empty() ? "peft" : config.train_only, model.num_parameters(true), model.num_parameters());
   run.extra_record["peft"] = {{"spec", spec.to_string()},       {"base_hash", base_hash},
                               {"layers", rep.layers},           {"task_norms", rep.task_norms},
                               {"trainable", model.num_parameters(true)}, {"total", model.num_parameters()}};
