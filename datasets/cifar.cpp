@@ -17,6 +17,7 @@
 #include "datasets/archive.h"
 #include "datasets/common.h"
 #include "datasets/dataset.h"
+#include "datasets/normalization.h"
 #include "engine/atomic_file.h"
 
 namespace kd::data {
@@ -207,8 +208,8 @@ Dataset load_cifar(const Format& fmt_, const std::string& path, const std::strin
     d.class_names = coarse_as_labels ? kCifar100Coarse : kCifar100Fine;
     d.coarse_class_names = kCifar100Coarse;
     d.coarse_labels = from_vector(recs.coarse, {(int64_t)recs.coarse.size()});  // (N)
-    d.mean = {0.5071f, 0.4867f, 0.4408f};
-    d.std = {0.2675f, 0.2565f, 0.2761f};
+    d.mean = kCifar100Mean;
+    d.std = kCifar100Std;
   } else {
     d.class_names = kCifar10Classes;
     // Names shipped beside the data win (a packed image folder keeps its own classes).
@@ -217,8 +218,8 @@ Dataset load_cifar(const Format& fmt_, const std::string& path, const std::strin
     for (int64_t y : recs.fine) max_label = std::max(max_label, y);
     KD_CHECK(max_label < (int64_t)d.class_names.size(), "{}: label {} but only {} class names", source, max_label,
              d.class_names.size());
-    d.mean = {0.4914f, 0.4822f, 0.4465f};
-    d.std = {0.2470f, 0.2435f, 0.2616f};
+    d.mean = kCifar10Mean;
+    d.std = kCifar10Std;
   }
   return d;
 }

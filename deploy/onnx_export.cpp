@@ -90,10 +90,6 @@ class GraphBuilder {
       if (n == name) return t;
     return Tensor();
   }
-  void set_initializer(const std::string& name, const Tensor& t) {
-    for (auto& [n, v] : initializers)
-      if (n == name) v = t;
-  }
 
  private:
   void add_initializer(const std::string& name, const Tensor& t) {

@@ -95,11 +95,12 @@ train::Run prepare_distill_run(const train::TrainConfig& cfg, const std::string&
   const TeacherCombine combine{cfg.teacher_combine, cfg.teacher_weights_mix};
   check_teacher_combine(combine, setup.num_teachers);
   for (const std::string& a : cfg.assistants) setup.guides.push_back(load_guide_spec(a, K, teacher_view));
-  // paired views: one per modality a guide sees that the student does not
+  // paired views: one per modality a guide sees that the student does not (none with the teacher
+  // cache, which serves the guides' logits computed on their own views)
   setup.guide_view.clear();
   for (const Guide& g : setup.guides) {
     int view = -1;
-    if (g.input != run.train_set.modality) {
+    if (g.input != run.train_set.modality && !cfg.teacher_cache) {
       for (size_t k = 0; k < run.views.size(); ++k)
         if (run.views[k] == g.input) view = (int)k;
       if (view < 0) {

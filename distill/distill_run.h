@@ -34,7 +34,8 @@ struct DistillSetup {
   std::shared_ptr<Distiller> distiller;
   std::shared_ptr<TeacherCache> cache;     // set when config.teacher_cache
   // What each guide sees (cross-modal runs): -1 the student's images (Batch::images), k the
-  // paired view Batch::views[k] (the run's views[k], the guide's modality).
+  // paired view Batch::views[k] (the run's views[k], the guide's modality). With the teacher
+  // cache there are no paired views: the cache serves every guide's logits on its own view.
   std::vector<int> guide_view;
   double teacher_test_accuracy = -1;       // measured before training (the first teacher)
 };

@@ -259,6 +259,13 @@ TEST_CASE("cross-modal runs: a gray student from an rgb teacher, the teacher cac
   c.teacher_input = "rgb";
 
   SUBCASE("the student sees gray, the teacher rgb, on the same crops; cached logits are the teacher's on rgb") {
+    {  // without the cache, every batch carries the teacher's rgb view for it
+      distill::DistillSetup plain;
+      train::Run r = distill::prepare_distill_run(c, kdtest::temp_path("xm_plain"), "test", plain);
+      CHECK(plain.guide_view[0] == 0);
+      REQUIRE(r.views.size() == 1);
+      CHECK(r.views[0].is_rgb());
+    }
     const std::string cache_dir = kdtest::temp_path("xm_cache");
     fs::remove_all(cache_dir);
     c.teacher_cache = true;
@@ -269,14 +276,15 @@ TEST_CASE("cross-modal runs: a gray student from an rgb teacher, the teacher cac
     train::Run run = distill::prepare_distill_run(c, run_dir, "test", setup);
     CHECK(run.train_set.input_channels() == 1);
     CHECK(setup.guides[0].input.is_rgb());
-    CHECK(setup.guide_view[0] == 0);
-    REQUIRE(run.views.size() == 1);
+    // the cache serves the teacher's logits on its rgb view: the batches carry no paired view
+    CHECK(setup.guide_view[0] == -1);
+    CHECK(run.views.empty());
     // the cache's logits of a batch are the teacher's forward pass on the rgb view of those crops
     data::LoaderOptions lo;
     lo.batch_size = 16;
     lo.prefetch = false;
     lo.transform = train::training_transform(c, run.train_set);
-    lo.views = {train::training_transform(c, data::with_modality(run.train_set, run.views[0]))};
+    lo.views = {train::training_transform(c, data::with_modality(run.train_set, setup.guides[0].input))};
     lo.choose_aug = run.choose_aug;
     data::DataLoader loader(run.train_set, lo);
     loader.start_epoch(0);

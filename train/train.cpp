@@ -198,21 +198,13 @@ data::TransformConfig training_transform(const TrainConfig& config, const data::
   return tc;
 }
 
-void apply_input_settings(const TrainConfig& config, data::Dataset& d) {
+int64_t apply_input_settings(const TrainConfig& config, data::Dataset& d) {
   KD_CHECK(config.paired_photometric == "shared" || config.paired_photometric == "independent",
            "paired_photometric={} is not shared or independent", config.paired_photometric);
   d.modality = data::parse_modality(config.input);
   d.input_channels();  // refuses a modality the images cannot give
   const data::ChromaCue cue = data::parse_chroma_cue(config.chroma_cue);
-  if (cue.active() && !d.pixel_offset.defined()) data::plant_chroma_cue(d, cue);
-}
-
-int64_t count_offsets(const data::Dataset& d) {
-  if (!d.pixel_offset.defined()) return 0;
-  int64_t n = 0;
-  const float* o = d.pixel_offset.data<float>();
-  for (int64_t i = 0; i < d.size(); ++i) n += (o[3 * i] != 0 || o[3 * i + 1] != 0 || o[3 * i + 2] != 0) ? 1 : 0;
-  return n;
+  return cue.active() && !d.pixel_offset.defined() ? data::plant_chroma_cue(d, cue) : 0;
 }
 
 Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std::string& command_line) {
@@ -263,12 +255,12 @@ Run prepare_run(const TrainConfig& config, const std::string& out_dir, const std
     std::sort(rest.begin(), rest.end());
     run.train_set = data::subset(run.train_set, rest);
   }
-  apply_input_settings(config, run.train_set);  // the modality the model sees, the chroma cue
-  apply_input_settings(config, run.test_set);
+  const int64_t cued_train = apply_input_settings(config, run.train_set);  // the modality, the chroma cue
+  const int64_t cued_test = apply_input_settings(config, run.test_set);
   if (run.val_set.size() > 0) apply_input_settings(config, run.val_set);
   if (run.train_set.pixel_offset.defined())
-    run.extra_record["chroma_cue"] = {{"spec", config.chroma_cue}, {"train_images_with_cue", count_offsets(run.train_set)},
-                                      {"test_images_with_cue", count_offsets(run.test_set)}};
+    run.extra_record["chroma_cue"] = {{"spec", config.chroma_cue}, {"train_images_with_cue", cued_train},
+                                      {"test_images_with_cue", cued_test}};
   if (!run.train_set.modality.is_rgb()) run.extra_record["input"] = run.train_set.modality.str();
   nn::ModelConfig mc;
   mc.num_classes = config.num_classes > 0 ? config.num_classes : run.train_set.num_classes();

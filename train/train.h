@@ -137,9 +137,8 @@ void prepare_peft(Run& run);
 data::TransformConfig training_transform(const TrainConfig& config, const data::Dataset& d);
 // Sets d's modality to config.input and plants config.chroma_cue (if any) into it; prepare_run
 // calls it on every split, and the tools that load a split themselves (kdlab eval) call it too.
-void apply_input_settings(const TrainConfig& config, data::Dataset& d);
-// The images of d that carry a pixel offset (the chroma cue).
-int64_t count_offsets(const data::Dataset& d);
+// Returns how many images it gave the cue.
+int64_t apply_input_settings(const TrainConfig& config, data::Dataset& d);
 
 // Applies config.threads to OpenBLAS and OpenMP (0 leaves the defaults).
 void set_threads(int64_t threads);

@@ -6,6 +6,7 @@
 // reading any file) gives the input's channels, size, mean and standard deviation.
 #include <fmt/format.h>
 
+#include "datasets/normalization.h"
 #include "deploy/onnx_export.h"
 #include "examples/cli/cli.h"
 #include "nn/safetensors.h"
@@ -17,15 +18,15 @@ namespace {
 // Channels, size and normalisation of the data sets kdlab knows, without loading them.
 struct InputGeometry {
   int64_t channels = 3, size = 32;
-  std::vector<float> mean{0.4914f, 0.4822f, 0.4465f}, std{0.2470f, 0.2435f, 0.2616f};
+  std::vector<float> mean = data::kCifar10Mean, std = data::kCifar10Std;
 };
 
 InputGeometry geometry_of(const CommonOptions& o) {
   InputGeometry g;
   if (o.dataset.empty() || o.dataset == "cifar10") return g;
   if (o.dataset == "cifar100") {
-    g.mean = {0.5071f, 0.4867f, 0.4408f};
-    g.std = {0.2675f, 0.2565f, 0.2761f};
+    g.mean = data::kCifar100Mean;
+    g.std = data::kCifar100Std;
     return g;
   }
   // any other data set: read its test split for its geometry and normalisation
